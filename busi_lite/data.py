@@ -1,0 +1,329 @@
+"""Dataset: discover the BUSI layout, validate it, group duplicates, split.
+
+Layout: ``<root>/<class>/<stem>.png`` with lesion masks ``<stem>_mask.png`` and
+extra masks ``<stem>_mask_1.png``, ``_mask_2.png`` ... (merged by union).
+Nothing here ever writes to the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import CLASSES
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
+_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
+
+
+class DatasetError(Exception):
+    """The dataset cannot be used at all (e.g. missing folder); the message says what to do."""
+
+
+class ImageError(Exception):
+    """One image file cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str                       # relative to the root, POSIX: "benign/benign (1).png"
+    label: int                      # index into the class names
+    mask_paths: tuple[str, ...] = ()
+
+    @property
+    def has_mask(self) -> bool:
+        return bool(self.mask_paths)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    what: str
+    fix: str
+    fatal: bool = False             # fatal: the dataset cannot be used as it is
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what} -> {self.fix}"
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: tuple[str, ...]
+    samples: list[Sample]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)}
+
+    def check(self, strict: bool = False) -> None:
+        """Raise DatasetError on fatal problems (or on any problem when strict)."""
+        bad = [p for p in self.problems if p.fatal or strict]
+        if bad:
+            lines = "\n  ".join(str(p) for p in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DatasetError(f"{len(bad)} problem(s) in {self.root}:\n  {lines}{more}")
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def discover(root, classes=CLASSES) -> Dataset:
+    """List images and masks under ``root`` without decoding them.
+
+    Problems (mask without image, non-image file, empty or missing class folder)
+    are collected on the returned Dataset; the bad file is left out.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: dataset folder not found -> pass --data DIR or set BUSI_LITE_DATA "
+            f"to the BUSI folder that holds {'/'.join(classes)}/")
+    samples, problems = [], []
+    for label, cls in enumerate(classes):
+        folder = root / cls
+        if not folder.is_dir():
+            problems.append(Problem(f"{cls}/", "class folder missing",
+                                    f"create {folder} with the {cls} images, or pass --classes", True))
+            continue
+        images, masks = {}, {}
+        for f in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)):
+            rel = f"{cls}/{f.name}"
+            if f.name.startswith(".") or f.is_dir():
+                continue
+            if f.suffix.lower() not in IMAGE_EXTS:
+                problems.append(Problem(rel, "not an image file (ignored)",
+                                        "remove it or move it out of the dataset folder"))
+                continue
+            m = _MASK_RE.match(f.stem)
+            if m:
+                masks.setdefault(m["stem"], []).append((int(m["k"] or 0), rel))
+            else:
+                images[f.stem] = rel
+        for stem, rels in masks.items():
+            if stem not in images:
+                for _, rel in rels:
+                    problems.append(Problem(rel, "mask without image (ignored)",
+                                            f"add the image '{stem}' or remove the mask"))
+        if not images:
+            problems.append(Problem(f"{cls}/", "class folder holds no images",
+                                    f"put the {cls} images into {folder}", True))
+        for stem, rel in images.items():
+            mp = tuple(r for _, r in sorted(masks.get(stem, [])))
+            samples.append(Sample(rel, label, mp))
+    return Dataset(root, tuple(classes), samples, problems)
+
+
+# ---------------------------------------------------------------- reading
+
+def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any supported image to RGB uint8 [H,W,3], EXIF orientation applied.
+
+    16-bit images are scaled to 8 bits (x/257), alpha is composited on black,
+    palette/grayscale/CMYK converted. Raises ImageError naming the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
+                                 "(possible decompression bomb) -> downscale the image first")
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot be read as an image ({e}) -> "
+                         "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from e
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode == "I" and a.max() > 65535:
+            a = a * (65535.0 / a.max())
+        g = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        g = np.clip(np.round(a * (255.0 / max(a.max(), 1e-12))), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(bg, im)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
+    """Union of the sample's masks as bool [H,W]; None when it has none.
+
+    ``size`` is the image's (width, height); raises ImageError on a size
+    mismatch or a non-binary mask.
+    """
+    if not sample.mask_paths:
+        return None
+    out = np.zeros((size[1], size[0]), dtype=bool)
+    for rel in sample.mask_paths:
+        path = Path(root) / rel
+        a = _read_gray(path)
+        if (a.shape[1], a.shape[0]) != tuple(size):
+            raise ImageError(f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
+                             f"{size[0]}x{size[1]} -> re-export the mask at the image's size")
+        counts = np.bincount(a.ravel(), minlength=256)
+        odd = np.nonzero(counts[2:255])[0] + 2
+        if len(odd):
+            raise ImageError(f"{path}: mask is not binary (has values {odd[:5].tolist()}) -> "
+                             "save it with black (0) background and white (255) lesion only")
+        out |= a > 0
+    return out
+
+
+def _read_gray(path) -> np.ndarray:
+    """Mask file -> uint8 [H,W] (max over colour channels; alpha ignored)."""
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("1", "L", "P"):
+                return np.asarray(im.convert("L"))
+            return np.asarray(im.convert("RGB")).max(axis=2)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{path}: mask cannot be read ({e}) -> re-export it as a PNG") from e
+
+
+def content_sha256(rgb: np.ndarray) -> str:
+    """SHA-256 of the decoded pixels and their shape (robust to re-compression)."""
+    h = hashlib.sha256(str(rgb.shape).encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- duplicates
+
+_DCT = None
+
+
+def phash(rgb: np.ndarray) -> int:
+    """64-bit perceptual hash: 8x8 low-frequency DCT of a 32x32 gray thumbnail vs its median."""
+    global _DCT
+    if _DCT is None:  # orthonormal DCT-II matrix, a constant computed once
+        n = np.arange(32)
+        _DCT = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)
+    g = Image.fromarray(rgb).convert("L").resize((32, 32), Image.Resampling.BOX)
+    d = _DCT @ np.asarray(g, dtype=np.float64) @ _DCT.T
+    low = d[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    return int(sum(1 << i for i, b in enumerate(bits) if b))
+
+
+def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
+    """Group ids [N]: images with equal content hashes or pHashes within
+    ``max_distance`` bits (Hamming) share a group (union-find, transitive).
+
+    Group ids are the index of the group's first member, so they are stable
+    for a fixed file order.
+    """
+    n = len(hashes)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i, j):
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    first = {}
+    for i, h in enumerate(hashes):
+        if h in first:
+            union(first[h], i)
+        else:
+            first[h] = i
+    ph = np.array([int(p) for p in phashes], dtype=np.uint64)
+    for i in range(n - 1):
+        x = ph[i] ^ ph[i + 1:]
+        dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+        for j in np.nonzero(dist <= max_distance)[0]:
+            union(i, i + 1 + int(j))
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def mixed_label_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Group ids whose members carry more than one label."""
+    return sorted(int(g) for g in np.unique(groups) if len(np.unique(labels[groups == g])) > 1)
+
+
+# ---------------------------------------------------------------- split
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray     # indices into the sample list
+    test: np.ndarray
+    excluded: np.ndarray  # members of mixed-label groups (kept out of both)
+    seed: int
+
+    def digest(self, paths) -> str:
+        """Short hash of which files are in test/train: identifies a split."""
+        h = hashlib.sha256()
+        for name, idx in (("train", self.train), ("test", self.test)):
+            h.update(name.encode())
+            for i in sorted(paths[j] for j in idx):
+                h.update(i.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+
+def split(labels, groups, paths, seed: int, test_fraction: float = 0.15,
+          drop_mixed: bool = True) -> Split:
+    """Stratified, group-aware, seeded train/test split.
+
+    Per class, groups are ordered by their first member's path, shuffled with
+    ``np.random.default_rng(seed)`` and moved to test until the class's test
+    share reaches ``test_fraction``; a group never straddles train and test.
+    Same seed and file list -> same split on any machine.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    mixed = set(mixed_label_groups(groups, labels)) if drop_mixed else set()
+    excluded = np.array([i for i, g in enumerate(groups) if g in mixed], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        members = {}
+        for i in np.nonzero(labels == c)[0]:
+            if groups[i] not in mixed:
+                members.setdefault(groups[i], []).append(int(i))
+        order = sorted(members, key=lambda g: min(paths[i] for i in members[g]))
+        total = sum(len(v) for v in members.values())
+        goal = round(test_fraction * total)
+        taken = 0
+        for k in rng.permutation(len(order)):
+            if taken >= goal:
+                break
+            grp = members[order[k]]
+            if taken + len(grp) > goal + max(1, len(grp) // 2) and taken > 0:
+                continue  # a big group would overshoot; try a smaller one
+            test += grp
+            taken += len(grp)
+    test_set = set(test)
+    ex = set(excluded.tolist())
+    train = np.array([i for i in range(len(labels)) if i not in test_set and i not in ex], dtype=np.int64)
+    return Split(train, np.array(sorted(test_set), dtype=np.int64), excluded, seed)

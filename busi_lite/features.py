@@ -1,0 +1,378 @@
+"""Feature cache: one HDF5 file holding backbone features of every image and view.
+
+Layout (N rows, one per image, in discovery order):
+  /index/{path, label, source_sha256, content_sha256, phash, has_mask, group, width, height}
+  /features/<view>  [N,7,7,1280] float16   spatial out_relu features ('raw' + mask views)
+  /pooled/<view>    [N,1280]     float32   global average pool of the above
+  /grid/<view>      [N,7,7]      float16   lesion fraction per cell of the view's 224x224 input
+  /valid/<view>     [N]          bool      row holds this view (views need a lesion mask)
+  /mask224          [N,224,224]  bool      the lesion mask of the raw view's 224x224 crop
+  attrs: backbone_sha256, preprocess_version, package_version, views, classes, dataset_root
+
+Writes go to a temporary file next to the cache, renamed over it only when
+complete, under an exclusive lock: an interrupted or concurrent run never
+damages the previous cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from . import CLASSES, __version__
+from . import data as D
+from .backbone import GRID, PREPROCESS_VERSION, SIZE, Backbone, center_box, preprocess
+from .views import VIEWS, make_views
+
+DEFAULT_CACHE = Path("cache") / "busi_features.h5"
+ENV_CACHE = "BUSI_LITE_CACHE"
+BATCH = 32
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; the message says what to do."""
+
+
+def source_sha256(root: Path, sample: D.Sample) -> str:
+    """Hash of the image file's and its masks' bytes: changes when any of them changes."""
+    h = hashlib.sha256()
+    for rel in (sample.path,) + sample.mask_paths:
+        h.update(rel.encode() + b"\0")
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()
+
+
+def grid_fraction(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mask bool [H,W] -> (lesion fraction per 7x7 cell [7,7], mask at 224x224 [224,224] bool),
+    both of the same centre crop the backbone sees."""
+    im = Image.fromarray(mask.astype(np.uint8) * 255)
+    m224 = np.asarray(im.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=center_box(*im.size))) >= 128
+    cell = SIZE // GRID
+    frac = m224.reshape(GRID, cell, GRID, cell).mean(axis=(1, 3))
+    return frac.astype(np.float32), m224
+
+
+@dataclass
+class _Item:
+    """One decoded image with its views, ready for the backbone."""
+    index: int
+    inputs: dict          # view -> float32 [224,224,3]
+    grids: dict           # view -> [7,7]
+    mask224: np.ndarray
+    content_sha256: str
+    phash: int
+    size: tuple[int, int]
+    has_mask: bool        # a non-empty lesion mask (anywhere in the image)
+
+
+def _prepare(root: Path, sample: D.Sample, index: int, views) -> _Item:
+    rgb = D.read_rgb(root / sample.path)
+    size = (rgb.shape[1], rgb.shape[0])
+    mask = D.read_mask(root, sample, size)
+    if mask is None:
+        mask = np.zeros(rgb.shape[:2], dtype=bool)
+    inputs, grids = {"raw": preprocess(rgb)}, {}
+    grids["raw"], m224 = grid_fraction(mask)
+    for v, (vrgb, vmask) in make_views(rgb, mask, views).items():
+        inputs[v] = preprocess(vrgb)
+        grids[v] = grid_fraction(vmask)[0]
+    return _Item(index, inputs, grids, m224, D.content_sha256(rgb), D.phash(rgb), size, bool(mask.any()))
+
+
+@contextmanager
+def _lock(out: Path):
+    lock_path = out.with_name(out.name + ".lock")
+    with open(lock_path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheError(f"{out}: another busi-lite extract is writing this cache -> "
+                             "wait for it to finish, or use another --out") from None
+        yield
+
+
+def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
+    """Return the reusable old cache (h5py.File) or None."""
+    if force or not out.exists():
+        return None
+    try:
+        old = h5py.File(out, "r")
+        a = old.attrs
+        reason = None
+        if a.get("backbone_sha256") != backbone.sha256:
+            reason = f"it was built with another backbone (sha256 {str(a.get('backbone_sha256'))[:12]}...)"
+        elif a.get("preprocess_version") != PREPROCESS_VERSION:
+            reason = f"it used preprocessing {a.get('preprocess_version')!r}"
+        elif sorted(a.get("views", "").split(",")) != sorted(("raw",) + tuple(views)):
+            reason = f"it holds views {a.get('views')!r}"
+    except (OSError, KeyError) as e:
+        raise CacheError(f"{out}: existing cache is unreadable ({e}) -> pass --force to rebuild it") from e
+    if reason:
+        old.close()
+        raise CacheError(f"{out}: {reason}, not what this run would write; mixing is refused -> "
+                         "pass --force to rebuild it, or choose another --out")
+    return old
+
+
+def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=False, strict=False,
+            classes=CLASSES, batch_size=BATCH, log=None, progress=True) -> dict:
+    """Extract features of every valid image (and its mask views) into ``out``.
+
+    Incremental: rows whose image and mask bytes are unchanged are copied from
+    the existing cache. Returns a summary dict (counts, timings, problems).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
+    views = tuple(v for v in views if v != "raw")
+    for v in views:
+        if v not in VIEWS:
+            raise ValueError(f"unknown view {v!r}; choose from {', '.join(VIEWS)}")
+    ds = D.discover(data_root, classes)
+    ds.check(strict)
+    for p in ds.problems:
+        log(f"warning: {p}")
+    bb = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(data_root)
+    with _lock(out):
+        old = _open_old(out, bb, views, force, log)
+        old_rows = {}
+        if old is not None:
+            for i, (p, s) in enumerate(zip(old["index/path"].asstr()[:], old["index/source_sha256"].asstr()[:])):
+                old_rows[(p, s)] = i
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            summary = _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, progress)
+            os.replace(tmp, out)
+        finally:
+            if old is not None:
+                old.close()
+            if tmp.exists():
+                tmp.unlink()
+    summary.update(seconds=time.perf_counter() - t0, cache=str(out),
+                   problems=[str(p) for p in ds.problems] + summary["problems"])
+    return summary
+
+
+def _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, progress) -> dict:
+    all_views = ("raw",) + views
+    n = len(ds.samples)
+    problems, new_count, reused = [], 0, 0
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name,
+                       preprocess_version=PREPROCESS_VERSION, package_version=__version__,
+                       views=",".join(all_views), classes=",".join(ds.classes),
+                       dataset_root=str(Path(root).resolve()))
+        feat = {v: f.create_dataset(f"features/{v}", (0, GRID, GRID, 1280), "f2", maxshape=(None, GRID, GRID, 1280),
+                                    chunks=(1, GRID, GRID, 1280), compression="lzf") for v in all_views}
+        pooled = {v: f.create_dataset(f"pooled/{v}", (0, 1280), "f4", maxshape=(None, 1280)) for v in all_views}
+        grid = {v: f.create_dataset(f"grid/{v}", (0, GRID, GRID), "f2", maxshape=(None, GRID, GRID)) for v in all_views}
+        valid = {v: f.create_dataset(f"valid/{v}", (0,), bool, maxshape=(None,)) for v in all_views}
+        m224 = f.create_dataset("mask224", (0, SIZE, SIZE), bool, maxshape=(None, SIZE, SIZE),
+                                chunks=(1, SIZE, SIZE), compression="lzf")
+        index = {k: [] for k in ("path", "label", "source_sha256", "content_sha256", "phash",
+                                 "has_mask", "width", "height")}
+        sources = [source_sha256(root, s) for s in ds.samples]
+        todo = {i for i in range(n) if (ds.samples[i].path, sources[i]) not in old_rows}
+        bar = _progress(len(todo), progress)
+
+        def append(rows: dict):
+            """Append one batch of rows (see _collect) to every dataset."""
+            k = len(rows["index"])
+            start = m224.shape[0]
+            for ds_ in list(feat.values()) + list(pooled.values()) + list(grid.values()) + list(valid.values()) + [m224]:
+                ds_.resize(start + k, axis=0)
+            for v in all_views:
+                feat[v][start:] = rows["feat"][v].astype(np.float16)
+                pooled[v][start:] = rows["feat"][v].reshape(k, -1, 1280).mean(axis=1)
+                grid[v][start:] = rows["grid"][v]
+                valid[v][start:] = rows["valid"][v]
+            m224[start:] = rows["mask224"]
+            for rec in rows["index"]:
+                for key in index:
+                    index[key].append(rec[key])
+
+        batches = [list(range(p, min(p + batch_size, n))) for p in range(0, n, batch_size)]
+        with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1))) as pool:
+            def submit(batch):  # decoding runs ahead of the backbone by one batch
+                return {i: pool.submit(_prepare, root, ds.samples[i], i, views) for i in batch if i in todo}
+
+            pending = submit(batches[0]) if batches else {}
+            for k, batch in enumerate(batches):
+                futures, pending = pending, (submit(batches[k + 1]) if k + 1 < len(batches) else {})
+                items = {}
+                for i, fut in futures.items():
+                    try:
+                        items[i] = fut.result()
+                    except D.ImageError as e:
+                        if strict:
+                            raise
+                        problems.append(str(e))
+                        log(f"warning: skipped {e}")
+                feats = _run_backbone(bb, items, all_views)
+                rows = _collect(batch, items, feats, old, old_rows, ds, sources, all_views)
+                if rows["index"]:
+                    append(rows)
+                new_count += len(items)
+                reused += sum(1 for i in batch if i not in futures)
+                if bar:
+                    bar.update(len(futures))
+        if bar:
+            bar.render_finish()
+        labels = np.array(index["label"], dtype=np.int64)
+        groups = D.duplicate_groups(index["content_sha256"], index["phash"])
+        str_t = h5py.string_dtype()
+        f.create_dataset("index/path", data=np.array(index["path"], dtype=object), dtype=str_t)
+        f.create_dataset("index/label", data=labels.astype(np.int8))
+        f.create_dataset("index/source_sha256", data=np.array(index["source_sha256"], dtype=object), dtype=str_t)
+        f.create_dataset("index/content_sha256", data=np.array(index["content_sha256"], dtype=object), dtype=str_t)
+        f.create_dataset("index/phash", data=np.array(index["phash"], dtype=np.uint64))
+        f.create_dataset("index/has_mask", data=np.array(index["has_mask"], dtype=bool))
+        f.create_dataset("index/group", data=groups)
+        f.create_dataset("index/width", data=np.array(index["width"], dtype=np.int32))
+        f.create_dataset("index/height", data=np.array(index["height"], dtype=np.int32))
+    return dict(images=len(index["path"]), extracted=new_count, reused=reused,
+                counts={c: int((labels == k).sum()) for k, c in enumerate(ds.classes)},
+                problems=problems)
+
+
+def _run_backbone(bb: Backbone, items: dict, all_views) -> dict:
+    """Run every prepared input of the batch through the backbone in one call."""
+    keys = [(i, v) for i, it in items.items() for v in all_views if v in it.inputs]
+    if not keys:
+        return {}
+    out = {}
+    for s in range(0, len(keys), BATCH):  # bounded backbone batches keep memory flat
+        part = keys[s:s + BATCH]
+        y = bb.features(np.stack([items[i].inputs[v] for i, v in part]))
+        out.update({k: y[j] for j, k in enumerate(part)})
+    return out
+
+
+def _collect(batch, items, feats, old, old_rows, ds, sources, all_views) -> dict:
+    """Assemble one batch of rows in discovery order, from fresh items or the old cache."""
+    zero_f = np.zeros((GRID, GRID, 1280), np.float32)
+    zero_g = np.zeros((GRID, GRID), np.float32)
+    rows = {"feat": {v: [] for v in all_views}, "grid": {v: [] for v in all_views},
+            "valid": {v: [] for v in all_views}, "mask224": [], "index": []}
+    for i in batch:
+        s = ds.samples[i]
+        if i in items:
+            it = items[i]
+            for v in all_views:
+                ok = v in it.inputs
+                rows["feat"][v].append(feats[(i, v)] if ok else zero_f)
+                rows["grid"][v].append(it.grids[v] if ok else zero_g)
+                rows["valid"][v].append(ok)
+            rows["mask224"].append(it.mask224)
+            rec = dict(content_sha256=it.content_sha256, phash=it.phash, width=it.size[0], height=it.size[1],
+                       has_mask=it.has_mask)
+        elif (s.path, sources[i]) in old_rows:
+            j = old_rows[(s.path, sources[i])]
+            for v in all_views:
+                rows["feat"][v].append(old[f"features/{v}"][j].astype(np.float32))
+                rows["grid"][v].append(old[f"grid/{v}"][j])
+                rows["valid"][v].append(bool(old[f"valid/{v}"][j]))
+            rows["mask224"].append(old["mask224"][j])
+            rec = {k: old[f"index/{k}"][j] for k in ("phash", "width", "height", "has_mask")}
+            rec["content_sha256"] = old["index/content_sha256"].asstr()[j]
+        else:
+            continue  # failed to decode: skipped
+        rec.update(path=s.path, label=s.label, source_sha256=sources[i])
+        rows["index"].append(rec)
+    for key in ("feat", "grid", "valid"):
+        for v in all_views:
+            rows[key][v] = np.array(rows[key][v])
+    rows["mask224"] = np.array(rows["mask224"])
+    return rows
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled or total == 0 or not sys.stderr.isatty():
+        return None
+    import click
+
+    bar = click.progressbar(length=total, label="extracting", file=sys.stderr, show_eta=True, show_pos=True)
+    bar.render_progress()
+    return bar
+
+
+class FeatureCache:
+    """Read-only view of a feature cache: the index in memory, features on demand."""
+
+    def __init__(self, path=None):
+        path = Path(path or os.environ.get(ENV_CACHE) or DEFAULT_CACHE)
+        if not path.is_file():
+            raise CacheError(f"{path}: feature cache not found -> run `busi-lite extract --data DIR "
+                             f"--out {path}` first (or pass --cache / set {ENV_CACHE})")
+        self.path = path
+        try:
+            with h5py.File(path, "r") as f:
+                self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+                self.paths = list(f["index/path"].asstr()[:])
+                self.labels = f["index/label"][:].astype(np.int64)
+                self.groups = f["index/group"][:]
+                self.has_mask = f["index/has_mask"][:]
+                self.content_sha256 = list(f["index/content_sha256"].asstr()[:])
+        except (OSError, KeyError) as e:
+            raise CacheError(f"{path}: not a complete busi-lite cache ({e}) -> rebuild it with "
+                             "`busi-lite extract --force`") from e
+        self.classes = tuple(self.attrs["classes"].split(","))
+        self.views = tuple(self.attrs["views"].split(","))
+        self.backbone_sha256 = self.attrs["backbone_sha256"]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _check_view(self, view):
+        if view not in self.views:
+            raise CacheError(f"{self.path}: view {view!r} not in cache (has {', '.join(self.views)}) -> "
+                             f"rerun `busi-lite extract --views {view}`")
+
+    def _read(self, name, rows=None):
+        with h5py.File(self.path, "r") as f:
+            ds = f[name]
+            if rows is None:
+                return ds[:]
+            rows = np.asarray(rows)
+            order = np.argsort(rows)
+            out = ds[rows[order]] if len(rows) else ds[:0]
+            inv = np.empty_like(order)
+            inv[order] = np.arange(len(order))
+            return out[inv]
+
+    def pooled(self, view="raw", rows=None) -> np.ndarray:
+        """[n,1280] float32 globally pooled features."""
+        self._check_view(view)
+        return self._read(f"pooled/{view}", rows)
+
+    def spatial(self, view="raw", rows=None) -> np.ndarray:
+        """[n,49,1280] float16 per-cell features (7x7 grid flattened row-major)."""
+        self._check_view(view)
+        x = self._read(f"features/{view}", rows)
+        return x.reshape(len(x), GRID * GRID, -1)
+
+    def grid(self, view="raw", rows=None) -> np.ndarray:
+        """[n,49] float32 lesion fraction per cell."""
+        self._check_view(view)
+        g = self._read(f"grid/{view}", rows).astype(np.float32)
+        return g.reshape(len(g), GRID * GRID)
+
+    def valid(self, view="raw", rows=None) -> np.ndarray:
+        self._check_view(view)
+        return self._read(f"valid/{view}", rows).astype(bool)
+
+    def mask224(self, rows=None) -> np.ndarray:
+        return self._read("mask224", rows)

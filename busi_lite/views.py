@@ -1,0 +1,76 @@
+"""Mask-fused views: extra TRAINING images built from an image and its lesion mask.
+
+- ``roi``:    square crop around the mask's bounding box plus a margin;
+- ``masked``: tissue outside a dilated mask darkened to a quarter (// DARKEN);
+- ``mask``:   the mask itself as a white-on-black image (what a Teachable
+              Machine user would upload).
+
+Each view also returns its lesion mask in its own coordinates, so the 7x7
+segmentation target can be computed for it. Views exist only for images with
+a non-empty lesion mask and are never used for evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+VIEWS = ("roi", "masked", "mask")
+ROI_MARGIN = 0.25     # of the bounding box's longer side, on each side
+DILATE = 0.04         # dilation radius for `masked`, as a share of the image's shorter side
+DARKEN = 4          # outside the dilated mask, pixels are divided by this
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom), right/bottom exclusive; None for an empty mask."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(rows) == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def roi_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Square box around the lesion plus margin (may extend past the image)."""
+    l, t, r, b = bbox(mask)
+    side = int(round(max(r - l, b - t) * (1 + 2 * ROI_MARGIN)))
+    side = max(side, 32)
+    cx, cy = (l + r) // 2, (t + b) // 2
+    return cx - side // 2, cy - side // 2, cx - side // 2 + side, cy - side // 2 + side
+
+
+def _crop(a: np.ndarray, box) -> np.ndarray:
+    """Crop with zero padding where the box leaves the array."""
+    l, t, r, b = box
+    out = np.zeros((b - t, r - l) + a.shape[2:], dtype=a.dtype)
+    H, W = a.shape[:2]
+    sl, st, sr, sb = max(l, 0), max(t, 0), min(r, W), min(b, H)
+    out[st - t:sb - t, sl - l:sr - l] = a[st:sb, sl:sr]
+    return out
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a (2*radius+1) square (box blur > 0)."""
+    if radius <= 0:
+        return mask.copy()
+    im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(radius))
+    return np.asarray(im) > 0
+
+
+def make_views(rgb: np.ndarray, mask: np.ndarray, views=VIEWS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """rgb uint8 [H,W,3], mask bool [H,W] (non-empty) -> {view: (rgb_view, mask_view)}."""
+    if mask is None or not mask.any():
+        return {}
+    out = {}
+    for v in views:
+        if v == "roi":
+            box = roi_box(mask)
+            out[v] = (_crop(rgb, box), _crop(mask, box))
+        elif v == "masked":
+            r = max(1, int(DILATE * min(mask.shape)))
+            keep = dilate(mask, r)
+            out[v] = (np.where(keep[..., None], rgb, rgb // DARKEN), mask)
+        elif v == "mask":
+            out[v] = (np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=2), mask)
+        else:
+            raise ValueError(f"unknown view {v!r}; choose from {', '.join(VIEWS)}")
+    return out

@@ -1,0 +1,90 @@
+"""Shared fixtures: synthetic stand-ins (always available) and real assets (opt-in).
+
+Real assets come from environment variables:
+
+* ``BUSI_LITE_DATA``     - BUSI root containing ``normal/``, ``benign/``, ``malignant/``
+* ``BUSI_LITE_BACKBONE`` - the MobileNetV2 ``.onnx`` backbone
+
+If one is unset or points at nothing usable the test is skipped, unless
+``BUSI_LITE_REQUIRE_REAL=1``, in which case it fails (so CI cannot silently skip).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+# `from synth import ...` works from any test module.
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+# Let `import busi_lite` work from a plain checkout; appended so an installed
+# copy (e.g. editable install) still takes precedence.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+
+from synth import CLASSES, make_busi_tree, make_tiny_onnx  # noqa: E402
+
+
+# --------------------------------------------------------------------------- #
+# Synthetic assets
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """Path to a tiny deterministic ONNX model with the real backbone's contract."""
+    return make_tiny_onnx(tmp_path_factory.mktemp("backbone") / "tiny_backbone.onnx", seed=0)
+
+
+@pytest.fixture
+def busi_tree(tmp_path):
+    """A fresh BUSI-like tree (default sizes, seed 0, extras): returns ``(root, info)``."""
+    root = tmp_path / "busi"
+    info = make_busi_tree(root, seed=0)
+    return root, info
+
+
+# --------------------------------------------------------------------------- #
+# Real assets
+# --------------------------------------------------------------------------- #
+def _require_real() -> bool:
+    return os.environ.get("BUSI_LITE_REQUIRE_REAL", "").strip() == "1"
+
+
+def _unavailable(msg: str):
+    if _require_real():
+        pytest.fail(f"{msg} (BUSI_LITE_REQUIRE_REAL=1, so this is an error, not a skip)")
+    pytest.skip(msg)
+
+
+def _env_path(var: str, what: str) -> Path:
+    value = os.environ.get(var, "").strip()
+    if not value:
+        _unavailable(f"{var} is not set; point it at {what} to run this test")
+    path = Path(value).expanduser()
+    if not path.exists():
+        _unavailable(f"{var}={value!r} does not exist; point it at {what}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real BUSI root (``$BUSI_LITE_DATA``) with normal/benign/malignant folders."""
+    path = _env_path("BUSI_LITE_DATA", "the BUSI root (folders normal/, benign/, malignant/)")
+    missing = [c for c in CLASSES if not (path / c).is_dir()]
+    if missing:
+        _unavailable(f"BUSI_LITE_DATA={str(path)!r} has no class folder(s) {missing}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_backbone() -> Path:
+    """The real MobileNetV2 ONNX backbone (``$BUSI_LITE_BACKBONE``)."""
+    path = _env_path("BUSI_LITE_BACKBONE", "the MobileNetV2 .onnx backbone file")
+    if not path.is_file():
+        _unavailable(f"BUSI_LITE_BACKBONE={str(path)!r} is not a file")
+    return path
