@@ -327,3 +327,73 @@ def split(labels, groups, paths, seed: int, test_fraction: float = 0.15,
     ex = set(excluded.tolist())
     train = np.array([i for i in range(len(labels)) if i not in test_set and i not in ex], dtype=np.int64)
     return Split(train, np.array(sorted(test_set), dtype=np.int64), excluded, seed)
+
+
+def inspect(ds: Dataset, workers: int = 2) -> dict:
+    """Decode every image and mask of ``ds``: sizes, problems, duplicate groups.
+
+    Bad files become Problems (and are left out); returns a JSON-able inventory.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(s: Sample):
+        rgb = read_rgb(ds.root / s.path)
+        mask = read_mask(ds.root, s, (rgb.shape[1], rgb.shape[0]))
+        return rgb.shape[1], rgb.shape[0], mask is not None and bool(mask.any()), content_sha256(rgb), phash(rgb)
+
+    problems, ok, rows = list(ds.problems), [], []
+    with ThreadPoolExecutor(workers) as pool:
+        for s, fut in zip(ds.samples, [pool.submit(one, s) for s in ds.samples]):
+            try:
+                rows.append(fut.result())
+                ok.append(s)
+            except ImageError as e:
+                what, _, fix = str(e).split(": ", 1)[-1].partition(" -> ")
+                problems.append(Problem(s.path, what, fix or "replace or remove the file"))
+    labels = np.array([s.label for s in ok], dtype=np.int64)
+    groups = duplicate_groups([r[3] for r in rows], [r[4] for r in rows]) if rows else np.zeros(0, int)
+    paths = [s.path for s in ok]
+    multi = [[paths[i] for i in np.nonzero(groups == g)[0]] for g in np.unique(groups)
+             if (groups == g).sum() > 1]
+    mixed = [[paths[i] for i in np.nonzero(groups == g)[0]] for g in mixed_label_groups(groups, labels)]
+    w = np.array([r[0] for r in rows]) if rows else np.zeros(1)
+    h = np.array([r[1] for r in rows]) if rows else np.zeros(1)
+    return {
+        "root": str(ds.root),
+        "counts": {c: int((labels == i).sum()) for i, c in enumerate(ds.classes)},
+        "with_lesion_mask": {c: int(sum(r[2] for r, s in zip(rows, ok) if s.label == i))
+                             for i, c in enumerate(ds.classes)},
+        "extra_masks": int(sum(max(0, len(s.mask_paths) - 1) for s in ok)),
+        "width": [int(w.min()), int(np.median(w)), int(w.max())],
+        "height": [int(h.min()), int(np.median(h)), int(h.max())],
+        "duplicate_groups": multi,
+        "mixed_label_groups": mixed,
+        "problems": [{"path": p.path, "what": p.what, "fix": p.fix, "fatal": p.fatal} for p in problems],
+    }
+
+
+def group_kfold(labels, groups, paths, k: int, seed: int) -> np.ndarray:
+    """Fold id [N] in 0..k-1: groups kept whole, classes spread evenly (seeded).
+
+    Per class, groups (ordered by first path, then shuffled) go one by one to
+    the fold holding the fewest images of that class so far.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    for c in np.unique(labels):
+        members = {}
+        for i in np.nonzero(labels == c)[0]:
+            members.setdefault(groups[i], []).append(int(i))
+        order = sorted(members, key=lambda g: min(paths[i] for i in members[g]))
+        load = np.zeros(k, dtype=np.int64)
+        for j in rng.permutation(len(order)):
+            grp = [i for i in members[order[j]] if fold[i] < 0]
+            f = int(np.argmin(load))
+            fold[grp] = f
+            load[f] += len(grp)
+    # a group with members of several labels may have been split across folds: unify it
+    for g in np.unique(groups):
+        idx = np.nonzero(groups == g)[0]
+        fold[idx] = fold[idx[0]]
+    return fold

@@ -332,6 +332,7 @@ class FeatureCache:
         self.classes = tuple(self.attrs["classes"].split(","))
         self.views = tuple(self.attrs["views"].split(","))
         self.backbone_sha256 = self.attrs["backbone_sha256"]
+        self._memo = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -342,16 +343,12 @@ class FeatureCache:
                              f"rerun `busi-lite extract --views {view}`")
 
     def _read(self, name, rows=None):
-        with h5py.File(self.path, "r") as f:
-            ds = f[name]
-            if rows is None:
-                return ds[:]
-            rows = np.asarray(rows)
-            order = np.argsort(rows)
-            out = ds[rows[order]] if len(rows) else ds[:0]
-            inv = np.empty_like(order)
-            inv[order] = np.arange(len(order))
-            return out[inv]
+        """Whole dataset read once and kept (per instance); rows selected in memory."""
+        if name not in self._memo:
+            with h5py.File(self.path, "r") as f:
+                self._memo[name] = f[name][:]
+        full = self._memo[name]
+        return full if rows is None else full[np.asarray(rows, dtype=np.int64)]
 
     def pooled(self, view="raw", rows=None) -> np.ndarray:
         """[n,1280] float32 globally pooled features."""

@@ -160,7 +160,8 @@ class _Head:
 class PlainHead(_Head):
     """Teachable Machine head: pooled features x [N,D] -> h = relu(x@W1 + b1) [N,H]
     -> logits = h@W2 [N,C] (NO output bias, as TM) -> softmax.
-    params: "W1" [D,H], "b1" [H], "W2" [H,C]."""
+    params: "W1" [D,H], "b1" [H], "W2" [H,C]. Init (both heads): kernels truncated normal,
+    std sqrt(1/fan_in), re-drawn beyond 2 std; biases 0 (tfjs varianceScaling({}), as TM)."""
     kind, ndim = "plain", 2
 
     def __init__(self, n_features=1280, n_hidden=100, n_classes=3, seed=0, dtype=np.float32):
