@@ -318,6 +318,7 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     cal = calibrate(oof, target_recall)
     ood = OOD.fit(cache.pooled("raw", rows))
     ood.threshold = cal["ood_threshold"]
+    test_pred = predict_rows(head, cache, sp.test, config)
     test_argmax = evaluate_rows(head, cache, sp.test, config)
     test_op = evaluate_rows(head, cache, sp.test, config, malignant_threshold=cal["malignant_threshold"])
     meta = {
@@ -328,6 +329,8 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
                   "n_train_images": int(len(rows)), "n_test": int(len(sp.test)),
                   "excluded": [cache.paths[i] for i in sp.excluded]},
         "calibration": cal, "metrics": {"test_argmax": test_argmax, "test_operating_point": test_op},
+        "test_predictions": {"path": [cache.paths[i] for i in sp.test], "y": test_pred["y"],
+                             "proba": np.round(test_pred["proba"], 5)},
         "history": hist, "train_seconds": t_train, "total_seconds": time.perf_counter() - t0,
     }
     return Model(head, meta, ood), meta
