@@ -101,6 +101,8 @@ class Backbone:
             problems.append(f"inputs are {[i.name for i in ins]}, expected one named 'input'")
         elif not _shape_ok(ins[0].shape, (SIZE, SIZE, 3)):
             problems.append(f"input shape is {ins[0].shape}, expected [N,{SIZE},{SIZE},3] (NHWC)")
+        elif isinstance(ins[0].shape[0], int):
+            problems.append(f"input batch dimension is fixed to {ins[0].shape[0]}, expected a dynamic batch N")
         if len(outs) < 1 or outs[0].name != "features":
             problems.append(f"outputs are {[o.name for o in outs]}, expected 'features'")
         elif not _shape_ok(outs[0].shape, (GRID, GRID, N_FEATURES)):

@@ -268,5 +268,48 @@ def sweep(cache, seeds, heads, only, fractions, out, as_json):
     _log(f"wrote {out}.json and {out}.csv")
 
 
+# ---------------------------------------------------------------- select
+@main.command()
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--heads", default="plain,mtl", show_default=True, help="Heads to consider.")
+@click.option("--only", default="", help="Comma list of paper config names to consider (default all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Split whose TRAINING part is used.")
+@click.option("--far-cap", type=float, default=0.10, show_default=True,
+              help="Criterion: out-of-fold malignant recall at FAR <= this.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("weights/busi_lite_default"),
+              show_default=True, help="Where the chosen model is saved (NAME.npz + NAME.json).")
+@click.option("--json", "as_json", is_flag=True)
+def select(cache, heads, only, seed, far_cap, out, as_json):
+    """Choose the default model by a criterion fixed in advance, on training data only.
+
+    Every candidate is scored by 5-fold out-of-fold malignant recall at a FAR cap
+    on the training images of split SEED (ties: out-of-fold AUC); the winner is
+    trained on the whole training split, tested once on the held-out split, saved.
+    """
+    from .experiments import fit_model, paper_grid, select as run
+    from .features import FeatureCache
+
+    fc = FeatureCache(cache)
+    configs = [c for h in heads.split(",") for c in paper_grid(h)]
+    if only:
+        want = set(only.split(","))
+        configs = [c for c in configs if c.name.split("+")[0] in want]
+    ranking = run(fc, configs, seed, far_cap=far_cap, log=_log)
+    best = next(c for c in configs if c.name == ranking[0]["name"])
+    model, meta = fit_model(fc, best, seed, log=_log)
+    meta["selection"] = {"criterion": f"5-fold OOF malignant recall at FAR <= {far_cap} on the training split",
+                         "seed": seed, "ranking": ranking}
+    model.meta = meta
+    npz, js = model.save(out)
+    if as_json:
+        click.echo(_dump(meta["selection"]))
+        return
+    click.echo(f"{'config':18s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s}")
+    for r in ranking:
+        click.echo(f"{r['name']:18s} {r['oof_recall_at_far']:14.3f} {r['oof_auc']:8.3f} {r['oof_accuracy']:8.3f}")
+    _print_metrics(f"chosen {best.name}, test ({meta['split']['n_test']} images)", meta["metrics"]["test_argmax"], fc.classes)
+    click.echo(f"saved {npz} and {js}")
+
+
 if __name__ == "__main__":
     main()

@@ -338,3 +338,36 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
 
 def with_overrides(config: Config, **kw) -> Config:
     return replace(config, **{k: v for k, v in kw.items() if v is not None})
+
+
+# ---------------------------------------------------------------- model selection
+
+def recall_at_far(y_bin, score, far_cap: float) -> float:
+    """Highest recall over thresholds whose false-alarm rate is <= far_cap."""
+    fpr, tpr, _ = M.roc_curve(y_bin, score)
+    ok = fpr <= far_cap
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def select(cache: FeatureCache, candidates, seed: int = 0, folds: int = 5, far_cap: float = 0.10,
+           log=None) -> list[dict]:
+    """Score each candidate config by a criterion fixed in advance and computed on the
+    TRAINING images of split ``seed`` only: out-of-fold malignant recall at FAR <= far_cap
+    (ties broken by out-of-fold malignant AUC). Returns rows sorted best first."""
+    sp = split_for(cache, seed)
+    rows = []
+    for config in candidates:
+        t0 = time.perf_counter()
+        train = training_rows(cache, sp.train, config, seed)
+        oof = out_of_fold(cache, train, config, seed, folds)
+        y_bin = oof["y"] == 2
+        row = {"name": config.name, "config": asdict(config),
+               "oof_recall_at_far": recall_at_far(y_bin, oof["proba"][:, 2], far_cap),
+               "oof_auc": M.roc_auc(y_bin, oof["proba"][:, 2]),
+               "oof_accuracy": M.accuracy(oof["y"], oof["proba"].argmax(1)),
+               "far_cap": far_cap, "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        if log:
+            log(f"{config.name:18s} OOF recall@FAR<={far_cap:g} {row['oof_recall_at_far']:.3f}  "
+                f"AUC {row['oof_auc']:.3f}  acc {row['oof_accuracy']:.3f}  ({row['seconds']:.1f}s)")
+    return sorted(rows, key=lambda r: (-r["oof_recall_at_far"], -r["oof_auc"]))

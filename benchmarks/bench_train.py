@@ -1,0 +1,285 @@
+"""Head training from a feature cache, and scikit-learn's MLPClassifier on the same data.
+
+    python benchmarks/bench_train.py [--cache FILE | --data DIR --backbone FILE] [--seeds 5]
+
+Without --cache, a cache with views (roi, masked, mask) is first extracted into a temp dir.
+Each task runs in its own child process (peak RSS per task):
+  one-plain    experiments.run_one, plain head, lr 1e-4, batch 32, 50 epochs, masks off (~650
+               samples) and on (~2250 samples), seeds 0..N-1; seconds = run_one's train_seconds
+               (split + training set + training with a per-epoch test-loss pass), plus fit() alone
+  grid         experiments.sweep(cache, paper_grid('plain'), range(N)): 12 configs x N seeds
+  mtl          run_one of model-7+mtl (multi-task head on the 7x7 grid features), seed 0
+  sklearn      MLPClassifier(hidden 100, adam, lr 1e-4, batch 32, 50 epochs, alpha 0, no early
+               stopping) on the same pooled training features of the same splits
+               (split_for, training_rows, build_xy), evaluated with busi_lite.metrics.summarize
+
+Targets: one config <= 2 s on 2 cores; whole plain grid x 5 seeds <= 3 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+TARGET_ONE_S, TARGET_GRID_S = 2.0, 180.0
+LR, BATCH, EPOCHS = 1e-4, 32, 50
+
+
+def _cfg(masks: bool, head="plain"):
+    from busi_lite.experiments import Config
+
+    return Config(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
+                  epochs=EPOCHS, masks=masks, head=head)
+
+
+def _metrics(test: dict) -> dict:
+    return {"accuracy": test["accuracy"], "malignant_recall": test["malignant"]["recall"],
+            "malignant_far": test["malignant"]["far"], "malignant_auc": test["malignant_auc"],
+            "macro_f1": test["macro_f1"]}
+
+
+def _preload(cache, pooled=True):
+    """Read the cache's arrays once (FeatureCache keeps them), timed separately from training."""
+    t0 = time.perf_counter()
+    for v in cache.views:
+        cache.valid(v)
+        cache.pooled(v) if pooled else cache.spatial(v)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- child tasks
+def child_one(cache_path, seeds, masks: bool) -> dict:
+    from busi_lite import experiments as E
+    from busi_lite.head import fit
+
+    cache = E.FeatureCache(cache_path)
+    load_s = _preload(cache)
+    cfg = _cfg(masks)
+    runs = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        r = E.run_one(cache, cfg, seed)
+        total = time.perf_counter() - t0
+        # fit() alone on the same samples, no per-epoch validation pass (like sklearn's fit)
+        sp = E.split_for(cache, seed)
+        tr = E.build_xy(cache, E.training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
+        head = E.make_head(cfg, len(cache.classes), seed)
+        t1 = time.perf_counter()
+        fit(head, tr["X"], tr["y"], lr=cfg.lr, batch_size=cfg.batch, epochs=cfg.epochs, seed=seed)
+        fit_s = time.perf_counter() - t1
+        runs.append({"seed": seed, "train_seconds": r["train_seconds"], "run_one_seconds": total, "fit_seconds": fit_s,
+                     "n_train_samples": r["n_train_samples"], "n_train_images": r["n_train_images"],
+                     "n_test": r["n_test"], "split": r["split"], **_metrics(r["test"])})
+    return {"config": cfg.name, "load_seconds": load_s, "runs": runs}
+
+
+def child_grid(cache_path, seeds) -> dict:
+    from busi_lite import experiments as E
+
+    cache = E.FeatureCache(cache_path)
+    t0 = time.perf_counter()
+    res = E.sweep(cache, E.paper_grid("plain"), list(seeds))
+    seconds = time.perf_counter() - t0
+    per = [{"name": s["name"], **{k: s[k]["mean"] for k in ("accuracy", "malignant_recall", "malignant_far",
+                                                             "malignant_auc", "train_seconds")}}
+           for s in res["summary"]]
+    return {"seconds": seconds, "runs": len(res["results"]),
+            "sum_train_seconds": sum(r["train_seconds"] for r in res["results"]), "per_config": per}
+
+
+def child_mtl(cache_path, seed) -> dict:
+    from busi_lite import experiments as E
+
+    cache = E.FeatureCache(cache_path)
+    t0 = time.perf_counter()
+    for v in cache.views:
+        cache.valid(v)
+    cache.spatial("raw")
+    cache.grid("raw")
+    load_s = time.perf_counter() - t0
+    cfg = _cfg(False, "mtl")
+    t0 = time.perf_counter()
+    r = E.run_one(cache, cfg, seed)
+    total = time.perf_counter() - t0
+    return {"config": cfg.name, "seed": seed, "load_seconds": load_s, "train_seconds": r["train_seconds"],
+            "run_one_seconds": total, "n_train_samples": r["n_train_samples"], **_metrics(r["test"]),
+            "dice": r["test"].get("segmentation", {}).get("dice")}
+
+
+def child_sklearn(cache_path, seeds) -> dict:
+    import numpy as np
+    import sklearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    from busi_lite import experiments as E
+    from busi_lite import metrics as M
+
+    cache = E.FeatureCache(cache_path)
+    _preload(cache)
+    out = {"sklearn": sklearn.__version__, "configs": {}}
+    for masks in (False, True):
+        cfg = _cfg(masks)
+        runs = []
+        for seed in seeds:
+            sp = E.split_for(cache, seed)
+            rows = E.training_rows(cache, sp.train, cfg, seed)
+            tr = E.build_xy(cache, rows, cfg, with_views=cfg.masks)
+            te = E.build_xy(cache, sp.test, cfg, with_views=False)
+            clf = MLPClassifier(hidden_layer_sizes=(100,), solver="adam", learning_rate_init=LR, batch_size=BATCH,
+                                max_iter=EPOCHS, shuffle=True, random_state=seed, alpha=0.0, early_stopping=False,
+                                n_iter_no_change=10 ** 9, tol=0.0)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(tr["X"], tr["y"])
+            fit_s = time.perf_counter() - t0
+            proba = np.zeros((len(te["y"]), len(cache.classes)))
+            proba[:, clf.classes_] = clf.predict_proba(te["X"])
+            test = M.summarize(te["y"], proba, cache.classes)
+            runs.append({"seed": seed, "fit_seconds": fit_s, "n_iter": int(clf.n_iter_),
+                         "n_train_samples": int(len(tr["y"])), "split": sp.digest(cache.paths), **_metrics(test)})
+        out["configs"][cfg.name] = runs
+    return out
+
+
+# ---------------------------------------------------------------- parent
+def _extract_cache(data, backbone, out: Path):
+    C.log(f"extracting a cache with views into {out} (setup, not measured) ...")
+    subprocess.run([sys.executable, "-m", "busi_lite.cli", "extract", "--data", str(data), "--backbone",
+                    str(backbone), "--out", str(out), "--views", "roi,masked,mask"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def _agg(runs, key):
+    from busi_lite.metrics import mean_ci
+
+    vals = [r[key] for r in runs]
+    mean, lo, hi = mean_ci(vals)
+    return {"mean": mean, "lo": lo, "hi": hi, "median": statistics.median(vals), "values": vals}
+
+
+def _m(summary, key, digits=3):
+    s = summary[key]
+    return f"{s['mean']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    C.add_asset_args(p)
+    p.add_argument("--cache", help="existing feature cache WITH views (default: extract one into a temp dir)")
+    p.add_argument("--seeds", type=int, default=5, help="number of split seeds (0..N-1)")
+    p.add_argument("--tasks", default="one-plain,grid,mtl,sklearn")
+    p.add_argument("--masks", type=int, default=0, help=argparse.SUPPRESS)  # child only
+    C.add_child_args(p)
+    args = p.parse_args(argv)
+    seeds = list(range(args.seeds))
+    if args.child:
+        fn = {"one": lambda: child_one(args.cache, seeds, bool(args.masks)),
+              "grid": lambda: child_grid(args.cache, seeds),
+              "mtl": lambda: child_mtl(args.cache, 0),
+              "sklearn": lambda: child_sklearn(args.cache, seeds)}[args.child]
+        C.child_result(args.child_out, fn())
+        return
+
+    res = C.header(extra_versions=(("sklearn", "sklearn"),))
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as td:
+        if args.cache:
+            cache = Path(args.cache).resolve()
+        else:
+            data, backbone = C.data_path(args), C.backbone_path(args)
+            res.update(data=str(data), backbone=str(backbone))
+            cache = Path(td) / "cache.h5"
+            _extract_cache(data, backbone, cache)
+        res.update(cache=str(cache) if args.cache else "(extracted into a temp dir)", seeds=seeds,
+                   config={"lr": LR, "batch": BATCH, "epochs": EPOCHS, "hidden": 100})
+        tasks = args.tasks.split(",")
+        common = ["--cache", cache, "--seeds", str(args.seeds)]
+
+        def run(task, *extra):
+            C.log(f"task {task} {' '.join(map(str, extra))} ...")
+            m, out = C.child(__file__, task, *common, *extra)
+            C.log(f"  wall {m['wall_s']:.1f}s, peak {m['peak_rss_mb']:.0f} MB, other processes "
+                  f"{m['other_cpu_cores']:.2f} cores")
+            return {"process": m, **out}
+
+        if "one-plain" in tasks:
+            res["one"] = {}
+            for masks in (0, 1):
+                out = run("one", "--masks", str(masks))
+                out["summary"] = {k: _agg(out["runs"], k) for k in
+                                  ("train_seconds", "fit_seconds", "accuracy", "malignant_recall", "malignant_far",
+                                   "malignant_auc")}
+                res["one"][out["config"]] = out
+        if "grid" in tasks:
+            res["grid"] = run("grid")
+        if "mtl" in tasks:
+            res["mtl"] = run("mtl")
+        if "sklearn" in tasks:
+            sk = run("sklearn")
+            sk["summary"] = {name: {k: _agg(runs, k) for k in ("fit_seconds", "accuracy", "malignant_recall",
+                                                               "malignant_far", "malignant_auc")}
+                             for name, runs in sk["configs"].items()}
+            res["sklearn"] = sk
+
+    # ------------------------------------------------ report
+    targets, rows = {}, []
+    print(f"\nHead training, {res['machine']['cores']} cores, {res['machine']['cpu_model']}, "
+          f"load avg at start {res['loadavg_start']}; lr {LR}, batch {BATCH}, {EPOCHS} epochs, seeds {seeds}")
+    if "one" in res:
+        for name, o in res["one"].items():
+            s, pm = o["summary"], o["process"]
+            rows.append([f"{name} plain (run_one)", o["runs"][0]["n_train_samples"],
+                         f"{s['train_seconds']['median']:.2f}", f"{s['fit_seconds']['median']:.2f}",
+                         f"{pm['peak_rss_mb']:.0f}", f"{pm['other_cpu_cores']:.2f}"])
+        worst = max(o["summary"]["train_seconds"]["median"] for o in res["one"].values())
+        targets["one_config_s"] = C.target(round(worst, 3), TARGET_ONE_S)
+    if "mtl" in res:
+        m = res["mtl"]
+        rows.append([f"{m['config']} (run_one, seed 0)", m["n_train_samples"], f"{m['train_seconds']:.2f}", "",
+                     f"{m['process']['peak_rss_mb']:.0f}", f"{m['process']['other_cpu_cores']:.2f}"])
+    if "grid" in res:
+        g = res["grid"]
+        rows.append([f"plain paper grid: 12 configs x {len(seeds)} seeds ({g['runs']} runs)", "", f"{g['seconds']:.1f}",
+                     "", f"{g['process']['peak_rss_mb']:.0f}", f"{g['process']['other_cpu_cores']:.2f}"])
+        targets["grid_x5_s"] = C.target(round(g["seconds"], 2), TARGET_GRID_S)
+    if rows:
+        print(C.table(rows, ["what", "train samples", "seconds (median)", "fit() only s", "peak RSS MB",
+                             "other procs cores"]))
+    if "sklearn" in res and "one" in res:
+        side = []
+        for name in res["one"]:
+            a, b = res["one"][name]["summary"], res["sklearn"]["summary"][name]
+            side.append([name, "busi_lite fit()", f"{a['fit_seconds']['median']:.2f}", _m(a, "accuracy"),
+                         _m(a, "malignant_recall"), _m(a, "malignant_far"), _m(a, "malignant_auc")])
+            side.append([name, f"sklearn MLPClassifier {res['sklearn']['sklearn']}", f"{b['fit_seconds']['median']:.2f}",
+                         _m(b, "accuracy"), _m(b, "malignant_recall"), _m(b, "malignant_far"),
+                         _m(b, "malignant_auc")])
+        print(f"\nSide by side on the same {len(seeds)} splits (test = raw view of the 15 % test images; "
+              "mean [95 % CI] over seeds)")
+        print(C.table(side, ["config", "implementation", "fit s (median)", "accuracy", "malignant recall",
+                             "malignant FAR", "malignant AUC"]))
+    res["targets"] = targets
+    if targets:
+        tr = []
+        if "one_config_s" in targets:
+            tr.append(C.fmt_target("one config (slowest, median)", targets["one_config_s"], " s"))
+        if "grid_x5_s" in targets:
+            tr.append(C.fmt_target(f"plain grid x {len(seeds)} seeds", targets["grid_x5_s"], " s"))
+        print()
+        print(C.table(tr, ["target", "measured", "limit", "result"]))
+    path = C.write_results("train", res)
+    print(f"\nwrote {path.relative_to(C.REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""CLI verbs `predict` and `evaluate` (registered on the main group in cli.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import click
+
+
+
+def _known_errors(f):
+    """Known user-facing errors -> 'error: message', exit 2 (also when used outside the main group)."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapper(*a, **kw):
+        from .cli import _errors, _fail
+
+        try:
+            return f(*a, **kw)
+        except _errors() as e:
+            _fail(str(e))
+    return wrapper
+
+
+def _flag_options(f):
+    opts = [
+        click.option("--low-confidence", "low_confidence", type=float, default=None,
+                     help="Override the model's low-confidence threshold (max probability)."),
+        click.option("--lesion-threshold", type=float, default=None,
+                     help="Override the lesion-present threshold (peak lesion-map cell) of the mismatch flag."),
+        click.option("--ood-threshold", type=float, default=None,
+                     help="Override the out-of-distribution score threshold of the unusual_input flag."),
+        click.option("--no-flag-low-confidence", "no_low", is_flag=True, help="Do not raise low_confidence."),
+        click.option("--no-flag-mismatch", "no_mismatch", is_flag=True, help="Do not raise mismatch."),
+        click.option("--no-flag-ood", "--no-flag-unusual", "no_ood", is_flag=True,
+                     help="Do not raise unusual_input (OOD score and pixel checks)."),
+        click.option("--no-pixel-checks", "no_pixel", is_flag=True,
+                     help="unusual_input from the OOD score only (skip the near-constant / colour rules)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel):
+    from .predict import FlagConfig
+
+    for name, v in (("--low-confidence", low_confidence), ("--lesion-threshold", lesion_threshold)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise click.BadParameter(f"must be within [0, 1], got {v}", param_hint=name)
+    return FlagConfig(low_confidence=not no_low, mismatch=not no_mismatch, unusual_input=not no_ood,
+                      pixel_checks=not no_pixel, low_confidence_threshold=low_confidence,
+                      lesion_threshold=lesion_threshold, ood_threshold=ood_threshold)
+
+
+CSV_FIELDS = ("path", "ok", "label", "p_normal", "p_benign", "p_malignant", "malignant_alert", "malignant_threshold",
+              "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox", "ood_score", "flags", "flag_reasons",
+              "overlay", "error")
+
+
+def _csv_row(p) -> dict:
+    row = {"path": p.path, "ok": int(p.ok), "error": p.error or ""}
+    if p.ok:
+        row.update({f"p_{c}": f"{v:.5f}" for c, v in p.proba.items()})
+        row.update(label=p.label, malignant_alert="" if p.malignant_alert is None else int(p.malignant_alert),
+                   malignant_threshold="" if p.malignant_threshold is None else f"{p.malignant_threshold:.5f}",
+                   lesion_peak="" if p.lesion_peak is None else f"{p.lesion_peak:.4f}",
+                   lesion_present="" if p.lesion_present is None else int(p.lesion_present),
+                   lesion_area="" if p.lesion_area is None else f"{p.lesion_area:.4f}",
+                   lesion_bbox="" if not p.lesion_bbox else " ".join(map(str, p.lesion_bbox)),
+                   ood_score="" if p.ood_score is None else f"{p.ood_score:.3f}",
+                   flags=";".join(f.name for f in p.flags), flag_reasons=" | ".join(f.reason for f in p.flags),
+                   overlay=p.overlay or "")
+    return row
+
+
+def _human(p) -> str:
+    from .predict import verdict_line
+
+    if not p.ok:
+        return f"{p.path}\n  ERROR {p.error}"
+    lines = [p.path, "  " + verdict_line(p)]
+    if p.lesion is not None:
+        if p.lesion_bbox:
+            lines.append(f"  lesion map: peak {p.lesion_peak:.2f} ({'lesion' if p.lesion_present else 'no lesion'}), "
+                         f"area {100 * p.lesion_area:.1f}% of the centre crop, box (l,t,r,b) {tuple(p.lesion_bbox)}")
+        else:
+            lines.append(f"  lesion map: peak {p.lesion_peak:.2f} ({'lesion' if p.lesion_present else 'no lesion'}), "
+                         "no cell >= 0.5")
+    if p.ood_score is not None:
+        lines.append(f"  ood score {p.ood_score:.2f}")
+    lines += [f"  FLAG {f.name}: {f.reason}" for f in p.flags]
+    if p.checks.get("mismatch") == "not_applicable":
+        lines.append("  (mismatch check not applicable: this model has no lesion map)")
+    if not p.flags:
+        lines.append("  no flags")
+    if p.overlay:
+        lines.append(f"  overlay {p.overlay}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model stem NAME (NAME.npz + NAME.json); default $BUSI_LITE_MODEL or weights/busi_lite_default.")
+@click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then weights/mobilenet_v2_035_224.onnx).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (one object per image).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image).")
+@click.option("--overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write OUTDIR/<name>_overlay.png per image: lesion heat map, verdict and flags.")
+@click.option("--threshold-malignant", type=float, default=None,
+              help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
+@_flag_options
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per backbone run.")
+@_known_errors
+def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, low_confidence,
+            lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
+    """Classify ultrasound images (files or folders): probabilities, label, malignant
+    alert at the operating point, lesion map (multi-task models) and safety flags.
+
+    A folder expands to its image files (sorted, not recursive, lesion masks
+    *_mask*.png skipped). Files that cannot be read are reported and skipped;
+    the exit code is 1 when any failed.
+
+    \b
+    Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
+    """
+    from .cli import _dump, _log
+    from .predict import Predictor
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    if threshold_malignant is not None and not 0.0 <= threshold_malignant <= 1.0:
+        raise click.BadParameter(f"must be within [0, 1], got {threshold_malignant}",
+                                 param_hint="--threshold-malignant")
+    if overlay_dir is not None and overlay_dir.exists() and not overlay_dir.is_dir():
+        raise click.BadParameter(f"{overlay_dir} exists and is not a folder", param_hint="--overlay")
+    flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
+    pr = Predictor(model, backbone, threshold_malignant, flags, batch_size)
+
+    def each(p):
+        if not p.ok:
+            _log(f"error: {p.error}")
+        elif not (as_json or as_csv):
+            click.echo(_human(p))
+
+    results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each)
+    if as_json:
+        click.echo(_dump([p.to_dict() for p in results]))
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for p in results:
+            w.writerow(_csv_row(p))
+        click.echo(buf.getvalue(), nl=False)
+    failed = [p for p in results if not p.ok]
+    ok = len(results) - len(failed)
+    flagged = sum(1 for p in results if p.ok and p.flags)
+    _log(f"{ok} image(s) predicted, {flagged} flagged, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+def _pct(x) -> str:
+    return "   -  " if x != x else f"{100 * x:5.1f}%"
+
+
+def evaluate_table(res: dict) -> str:
+    """Human table of :func:`busi_lite.predict.evaluate_flags`."""
+    t = res["thresholds"]
+    lines = [f"model {res['model']} on {res['n']} held-out test images (split {res['split_digest']}, "
+             f"cache {res['cache']})",
+             f"argmax accuracy {res['accuracy']:.3f}; errors {res['n_errors']}; missed malignant: "
+             f"{res['n_missed_malignant_argmax']} at argmax, {res['n_missed_malignant_op']} at the operating point",
+             "thresholds: low_confidence {:.3f}, lesion {}, ood {}".format(
+                 t["low_confidence"], "-" if t["lesion_threshold"] is None else f"{t['lesion_threshold']:.3f}",
+                 "-" if t["ood_threshold"] is None else f"{t['ood_threshold']:.3f}"),
+             ""]
+    head = (f"{'flag':15s} {'images':>13s} {'errors':>13s} {'miss.mal argmax':>16s} {'miss.mal op':>13s} "
+            f"{'acc flagged':>11s} {'acc unflagged':>13s} {'err/img':>7s}")
+    lines += [head, "-" * len(head)]
+    rows = list(res["flags"].items()) + [("ANY FLAG", dict(status="active", **res["any_flag"]))]
+    for name, s in rows:
+        if s.get("status") != "active":
+            lines.append(f"{name:15s} {s.get('status', '').replace('_', ' ')}")
+            continue
+        ratio = s["share_of_errors"] / s["share_of_images"] if s["share_of_images"] else float("nan")
+        lines.append(
+            f"{name:15s} {s['n_flagged']:4d} {_pct(s['share_of_images']):>8s} "
+            f"{s['errors_flagged']:4d} {_pct(s['share_of_errors']):>8s} "
+            f"{s['missed_malignant_argmax_flagged']:4d}/{res['n_missed_malignant_argmax']:<3d}{_pct(s['share_of_missed_malignant_argmax']):>8s} "
+            f"{s['missed_malignant_op_flagged']:2d}/{res['n_missed_malignant_op']:<2d}{_pct(s['share_of_missed_malignant_op']):>8s} "
+            f"{'-' if s['accuracy_flagged'] != s['accuracy_flagged'] else format(s['accuracy_flagged'], '.3f'):>11s} "
+            f"{'-' if s['accuracy_unflagged'] != s['accuracy_unflagged'] else format(s['accuracy_unflagged'], '.3f'):>13s} "
+            f"{'-' if ratio != ratio else format(ratio, '.2f'):>7s}")
+    a = res["any_flag"]
+    lines.append("")
+    lines.append(f"flagged images are {_pct(a['share_of_images']).strip()} of the test images but hold "
+                 f"{_pct(a['share_of_errors']).strip()} of the errors "
+                 f"({'clearly more' if a['share_of_errors'] == a['share_of_errors'] and a['share_of_errors'] >= 1.5 * a['share_of_images'] else 'NOT clearly more'}"
+                 f" than their share of images); accuracy {a['accuracy_flagged']:.3f} flagged vs "
+                 f"{a['accuracy_unflagged']:.3f} unflagged")
+    op = res["operating_point"]
+    if op["threshold"] is not None:
+        lines.append(f"malignant operating point p >= {op['threshold']:.3f}: test recall {op['recall']:.3f}, "
+                     f"FAR {op['far']:.3f}, precision {op['precision']:.3f} "
+                     f"(TP {op['tp']} FN {op['fn']} FP {op['fp']} TN {op['tn']})")
+    lines.append("(err/img = share of errors / share of images; > 1 means flags concentrate errors. "
+                 "Pixel checks of unusual_input need image files and are not applied here.)")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model stem NAME (default $BUSI_LITE_MODEL or weights/busi_lite_default).")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="The feature cache the model was trained on (default $BUSI_LITE_CACHE or cache/busi_features.h5).")
+@click.option("--threshold-malignant", type=float, default=None,
+              help="Operating point to evaluate (default: the model's).")
+@_flag_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--per-image", is_flag=True, help="With --json: include every test image's label and flags.")
+@_known_errors
+def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
+             no_mismatch, no_ood, no_pixel, as_json, per_image):
+    """Do the safety flags catch the errors? Rebuilds the model's split from its sidecar
+    and, on the held-out test images only, compares accuracy and error shares of
+    flagged and unflagged images (per flag and for any flag), plus the malignant
+    operating point's test recall / FAR.
+    """
+    from .cli import _dump
+    from .features import FeatureCache
+    from .model import Model
+    from .predict import evaluate_flags
+
+    flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
+    m = Model.load(model)
+    fc = FeatureCache(cache)
+    res = evaluate_flags(m, fc, flags, threshold_malignant)
+    if not per_image:
+        res.pop("per_image")
+    click.echo(_dump(res) if as_json else evaluate_table(res))
