@@ -148,13 +148,12 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=Fals
     root = Path(data_root)
     with _lock(out):
         old = _open_old(out, bb, views, force, log)
-        old_rows = {}
-        if old is not None:
-            for i, (p, s) in enumerate(zip(old["index/path"].asstr()[:], old["index/source_sha256"].asstr()[:])):
-                old_rows[(p, s)] = i
+        small = _read_small(old) if old is not None else {}
+        old_rows = {(p, s): i for i, (p, s) in enumerate(zip(small.get("index/path", []),
+                                                             small.get("index/source_sha256", [])))}
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            summary = _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, progress)
+            summary = _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress)
             os.replace(tmp, out)
         finally:
             if old is not None:
@@ -166,7 +165,7 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=Fals
     return summary
 
 
-def _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, progress) -> dict:
+def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress) -> dict:
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
@@ -196,7 +195,7 @@ def _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, pro
                 ds_.resize(start + k, axis=0)
             for v in all_views:
                 feat[v][start:] = rows["feat"][v].astype(np.float16)
-                pooled[v][start:] = rows["feat"][v].reshape(k, -1, 1280).mean(axis=1)
+                pooled[v][start:] = rows["pooled"][v]
                 grid[v][start:] = rows["grid"][v]
                 valid[v][start:] = rows["valid"][v]
             m224[start:] = rows["mask224"]
@@ -222,7 +221,7 @@ def _write(tmp, ds, root, bb, views, old, old_rows, strict, batch_size, log, pro
                         problems.append(str(e))
                         log(f"warning: skipped {e}")
                 feats = _run_backbone(bb, items, all_views)
-                rows = _collect(batch, items, feats, old, old_rows, ds, sources, all_views)
+                rows = _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views)
                 if rows["index"]:
                     append(rows)
                 new_count += len(items)
@@ -261,11 +260,12 @@ def _run_backbone(bb: Backbone, items: dict, all_views) -> dict:
     return out
 
 
-def _collect(batch, items, feats, old, old_rows, ds, sources, all_views) -> dict:
+def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views) -> dict:
     """Assemble one batch of rows in discovery order, from fresh items or the old cache."""
     zero_f = np.zeros((GRID, GRID, 1280), np.float32)
     zero_g = np.zeros((GRID, GRID), np.float32)
-    rows = {"feat": {v: [] for v in all_views}, "grid": {v: [] for v in all_views},
+    rows = {"feat": {v: [] for v in all_views}, "pooled": {v: [] for v in all_views},
+            "grid": {v: [] for v in all_views},
             "valid": {v: [] for v in all_views}, "mask224": [], "index": []}
     for i in batch:
         s = ds.samples[i]
@@ -274,6 +274,7 @@ def _collect(batch, items, feats, old, old_rows, ds, sources, all_views) -> dict
             for v in all_views:
                 ok = v in it.inputs
                 rows["feat"][v].append(feats[(i, v)] if ok else zero_f)
+                rows["pooled"][v].append(rows["feat"][v][-1].reshape(-1, 1280).mean(axis=0))
                 rows["grid"][v].append(it.grids[v] if ok else zero_g)
                 rows["valid"][v].append(ok)
             rows["mask224"].append(it.mask224)
@@ -283,20 +284,29 @@ def _collect(batch, items, feats, old, old_rows, ds, sources, all_views) -> dict
             j = old_rows[(s.path, sources[i])]
             for v in all_views:
                 rows["feat"][v].append(old[f"features/{v}"][j].astype(np.float32))
-                rows["grid"][v].append(old[f"grid/{v}"][j])
-                rows["valid"][v].append(bool(old[f"valid/{v}"][j]))
+                rows["pooled"][v].append(small[f"pooled/{v}"][j])  # as stored: reuse is exact
+                rows["grid"][v].append(small[f"grid/{v}"][j])
+                rows["valid"][v].append(bool(small[f"valid/{v}"][j]))
             rows["mask224"].append(old["mask224"][j])
-            rec = {k: old[f"index/{k}"][j] for k in ("phash", "width", "height", "has_mask")}
-            rec["content_sha256"] = old["index/content_sha256"].asstr()[j]
+            rec = {k: small[f"index/{k}"][j] for k in ("phash", "width", "height", "has_mask", "content_sha256")}
         else:
             continue  # failed to decode: skipped
         rec.update(path=s.path, label=s.label, source_sha256=sources[i])
         rows["index"].append(rec)
-    for key in ("feat", "grid", "valid"):
+    for key in ("feat", "pooled", "grid", "valid"):
         for v in all_views:
             rows[key][v] = np.array(rows[key][v])
     rows["mask224"] = np.array(rows["mask224"])
     return rows
+
+
+def _read_small(old: h5py.File) -> dict:
+    """The old cache's small datasets (index, pooled, grid, valid) in memory: reuse reads
+    only the big per-row features and masks from disk."""
+    names = []
+    old.visit(lambda n: names.append(n) if isinstance(old[n], h5py.Dataset) and not
+              n.startswith(("features/", "mask224")) else None)
+    return {n: (old[n].asstr()[:] if old[n].dtype.kind == "O" else old[n][:]) for n in names}
 
 
 def _progress(total: int, enabled: bool):

@@ -122,7 +122,7 @@ def test_views_valid_only_with_lesion_mask(extracted):
 
 
 def test_grid_fractions(extracted):
-    _, _, out, _ = extracted
+    _, info, out, _ = extracted
     cache = F.FeatureCache(out)
     m224 = cache.mask224()
     assert m224.shape == (len(cache), 224, 224) and m224.dtype == bool
@@ -137,9 +137,12 @@ def test_grid_fractions(extracted):
     exp = m224.reshape(-1, 7, 32, 7, 32).mean(axis=(2, 4)).reshape(-1, 49)
     np.testing.assert_allclose(cache.grid("raw"), exp, atol=1e-3)
     assert ((cache.grid("raw") > 0) == (exp > 0)).all()
-    # the "mask" view's lesion fraction is larger than the raw one (it is a zoom-in for roi)
-    hm = cache.has_mask
-    assert (cache.grid("roi")[hm].sum(1) >= cache.grid("raw")[hm].sum(1) - 1e-3).all()
+    # the roi view is centred on a single lesion: its central cell is lesion
+    single = [i for i, p in enumerate(cache.paths) if cache.has_mask[i] and p not in info["multi_mask"]]
+    assert (cache.grid("roi")[single][:, 24] > 0.5).all()
+    # "masked" and "mask" keep the raw geometry: same grid as raw
+    np.testing.assert_array_equal(cache.grid("mask"), cache.grid("raw"))
+    np.testing.assert_array_equal(cache.grid("masked"), cache.grid("raw"))
 
 
 def test_grid_fraction_function():
