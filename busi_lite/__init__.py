@@ -11,7 +11,7 @@ CLASSES = ("normal", "benign", "malignant")
 
 
 def predict(*args, **kwargs):
-    """Classify images; see :func:`busi_lite.predict.predict_images`."""
-    from .predict import predict_images
+    """Classify images; see :func:`busi_lite.inference.predict_images`."""
+    from .inference import predict_images
 
     return predict_images(*args, **kwargs)

@@ -311,5 +311,15 @@ def select(cache, heads, only, seed, far_cap, out, as_json):
     click.echo(f"saved {npz} and {js}")
 
 
+def _register():
+    from .cli_predict import evaluate, predict
+    from .cli_report import report
+
+    for cmd in (predict, evaluate, report):
+        main.add_command(cmd)
+
+
+_register()
+
 if __name__ == "__main__":
     main()

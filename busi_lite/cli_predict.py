@@ -47,7 +47,7 @@ def _flag_options(f):
 
 
 def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel):
-    from .predict import FlagConfig
+    from .inference import FlagConfig
 
     for name, v in (("--low-confidence", low_confidence), ("--lesion-threshold", lesion_threshold)):
         if v is not None and not 0.0 <= v <= 1.0:
@@ -79,7 +79,7 @@ def _csv_row(p) -> dict:
 
 
 def _human(p) -> str:
-    from .predict import verdict_line
+    from .inference import verdict_line
 
     if not p.ok:
         return f"{p.path}\n  ERROR {p.error}"
@@ -131,7 +131,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
     """
     from .cli import _dump, _log
-    from .predict import Predictor
+    from .inference import Predictor
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -171,7 +171,7 @@ def _pct(x) -> str:
 
 
 def evaluate_table(res: dict) -> str:
-    """Human table of :func:`busi_lite.predict.evaluate_flags`."""
+    """Human table of :func:`busi_lite.inference.evaluate_flags`."""
     t = res["thresholds"]
     lines = [f"model {res['model']} on {res['n']} held-out test images (split {res['split_digest']}, "
              f"cache {res['cache']})",
@@ -236,7 +236,7 @@ def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold
     from .cli import _dump
     from .features import FeatureCache
     from .model import Model
-    from .predict import evaluate_flags
+    from .inference import evaluate_flags
 
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     m = Model.load(model)

@@ -271,13 +271,17 @@ def out_of_fold(cache: FeatureCache, rows, config: Config, seed: int, k: int = 5
 
 
 def calibrate(oof: dict, target_recall: float = 0.95, error_share: float = 0.5,
-              ood_quantile: float = 0.99, malignant: int = 2, normal: int = 0) -> dict:
+              ood_quantile: float = 0.99, mismatch_quantile: float = 0.05, malignant: int = 2,
+              normal: int = 0) -> dict:
     """Thresholds chosen on out-of-fold training predictions only.
 
     - malignant_threshold: highest p(malignant) threshold with OOF recall >= target_recall;
     - low_confidence: max-probability below which ``error_share`` of the OOF errors fall;
     - lesion_threshold: max-cell lesion probability separating normal from lesion images
-      (best balanced accuracy on OOF), for the mismatch flag;
+      (best balanced accuracy on OOF), for showing "lesion present";
+    - lesion_absent / lesion_present: for the mismatch flag, only clear disagreement counts:
+      a peak below the ``mismatch_quantile`` quantile of OOF peaks on lesion images means
+      "no lesion", above the 1 - ``mismatch_quantile`` quantile on normal images "lesion";
     - ood_threshold: the ``ood_quantile`` quantile of OOF OOD scores.
     """
     y, proba = oof["y"], oof["proba"]
@@ -299,6 +303,9 @@ def calibrate(oof: dict, target_recall: float = 0.95, error_share: float = 0.5,
             if ba > best[1]:
                 best = (float(t), float(ba))
         out["lesion_threshold"], out["lesion_oof_balanced_accuracy"] = best
+        out["lesion_absent"] = float(np.quantile(peak[lesion_true], mismatch_quantile))
+        out["lesion_present"] = float(np.quantile(peak[~lesion_true], 1 - mismatch_quantile))
+        out["mismatch_quantile"] = mismatch_quantile
     return out
 
 

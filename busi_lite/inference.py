@@ -10,9 +10,10 @@ Flags (each with a one-line reason):
 * ``low_confidence`` - the highest class probability is below the model's
   calibrated ``low_confidence`` threshold (chosen on out-of-fold training
   predictions so that half of the training errors fall below it);
-* ``mismatch``       - lesion-map models only: benign/malignant predicted while the
-  lesion map's peak cell is below ``lesion_threshold`` (no lesion found), or normal
-  predicted while it is at or above it;
+* ``mismatch``       - lesion-map models only, clear disagreement only: benign/malignant
+  predicted while the lesion map's peak cell is below ``lesion_absent`` (the 5th
+  percentile of out-of-fold peaks on lesion images), or normal predicted while it is
+  above ``lesion_present`` (the 95th percentile on normal images);
 * ``unusual_input``  - the out-of-distribution score of the pooled features is above
   the model's ``ood_threshold`` (99th percentile of out-of-fold training scores), or
   a pixel-level sanity rule fires (near-constant image, strongly coloured image:
@@ -103,8 +104,12 @@ def thresholds(model, config: FlagConfig = FlagConfig()) -> dict:
     if lesion is None and model.has_lesion_map:
         lesion = 0.5
     low = config.low_confidence_threshold
+    lesion = None if lesion is None else float(lesion)
+    absent, present = lesion, lesion  # models calibrated before the two-sided rule: one cut
+    if config.lesion_threshold is None:
+        absent, present = cal.get("lesion_absent", lesion), cal.get("lesion_present", lesion)
     return {"low_confidence": float(cal.get("low_confidence", 0.0) if low is None else low),
-            "lesion_threshold": None if lesion is None else float(lesion),
+            "lesion_threshold": lesion, "lesion_absent": absent, "lesion_present": present,
             "ood_threshold": None if ood is None else float(ood)}
 
 
@@ -159,19 +164,17 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
         # 2. mismatch between label and lesion map
         if not config.mismatch:
             c["mismatch"] = "disabled"
-        elif peak is None or thr.get("lesion_threshold") is None:
+        elif peak is None or thr.get("lesion_absent") is None or thr.get("lesion_present") is None:
             c["mismatch"] = "not_applicable"
         else:
-            t = thr["lesion_threshold"]
-            present = peak[i] >= t
-            hit = present == (pred[i] == normal)
-            c["mismatch"] = "flagged" if hit else "passed"
-            if hit and present:
+            lo, hi = thr["lesion_absent"], thr["lesion_present"]
+            if pred[i] == normal and peak[i] >= hi:
                 f.append(Flag("mismatch", f"predicted {classes[pred[i]]} but the lesion map shows a lesion "
-                                          f"(peak {peak[i]:.2f} >= {t:.2f})"))
-            elif hit:
+                                          f"(peak {peak[i]:.2f} >= {hi:.2f})"))
+            elif pred[i] != normal and peak[i] < lo:
                 f.append(Flag("mismatch", f"predicted {classes[pred[i]]} but the lesion map finds no lesion "
-                                          f"(peak {peak[i]:.2f} < {t:.2f})"))
+                                          f"(peak {peak[i]:.2f} < {lo:.2f})"))
+            c["mismatch"] = "flagged" if f and f[-1].name == "mismatch" else "passed"
         # 3. unusual input
         if not config.unusual_input:
             c["unusual_input"] = "disabled"
@@ -431,18 +434,23 @@ def render_overlay(rgb: np.ndarray, pred: Prediction, max_side: int = 1024):
     if pred.lesion_bbox:
         bl, bt, br, bb = [sc(v) for v in pred.lesion_bbox]
         d.rectangle([bl, bt, max(bl, br - 1), max(bt, bb - 1)], outline=(255, 64, 64, 255), width=2)
-    lines = [verdict_line(pred)] + [f"! {f.name}: {f.reason}" for f in pred.flags]
+    import textwrap
+
     size = max(10, min(18, base.size[0] // 40))
     try:
         font = ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
+    width = max(20, int((base.size[0] - 8) / (0.55 * size)))  # characters per line, roughly
+    white, red = (255, 255, 255, 255), (255, 80, 80, 255)
+    lines = [(t, red if pred.malignant_alert else white) for t in textwrap.wrap(verdict_line(pred), width)]
+    for f in pred.flags:
+        lines += [(t, red) for t in textwrap.wrap(f"! {f.name}: {f.reason}", width, subsequent_indent="   ")]
     band = (size + 4) * len(lines) + 6
     canvas = Image.new("RGBA", (base.size[0], base.size[1] + band), (0, 0, 0, 255))
     canvas.paste(base, (0, band))
     d = ImageDraw.Draw(canvas)
-    for i, line in enumerate(lines):
-        colour = (255, 80, 80, 255) if (i == 0 and pred.malignant_alert) or i > 0 else (255, 255, 255, 255)
+    for i, (line, colour) in enumerate(lines):
         d.text((4, 3 + i * (size + 4)), line, fill=colour, font=font)
     return canvas.convert("RGB")
 
