@@ -10,22 +10,6 @@ from pathlib import Path
 import click
 
 
-
-def _known_errors(f):
-    """Known user-facing errors -> 'error: message', exit 2 (also when used outside the main group)."""
-    import functools
-
-    @functools.wraps(f)
-    def wrapper(*a, **kw):
-        from .cli import _errors, _fail
-
-        try:
-            return f(*a, **kw)
-        except _errors() as e:
-            _fail(str(e))
-    return wrapper
-
-
 def _flag_options(f):
     opts = [
         click.option("--low-confidence", "low_confidence", type=float, default=None,
@@ -117,7 +101,6 @@ def _human(p) -> str:
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
 @_flag_options
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Images per backbone run.")
-@_known_errors
 def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, low_confidence,
             lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
     """Classify ultrasound images (files or folders): probabilities, label, malignant
@@ -225,7 +208,6 @@ def evaluate_table(res: dict) -> str:
 @_flag_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--per-image", is_flag=True, help="With --json: include every test image's label and flags.")
-@_known_errors
 def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
              no_mismatch, no_ood, no_pixel, as_json, per_image):
     """Do the safety flags catch the errors? Rebuilds the model's split from its sidecar

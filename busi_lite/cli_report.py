@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import shlex
 from pathlib import Path
 
 import click
-
-
-def _known_errors(f):
-    """Known user-facing errors -> 'error: message', exit 2 (also when used outside the main group)."""
-
-    @functools.wraps(f)
-    def wrapper(*a, **kw):
-        from .cli import _errors, _fail
-
-        try:
-            return f(*a, **kw)
-        except _errors() as e:
-            _fail(str(e))
-    return wrapper
 
 
 @click.command()
@@ -40,7 +25,6 @@ def _known_errors(f):
               help="Test images shown with their lesion map (multi-task models, needs --cache).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html, report.md and the figures (PNG).")
-@_known_errors
 def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
     """Paper-style report: training curves (Fig. 1-2), confusion matrices (Fig. 3),
     Tables 1-2 with 95 % intervals beside the paper's figures, dataset-size

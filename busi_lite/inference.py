@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
-from .backbone import GRID, SIZE, Backbone, center_box, preprocess
+from .backbone import GRID, Backbone, center_box, preprocess
 
 FLAG_NAMES = ("low_confidence", "mismatch", "unusual_input")
 BATCH = 16

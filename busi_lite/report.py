@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import csv
 import datetime
-import hashlib
 import html
 import json
 import math
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .backbone import file_sha256
 
 TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
               "macro_f1", "test_loss", "dice", "train_seconds")
@@ -115,14 +116,6 @@ def _nan(x) -> bool:
 
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(s)).strip("_") or "x"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _num(v, digits=3) -> str:

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter
 
 from busi_lite import data as D
-from busi_lite.cli_predict import evaluate, predict
 from busi_lite.experiments import Config, fit_model, split_for
 from busi_lite.features import FeatureCache, extract
 from busi_lite.model import Model, ModelError
+from busi_lite.cli import main
 from busi_lite.inference import (FlagConfig, Predictor, compute_flags, evaluate_flags, lesion_geometry,
                                predict_images)
 from synth import make_busi_tree, make_odd_images, make_tiny_onnx
@@ -114,7 +114,7 @@ def predictor(world):
 
 
 def _run(args):
-    return CliRunner().invoke(predict, [str(a) for a in args])
+    return CliRunner().invoke(main, ["predict"] + [str(a) for a in args])
 
 
 def test_predict_good_images(world, predictor):
@@ -313,10 +313,10 @@ def test_evaluate_consistent(world):
             assert s["n_flagged"] + s["n_unflagged"] == n
             assert s["errors_flagged"] <= res["n_errors"]
     assert res["any_flag"]["n_flagged"] == sum(1 for r in res["per_image"] if r["flags"])
-    r = CliRunner().invoke(evaluate, ["--model", str(world["model"]), "--cache", str(world["cache"]), "--json"])
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(world["model"]), "--cache", str(world["cache"]), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["n"] == n
-    r = CliRunner().invoke(evaluate, ["--model", str(world["model"]), "--cache", str(world["cache"])])
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(world["model"]), "--cache", str(world["cache"])])
     assert r.exit_code == 0 and "ANY FLAG" in r.stdout and "operating point" in r.stdout
     # a model whose split does not match the cache, or another backbone, is refused
     m.meta["split"] = dict(m.meta["split"], digest="0" * 16)
