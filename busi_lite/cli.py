@@ -83,7 +83,10 @@ def data():
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
 @click.option("--classes", default="normal,benign,malignant", show_default=True,
               help="Class folder names, comma-separated.")
-def data_check(directory, strict, as_json, classes):
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a contact-sheet PNG of the duplicate groups (mixed-label groups first, "
+                   "captions in red) to check them by eye.")
+def data_check(directory, strict, as_json, classes, sheet):
     """Inventory of a BUSI-style folder: counts, masks, sizes, problems, duplicate groups.
 
     Decodes every image and mask. Exits 1 when there are errors (fatal problems,
@@ -112,6 +115,12 @@ def data_check(directory, strict, as_json, classes):
         click.echo(f"problems: {len(inv['problems'])}")
         for p in inv["problems"]:
             click.echo(f"  {'ERROR' if p['fatal'] or strict else 'warning'} {p['path']}: {p['what']} -> {p['fix']}")
+    if sheet:
+        from .report import duplicate_sheet
+
+        mixed = inv["mixed_label_groups"]
+        rest = [g for g in inv["duplicate_groups"] if g not in mixed]
+        _log(f"wrote {duplicate_sheet(inv['root'], mixed + rest, sheet)}")
     errors = [p for p in inv["problems"] if p["fatal"] or strict]
     sys.exit(1 if errors else 0)
 
