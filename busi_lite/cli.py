@@ -257,9 +257,15 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out,
               help="Training fractions for the dataset-size study, e.g. 1,0.75,0.5,0.25.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("out/sweep"), show_default=True,
               help="Writes OUT.json and OUT.csv.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Keep the runs already in OUT.partial.json (an interrupted sweep) instead of redoing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def sweep(cache, seeds, heads, only, fractions, out, as_json):
-    """The paper's twelve configurations over repeated group-aware splits, with 95 % intervals."""
+def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
+    """The paper's twelve configurations over repeated group-aware splits, with 95 % intervals.
+
+    Progress is saved to OUT.partial.json after every run, so an interrupted
+    sweep resumes where it stopped.
+    """
     from .experiments import paper_grid, sweep as run
     from .features import FeatureCache
     from .report import sweep_table, write_sweep_csv
@@ -270,8 +276,20 @@ def sweep(cache, seeds, heads, only, fractions, out, as_json):
         want = set(only.split(","))
         configs = [c for c in configs if c.name.split("+")[0] in want or c.name in want]
     fracs = [float(x) for x in fractions.split(",")]
-    res = run(fc, configs, list(range(seeds)), fracs, log=_log)
+    partial = Path(f"{out}.partial.json")
+    done = []
+    if resume and partial.is_file():
+        old = json.loads(partial.read_text())
+        if old.get("backbone_sha256") == fc.backbone_sha256 and old.get("cache") == str(fc.path):
+            done = old["results"]
+            _log(f"resuming: {len(done)} runs kept from {partial}")
+
+    def save(results):
+        _dump({"results": results, "cache": str(fc.path), "backbone_sha256": fc.backbone_sha256}, partial)
+
+    res = run(fc, configs, list(range(seeds)), fracs, log=_log, done=done, on_run=save)
     _dump(res, f"{out}.json")
+    partial.unlink(missing_ok=True)
     write_sweep_csv(res["summary"], f"{out}.csv")
     click.echo(_dump(res["summary"]) if as_json else sweep_table(res["summary"]))
     _log(f"wrote {out}.json and {out}.csv")

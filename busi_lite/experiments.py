@@ -231,13 +231,21 @@ def aggregate(results: list[dict]) -> list[dict]:
     return rows
 
 
-def sweep(cache: FeatureCache, configs, seeds, fractions=(1.0,), log=None) -> dict:
-    results = []
+def sweep(cache: FeatureCache, configs, seeds, fractions=(1.0,), log=None, done=None, on_run=None) -> dict:
+    """Every config x fraction x seed. ``done``: results of an earlier, interrupted sweep
+    (same cache) that are kept instead of rerun; ``on_run(results)`` after each run."""
+    wanted = {(c.name, f, s) for c in configs for f in fractions for s in seeds}
+    results = [r for r in done or [] if (r["config"]["name"], r["fraction"], r["seed"]) in wanted]
+    have = {(r["config"]["name"], r["fraction"], r["seed"]) for r in results}
     for config in configs:
         for frac in fractions:
             for seed in seeds:
+                if (config.name, frac, seed) in have:
+                    continue
                 r = run_one(cache, config, seed, frac)
                 results.append(r)
+                if on_run:
+                    on_run(results)
                 if log:
                     m = r["test"]["malignant"]
                     log(f"{config.name:14s} frac={frac:<4} seed={seed}  recall={m['recall']:.3f} "

@@ -208,3 +208,26 @@ def test_cli_train_sweep_select(cache_path, tmp_path):
     # a missing cache is a clear error, not a traceback
     res = r.invoke(main, ["train", "--cache", str(tmp_path / "nope.h5")])
     assert res.exit_code == 2 and "busi-lite extract" in res.output
+
+
+def test_sweep_resumes_from_partial(cache_path, tmp_path, monkeypatch):
+    calls = []
+    real = E.run_one
+
+    def counting(*a, **k):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # interrupted after one finished run
+        return real(*a, **k)
+
+    monkeypatch.setattr(E, "run_one", counting)
+    args = ["sweep", "--cache", str(cache_path), "--seeds", "2", "--only", "model-1", "--out", str(tmp_path / "sw")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and (tmp_path / "sw.partial.json").exists()
+    calls.clear()
+    monkeypatch.setattr(E, "run_one", real)
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "resuming: 1 runs kept" in r.output
+    assert [x["seed"] for x in json.loads((tmp_path / "sw.json").read_text())["results"]] == [0, 1]
+    assert not (tmp_path / "sw.partial.json").exists()
