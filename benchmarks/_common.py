@@ -155,11 +155,55 @@ json.dump({"returncode": os.waitstatus_to_exitcode(status), "wall_s": wall, "pea
 """
 
 
-def measure(cmd, env=None, check=True, quiet=False) -> dict:
+# ---------------------------------------------------------------- quiet machine
+QUIET = {"max_wait": float(os.environ.get("BENCH_QUIET_WAIT", 300)), "threshold": 0.5}
+
+
+def add_quiet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet-wait", type=float, default=QUIET["max_wait"],
+                   help="before each measurement wait up to this many seconds for other processes to use "
+                        f"< {QUIET['threshold']} cores (0: don't wait; default $BENCH_QUIET_WAIT or 300)")
+
+
+def configure(args) -> None:
+    if getattr(args, "quiet_wait", None) is not None:
+        QUIET["max_wait"] = args.quiet_wait
+
+
+def busy_cores(window: float = 2.0) -> float:
+    """Mean number of cores busy (all processes) over ``window`` seconds, from /proc/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def busy():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return (sum(f[:8]) - f[3] - f[4]) / tick
+
+    b0, t0 = busy(), time.perf_counter()
+    time.sleep(window)
+    return (busy() - b0) / (time.perf_counter() - t0)
+
+
+def wait_quiet() -> dict:
+    """Wait (up to QUIET['max_wait'] s) until the other processes use < QUIET['threshold'] cores."""
+    t0 = time.perf_counter()
+    b = busy_cores()
+    announced = False
+    while b >= QUIET["threshold"] and time.perf_counter() - t0 < QUIET["max_wait"]:
+        if not announced:
+            log(f"  machine busy ({b:.2f} cores used by others); waiting up to {QUIET['max_wait']:.0f}s ...")
+            announced = True
+        time.sleep(8)
+        b = busy_cores()
+    return {"waited_s": round(time.perf_counter() - t0, 1), "busy_cores_before": round(b, 2),
+            "quiet": b < QUIET["threshold"]}
+
+
+def measure(cmd, env=None, check=True, quiet=False, wait=True) -> dict:
     """Run ``cmd`` (a list) as one child of a tiny launcher. Returns wall_s (spawn to exit,
     interpreter start included), peak_rss_mb (the child's own peak RSS via wait4), cpu_s
     (user+sys of the child), other_cpu_cores (mean cores busy with OTHER processes during
     the run, from /proc/stat), load averages before/after, returncode."""
+    q = wait_quiet() if wait else None
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "m.json"
         kw = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
@@ -168,16 +212,18 @@ def measure(cmd, env=None, check=True, quiet=False) -> dict:
         if r.returncode != 0 or not out.exists():
             raise RuntimeError(f"launcher failed ({r.returncode}) for {cmd}")
         m = json.loads(out.read_text())
+    if q is not None:
+        m["quiet_wait"] = q
     if check and m["returncode"] != 0:
         raise RuntimeError(f"command failed with exit code {m['returncode']}: {shlex.join(map(str, cmd))}")
     return m
 
 
-def child(script: str, task: str, *args) -> tuple[dict, dict]:
+def child(script: str, task: str, *args, env=None) -> tuple[dict, dict]:
     """Run ``python SCRIPT --child TASK --child-out F ARGS`` measured; returns (measure, the JSON it wrote)."""
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "child.json"
-        m = measure([sys.executable, script, "--child", task, "--child-out", out, *args])
+        m = measure([sys.executable, script, "--child", task, "--child-out", out, *args], env=env)
         return m, json.loads(out.read_text())
 
 

@@ -51,8 +51,10 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=1, help="cold runs per mode (median reported)")
     p.add_argument("--modes", default="views,no-views", help="comma list of: views, no-views")
     p.add_argument("--views", default="roi,masked,mask", help=argparse.SUPPRESS)  # child only
+    C.add_quiet_args(p)
     C.add_child_args(p)
     args = p.parse_args(argv)
+    C.configure(args)
     if args.child:
         C.child_result(args.child_out, child_extract(args))
         return
@@ -67,7 +69,7 @@ def main(argv=None):
             m, out = C.child(__file__, "extract", "--data", data, "--backbone", backbone, "--views", MODES[mode])
             runs.append({**out, "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"], "cpu_s": m["cpu_s"],
                          "other_cpu_cores": m["other_cpu_cores"], "loadavg_before": m["loadavg_before"],
-                         "loadavg_after": m["loadavg_after"]})
+                         "loadavg_after": m["loadavg_after"], "quiet_wait": m.get("quiet_wait")})
             C.log(f"  {out['seconds']:.1f}s in extract(), wall {m['wall_s']:.1f}s, peak {m['peak_rss_mb']:.0f} MB, "
                   f"other processes {m['other_cpu_cores']:.2f} cores")
         med = lambda k: statistics.median(x[k] for x in runs)  # noqa: E731

@@ -19,6 +19,7 @@ Targets: one config <= 2 s on 2 cores; whole plain grid x 5 seeds <= 3 min.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -178,11 +179,26 @@ def main(argv=None):
     C.add_asset_args(p)
     p.add_argument("--cache", help="existing feature cache WITH views (default: extract one into a temp dir)")
     p.add_argument("--seeds", type=int, default=5, help="number of split seeds (0..N-1)")
-    p.add_argument("--tasks", default="one-plain,grid,mtl,sklearn")
+    p.add_argument("--tasks", default="one-plain,one-1thread,grid,mtl,sklearn")
+    p.add_argument("--one-thread", default="grid,sklearn",
+                   help="tasks whose child runs with NumPy's BLAS on one thread (OPENBLAS_NUM_THREADS=1); on a "
+                        "shared 2-core machine multi-threaded OpenBLAS spin-waits and small matmuls get many "
+                        "times slower. '' = library defaults everywhere")
+    p.add_argument("--report", action="store_true", help="only re-print the tables of results/train.json")
     p.add_argument("--masks", type=int, default=0, help=argparse.SUPPRESS)  # child only
+    C.add_quiet_args(p)
     C.add_child_args(p)
     args = p.parse_args(argv)
+    C.configure(args)
     seeds = list(range(args.seeds))
+    if args.report:  # re-print the tables (and recompute the targets) of the saved results, no measuring
+        import json
+
+        path = C.RESULTS / "train.json"
+        res = json.loads(path.read_text())
+        report(res)
+        path.write_text(json.dumps(res, indent=1, default=C._default) + "\n")
+        return
     if args.child:
         fn = {"one": lambda: child_one(args.cache, seeds, bool(args.masks)),
               "grid": lambda: child_grid(args.cache, seeds),
@@ -203,11 +219,14 @@ def main(argv=None):
         res.update(cache=str(cache) if args.cache else "(extracted into a temp dir)", seeds=seeds,
                    config={"lr": LR, "batch": BATCH, "epochs": EPOCHS, "hidden": 100})
         tasks = args.tasks.split(",")
+        ONE_THREAD = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env_for = lambda task: ONE_THREAD if task in args.one_thread.split(",") else None  # noqa: E731
+        res["blas_one_thread_tasks"] = [t for t in args.one_thread.split(",") if t]
         common = ["--cache", cache, "--seeds", str(args.seeds)]
 
-        def run(task, *extra):
-            C.log(f"task {task} {' '.join(map(str, extra))} ...")
-            m, out = C.child(__file__, task, *common, *extra)
+        def run(task, *extra, env=None):
+            C.log(f"task {task} {' '.join(map(str, extra))}{' (BLAS 1 thread)' if env else ''} ...")
+            m, out = C.child(__file__, task, *common, *extra, env=env)
             C.log(f"  wall {m['wall_s']:.1f}s, peak {m['peak_rss_mb']:.0f} MB, other processes "
                   f"{m['other_cpu_cores']:.2f} cores")
             return {"process": m, **out}
@@ -220,18 +239,34 @@ def main(argv=None):
                                   ("train_seconds", "fit_seconds", "accuracy", "malignant_recall", "malignant_far",
                                    "malignant_auc")}
                 res["one"][out["config"]] = out
+        if "one-1thread" in tasks:  # the same, with NumPy's BLAS on one thread (shared 2-core machine)
+            res["one_blas1"] = {}
+            for masks in (0, 1):
+                out = run("one", "--masks", str(masks), env=ONE_THREAD)
+                out["summary"] = {k: _agg(out["runs"], k) for k in
+                                  ("train_seconds", "fit_seconds", "accuracy", "malignant_recall", "malignant_far",
+                                   "malignant_auc")}
+                res["one_blas1"][out["config"]] = out
         if "grid" in tasks:
-            res["grid"] = run("grid")
+            res["grid"] = run("grid", env=env_for("grid"))
+            res["grid"]["blas_threads"] = "1" if env_for("grid") else "default"
         if "mtl" in tasks:
             res["mtl"] = run("mtl")
         if "sklearn" in tasks:
-            sk = run("sklearn")
+            sk = run("sklearn", env=env_for("sklearn"))
+            sk["blas_threads"] = "1" if env_for("sklearn") else "default"
             sk["summary"] = {name: {k: _agg(runs, k) for k in ("fit_seconds", "accuracy", "malignant_recall",
                                                                "malignant_far", "malignant_auc")}
                              for name, runs in sk["configs"].items()}
             res["sklearn"] = sk
 
-    # ------------------------------------------------ report
+    report(res)
+    path = C.write_results("train", res)
+    print(f"\nwrote {path.relative_to(C.REPO)}")
+
+
+def report(res: dict) -> None:
+    seeds = res["seeds"]
     targets, rows = {}, []
     print(f"\nHead training, {res['machine']['cores']} cores, {res['machine']['cpu_model']}, "
           f"load avg at start {res['loadavg_start']}; lr {LR}, batch {BATCH}, {EPOCHS} epochs, seeds {seeds}")
@@ -241,15 +276,22 @@ def main(argv=None):
             rows.append([f"{name} plain (run_one)", o["runs"][0]["n_train_samples"],
                          f"{s['train_seconds']['median']:.2f}", f"{s['fit_seconds']['median']:.2f}",
                          f"{pm['peak_rss_mb']:.0f}", f"{pm['other_cpu_cores']:.2f}"])
-        worst = max(o["summary"]["train_seconds"]["median"] for o in res["one"].values())
-        targets["one_config_s"] = C.target(round(worst, 3), TARGET_ONE_S)
+        for name, o in res.get("one_blas1", {}).items():
+            s, pm = o["summary"], o["process"]
+            rows.append([f"{name} plain (run_one), BLAS 1 thread", o["runs"][0]["n_train_samples"],
+                         f"{s['train_seconds']['median']:.2f}", f"{s['fit_seconds']['median']:.2f}",
+                         f"{pm['peak_rss_mb']:.0f}", f"{pm['other_cpu_cores']:.2f}"])
+    for key, label in (("one", "BLAS default threads"), ("one_blas1", "BLAS 1 thread")):
+        for name, o in res.get(key, {}).items():
+            targets[f"one_config_s:{name}:{label}"] = C.target(round(o["summary"]["train_seconds"]["median"], 3),
+                                                              TARGET_ONE_S)
     if "mtl" in res:
         m = res["mtl"]
         rows.append([f"{m['config']} (run_one, seed 0)", m["n_train_samples"], f"{m['train_seconds']:.2f}", "",
                      f"{m['process']['peak_rss_mb']:.0f}", f"{m['process']['other_cpu_cores']:.2f}"])
     if "grid" in res:
         g = res["grid"]
-        rows.append([f"plain paper grid: 12 configs x {len(seeds)} seeds ({g['runs']} runs)", "", f"{g['seconds']:.1f}",
+        rows.append([f"plain paper grid: 12 configs x {len(seeds)} seeds ({g['runs']} runs), BLAS {g['blas_threads']} thread(s)", "", f"{g['seconds']:.1f}",
                      "", f"{g['process']['peak_rss_mb']:.0f}", f"{g['process']['other_cpu_cores']:.2f}"])
         targets["grid_x5_s"] = C.target(round(g["seconds"], 2), TARGET_GRID_S)
     if rows:
@@ -257,11 +299,13 @@ def main(argv=None):
                              "other procs cores"]))
     if "sklearn" in res and "one" in res:
         side = []
-        for name in res["one"]:
-            a, b = res["one"][name]["summary"], res["sklearn"]["summary"][name]
-            side.append([name, "busi_lite fit()", f"{a['fit_seconds']['median']:.2f}", _m(a, "accuracy"),
+        busi = res["one_blas1"] if res["sklearn"]["blas_threads"] == "1" and "one_blas1" in res else res["one"]
+        thr = "BLAS 1 thread" if busi is res.get("one_blas1") else "BLAS default threads"
+        for name in busi:
+            a, b = busi[name]["summary"], res["sklearn"]["summary"][name]
+            side.append([name, f"busi_lite fit() ({thr})", f"{a['fit_seconds']['median']:.2f}", _m(a, "accuracy"),
                          _m(a, "malignant_recall"), _m(a, "malignant_far"), _m(a, "malignant_auc")])
-            side.append([name, f"sklearn MLPClassifier {res['sklearn']['sklearn']}", f"{b['fit_seconds']['median']:.2f}",
+            side.append([name, f"sklearn MLPClassifier {res['sklearn']['sklearn']} ({'BLAS 1 thread' if res['sklearn']['blas_threads'] == '1' else 'BLAS default threads'})", f"{b['fit_seconds']['median']:.2f}",
                          _m(b, "accuracy"), _m(b, "malignant_recall"), _m(b, "malignant_far"),
                          _m(b, "malignant_auc")])
         print(f"\nSide by side on the same {len(seeds)} splits (test = raw view of the 15 % test images; "
@@ -271,14 +315,17 @@ def main(argv=None):
     res["targets"] = targets
     if targets:
         tr = []
-        if "one_config_s" in targets:
-            tr.append(C.fmt_target("one config (slowest, median)", targets["one_config_s"], " s"))
+        for k, t in targets.items():
+            if k.startswith("one_config_s:"):
+                _, name, label = k.split(":")
+                n = res["one"][name]["runs"][0]["n_train_samples"]
+                tr.append(C.fmt_target(f"one config {name} ({n} samples, median of {len(seeds)}), {label}", t, " s"))
         if "grid_x5_s" in targets:
-            tr.append(C.fmt_target(f"plain grid x {len(seeds)} seeds", targets["grid_x5_s"], " s"))
+            tr.append(C.fmt_target(f"plain grid x {len(seeds)} seeds, BLAS {res['grid']['blas_threads']} thread(s)",
+                                   targets["grid_x5_s"], " s"))
         print()
         print(C.table(tr, ["target", "measured", "limit", "result"]))
-    path = C.write_results("train", res)
-    print(f"\nwrote {path.relative_to(C.REPO)}")
+    res["machine_note"] = "other_cpu_cores ~1 means another process held one of the two cores during the run"
 
 
 if __name__ == "__main__":
