@@ -85,27 +85,6 @@ def cli_cmd() -> list[str]:
     return [exe, "predict"]
 
 
-def cli_ready() -> bool:
-    try:
-        r = subprocess.run(cli_cmd() + ["--help"], capture_output=True, timeout=60)
-        return r.returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def wait_for_cli(max_wait: float) -> float:
-    """Poll (every 60 s) until busi_lite.predict and `busi-lite predict` exist."""
-    t0 = time.perf_counter()
-    while True:
-        have_mod = (C.REPO / "busi_lite" / "inference.py").exists()
-        if have_mod and cli_ready():
-            return time.perf_counter() - t0
-        if time.perf_counter() - t0 > max_wait:
-            sys.exit(f"error: busi_lite.predict / `busi-lite predict` not available after {max_wait:.0f}s")
-        C.log(f"waiting for busi_lite/predict.py and `busi-lite predict` (module {'present' if have_mod else 'missing'})")
-        time.sleep(60)
-
-
 def train_models(data, backbone, cache_arg, work: Path, folds: int) -> tuple[list[Path], dict]:
     info = {}
     if cache_arg:
@@ -138,7 +117,6 @@ def main(argv=None):
     p.add_argument("--cache", help="feature cache to train the default models from (default: extract one)")
     p.add_argument("--images", type=int, default=100, help="images for the warm and folder runs")
     p.add_argument("--folds", type=int, default=3, help="calibration folds when training the models")
-    p.add_argument("--wait-cli", type=float, default=1800, help="poll this long for busi-lite predict to exist")
     p.add_argument("--list", help=argparse.SUPPRESS)
     p.add_argument("--model-stem", help=argparse.SUPPRESS)
     C.add_quiet_args(p)
@@ -149,9 +127,8 @@ def main(argv=None):
         C.child_result(args.child_out, child_warm(args))
         return
     data, backbone = C.data_path(args), C.backbone_path(args)
-    waited = wait_for_cli(args.wait_cli)
     res = C.header()
-    res.update(data=str(data), backbone=str(backbone), images=args.images, waited_for_predict_s=waited,
+    res.update(data=str(data), backbone=str(backbone), images=args.images,
                models={})
     with tempfile.TemporaryDirectory(prefix="bench_infer_") as td:
         work = Path(td)

@@ -214,15 +214,12 @@ def content_sha256(rgb: np.ndarray) -> str:
 
 # ---------------------------------------------------------------- duplicates
 
-_DCT = None
+_N = np.arange(32)
+_DCT = np.cos(np.pi * (2 * _N[None, :] + 1) * _N[:, None] / 64)  # DCT-II basis for 32x32 thumbnails
 
 
 def phash(rgb: np.ndarray) -> int:
     """64-bit perceptual hash: 8x8 low-frequency DCT of a 32x32 gray thumbnail vs its median."""
-    global _DCT
-    if _DCT is None:  # orthonormal DCT-II matrix, a constant computed once
-        n = np.arange(32)
-        _DCT = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)
     g = Image.fromarray(rgb).convert("L").resize((32, 32), Image.Resampling.BOX)
     d = _DCT @ np.asarray(g, dtype=np.float64) @ _DCT.T
     low = d[:8, :8].ravel()

@@ -8,7 +8,7 @@ optional undersampling), train the head, evaluate on the test images' raw view.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
@@ -171,8 +171,9 @@ def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
 
 
-def evaluate_rows(head, cache: FeatureCache, rows, config: Config, malignant_threshold=None) -> dict:
-    p = predict_rows(head, cache, rows, config)
+def evaluate_rows(head, cache: FeatureCache, rows, config: Config, malignant_threshold=None, pred=None) -> dict:
+    """Metrics of ``rows``; ``pred``: their predict_rows() output when already computed."""
+    p = pred if pred is not None else predict_rows(head, cache, rows, config)
     res = M.summarize(p["y"], p["proba"], cache.classes, malignant_threshold=malignant_threshold)
     if p["lesion"] is not None:
         lesion_rows = np.asarray(rows)[cache.has_mask[rows]]
@@ -334,8 +335,9 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     ood = OOD.fit(cache.pooled("raw", rows))
     ood.threshold = cal["ood_threshold"]
     test_pred = predict_rows(head, cache, sp.test, config)
-    test_argmax = evaluate_rows(head, cache, sp.test, config)
-    test_op = evaluate_rows(head, cache, sp.test, config, malignant_threshold=cal["malignant_threshold"])
+    test_argmax = evaluate_rows(head, cache, sp.test, config, pred=test_pred)
+    test_op = evaluate_rows(head, cache, sp.test, config, malignant_threshold=cal["malignant_threshold"],
+                            pred=test_pred)
     meta = {
         "config": asdict(config), "classes": list(cache.classes), "backbone_sha256": cache.backbone_sha256,
         "backbone_file": cache.attrs.get("backbone_file"), "preprocess_version": PREPROCESS_VERSION,
@@ -350,9 +352,6 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     }
     return Model(head, meta, ood), meta
 
-
-def with_overrides(config: Config, **kw) -> Config:
-    return replace(config, **{k: v for k, v in kw.items() if v is not None})
 
 
 # ---------------------------------------------------------------- model selection

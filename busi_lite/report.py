@@ -235,13 +235,16 @@ def load_model_input(path) -> ModelInput:
     return ModelInput(name=npz.stem, path=npz.with_suffix(""), meta=m.meta, model=m)
 
 
+def _read_json(path: Path, what: str, fix: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot read the {what} ({e}) -> {fix}") from e
+
+
 def load_sweep_input(path) -> SweepInput:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read the sweep result ({e}) -> pass the OUT.json written by "
-                          "`busi-lite sweep --out OUT`") from e
+    data = _read_json(path, "sweep result", "pass the OUT.json written by `busi-lite sweep --out OUT`")
     if not isinstance(data, dict) or "summary" not in data or "results" not in data:
         raise ReportError(f"{path}: not a sweep result (no 'summary'/'results') -> pass the OUT.json written by "
                           "`busi-lite sweep --out OUT`")
@@ -250,11 +253,8 @@ def load_sweep_input(path) -> SweepInput:
 
 def load_flags_input(path) -> list[dict]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read the flags evidence ({e}) -> write it with "
-                          "`busi-lite evaluate --model NAME --cache CACHE --json > FILE`") from e
+    data = _read_json(path, "flags evidence",
+                      "write it with `busi-lite evaluate --model NAME --cache CACHE --json > FILE`")
     runs = data if isinstance(data, list) else [data]
     for r in runs:
         if not isinstance(r, dict) or "flags" not in r or "any_flag" not in r:
