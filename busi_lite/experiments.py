@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image
 
 from . import __version__
 from . import data as D
@@ -20,6 +19,8 @@ from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION, SIZE
 from .features import FeatureCache
 from .head import MTLHead, PlainHead, fit
 from .model import OOD, Model
+from .geometry import upsample
+from .paper import PAPER, paper_figures
 from .views import VIEWS
 
 BALANCES = ("none", "undersample", "weights")
@@ -49,23 +50,6 @@ class Config:
             raise ValueError(f"unknown views {bad}; choose from {', '.join(VIEWS)}")
 
 
-# The paper's Table 1/2 grid and its reported malignant accuracy / recall % / FAR % / precision %.
-PAPER = {
-    "model-1": (dict(lr=1e-3, batch=32, epochs=30), (0.50, 50.0, 1.2, 94.1)),
-    "model-2": (dict(lr=1e-3, batch=16, epochs=50), (0.72, 71.9, 7.0, 79.3)),
-    "model-3": (dict(lr=1e-3, batch=32, epochs=50), (0.72, 71.9, 4.7, 80.6)),
-    "model-4": (dict(lr=1e-3, batch=32, epochs=70), (0.81, 81.25, 8.14, 78.79)),
-    "model-5": (dict(lr=1e-4, batch=32, epochs=30), (0.66, 65.6, 7.0, 77.8)),
-    "model-6": (dict(lr=1e-4, batch=16, epochs=50), (0.81, 81.3, 5.9, 83.9)),
-    "model-6p": (dict(lr=1e-4, batch=16, epochs=50, masks=True), (0.81, 81.3, 1.7, 94.5)),
-    "model-7": (dict(lr=1e-4, batch=32, epochs=50), (0.84, 84.4, 5.8, 84.4)),
-    "model-7p": (dict(lr=1e-4, batch=32, epochs=50, masks=True), (0.91, 89.7, 3.2, 87.9)),
-    "model-7pp": (dict(lr=1e-4, batch=32, epochs=50, masks=True, balance="undersample"), (0.93, 95.6, 3.4, 95.6)),
-    "model-8": (dict(lr=1e-4, batch=32, epochs=70), (0.59, 59.38, 4.65, 82.61)),
-    "model-9": (dict(lr=5e-5, batch=32, epochs=50), (0.63, 62.5, 8.14, 74.1)),
-}
-
-
 def paper_grid(head: str = "plain") -> list[Config]:
     suffix = "" if head == "plain" else f"+{head}"
     return [Config(name=n + suffix, head=head, **kw) for n, (kw, _) in PAPER.items()]
@@ -74,7 +58,7 @@ def paper_grid(head: str = "plain") -> list[Config]:
 # ---------------------------------------------------------------- data for one run
 
 def split_for(cache: FeatureCache, seed: int, test_fraction: float = 0.15) -> D.Split:
-    return D.split(cache.labels, cache.groups, cache.paths, seed, test_fraction)
+    return cache.split(seed, test_fraction)
 
 
 def training_rows(cache: FeatureCache, rows, config: Config, seed: int, fraction: float = 1.0) -> np.ndarray:
@@ -165,12 +149,6 @@ def lesion_scores(lesion: np.ndarray, masks224: np.ndarray) -> dict:
             "iou": float(np.mean(iou)) if iou else float("nan"), "n": len(dice)}
 
 
-def upsample(grid: np.ndarray, width: int, height: int) -> np.ndarray:
-    """[7,7] float map -> [height,width] float32, bilinear."""
-    im = Image.fromarray(np.asarray(grid, np.float32), mode="F")
-    return np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
-
-
 def evaluate_rows(head, cache: FeatureCache, rows, config: Config, malignant_threshold=None, pred=None) -> dict:
     """Metrics of ``rows``; ``pred``: their predict_rows() output when already computed."""
     p = pred if pred is not None else predict_rows(head, cache, rows, config)
@@ -223,11 +201,9 @@ def aggregate(results: list[dict]) -> list[dict]:
         for key, get in KEY_METRICS.items():
             mean, lo, hi = M.mean_ci([get(r) for r in rs])
             row[key] = {"mean": mean, "lo": lo, "hi": hi}
-        base = name.split("+")[0]
-        if base in PAPER:
-            acc, rec, far, prec = PAPER[base][1]
-            row["paper"] = {"malignant_accuracy": acc, "malignant_recall": rec / 100, "malignant_far": far / 100,
-                            "malignant_precision": prec / 100}
+        paper = paper_figures(name)
+        if paper is not None:
+            row["paper"] = paper
         rows.append(row)
     return rows
 

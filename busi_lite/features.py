@@ -344,6 +344,10 @@ class FeatureCache:
         self.backbone_sha256 = self.attrs["backbone_sha256"]
         self._memo = {}
 
+    def split(self, seed: int, test_fraction: float = 0.15) -> D.Split:
+        """The group-aware train/test split ``seed`` of this cache's images."""
+        return D.split(self.labels, self.groups, self.paths, seed, test_fraction)
+
     def __len__(self) -> int:
         return len(self.paths)
 

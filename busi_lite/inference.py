@@ -31,10 +31,10 @@ import numpy as np
 
 from . import data as D
 from .backbone import GRID, Backbone, center_box, preprocess
+from .geometry import lesion_geometry, upsample
 
 FLAG_NAMES = ("low_confidence", "mismatch", "unusual_input")
 BATCH = 16
-SEG_THRESHOLD = 0.5      # upsampled lesion probability counted as lesion (as in the Dice evaluation)
 MASK_RE_PART = "_mask"   # directory expansion skips *_mask*.png (BUSI lesion masks)
 
 # Pixel sanity rules (on the 224x224 network input, values 0..255).
@@ -196,28 +196,6 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
         flags.append(f)
         checks.append(c)
     return flags, checks
-
-
-# ---------------------------------------------------------------- lesion geometry
-
-def lesion_geometry(grid7, width: int, height: int, max_side: int = 448) -> tuple[float, list | None]:
-    """7x7 lesion map -> (area fraction of the centre crop >= SEG_THRESHOLD,
-    bbox [l,t,r,b] in original image pixels or None)."""
-    from .experiments import upsample
-
-    l, t, r, b = center_box(width, height)
-    s = r - l
-    res = max(1, min(s, max_side))
-    up = upsample(np.asarray(grid7, np.float32).reshape(GRID, GRID), res, res) >= SEG_THRESHOLD
-    area = float(up.mean())
-    if not up.any():
-        return area, None
-    rows, cols = np.nonzero(up.any(axis=1))[0], np.nonzero(up.any(axis=0))[0]
-    k = s / res
-    box = [l + int(np.floor(cols[0] * k)), t + int(np.floor(rows[0] * k)),
-           l + int(np.ceil((cols[-1] + 1) * k)), t + int(np.ceil((rows[-1] + 1) * k))]
-    box = [min(box[0], r), min(box[1], b), min(box[2], r), min(box[3], b)]
-    return area, box
 
 
 # ---------------------------------------------------------------- inputs
@@ -408,8 +386,6 @@ def render_overlay(rgb: np.ndarray, pred: Prediction, max_side: int = 1024):
     outline, the lesion box, and the verdict + flags written on a band at the top."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .experiments import upsample
-
     im = Image.fromarray(rgb).convert("RGB")
     w, h = im.size
     scale = min(1.0, max_side / max(w, h))
@@ -480,7 +456,6 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     images (digest mismatch) or comes from another backbone.
     """
     from . import metrics as M
-    from .experiments import split_for
     from .model import ModelError
 
     model.check_backbone(cache.backbone_sha256, f"cache {cache.path}")
@@ -490,7 +465,7 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     if tuple(cache.classes) != tuple(model.classes):
         raise ModelError(f"cache {cache.path} has classes {cache.classes}, the model {model.classes} -> "
                          "use the cache the model was trained on")
-    sp = split_for(cache, int(sp_meta["seed"]), float(sp_meta.get("test_fraction", 0.15)))
+    sp = cache.split(int(sp_meta["seed"]), float(sp_meta.get("test_fraction", 0.15)))
     digest = sp.digest(cache.paths)
     if sp_meta.get("digest") and digest != sp_meta["digest"]:
         raise ModelError(f"cache {cache.path} gives split {digest} for seed {sp_meta['seed']}, the model was "

@@ -140,7 +140,7 @@ def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0)) -> str:
 
 def paper_name(config: dict) -> str | None:
     """The paper's model (Table 1) whose hyper-parameters ``config`` has, else None."""
-    from .experiments import PAPER
+    from .paper import PAPER
 
     base = str(config.get("name", "")).split("+")[0]
     if base in PAPER:
@@ -154,7 +154,7 @@ def paper_name(config: dict) -> str | None:
 
 
 def paper_figures(name: str | None) -> dict:
-    from .experiments import PAPER
+    from .paper import PAPER
 
     if name is None or name not in PAPER:
         return {}
@@ -480,12 +480,12 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     from . import metrics as M
     from .backbone import SIZE, center_box
     from .data import ImageError, read_rgb
-    from .experiments import split_for, upsample
+    from .geometry import upsample
 
     sp_meta = mi.meta.get("split") or {}
     if mi.meta.get("backbone_sha256") != cache.backbone_sha256:
         return [], f"cache {cache.path} comes from another backbone than {mi.name}; lesion examples skipped."
-    sp = split_for(cache, int(sp_meta.get("seed", 0)), float(sp_meta.get("test_fraction", 0.15)))
+    sp = cache.split(int(sp_meta.get("seed", 0)), float(sp_meta.get("test_fraction", 0.15)))
     if sp_meta.get("digest") and sp.digest(cache.paths) != sp_meta["digest"]:
         return [], (f"cache {cache.path} gives another split than the one {mi.name} was trained on; "
                     "lesion examples skipped (use the model's cache).")
@@ -596,7 +596,7 @@ def _rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list
 
 
 def _order(rows):
-    from .experiments import PAPER
+    from .paper import PAPER
 
     order = {n: i for i, n in enumerate(PAPER)}
     return sorted(rows, key=lambda r: (r["source"].startswith("model"), order.get(
@@ -733,7 +733,7 @@ def train_command(mi: ModelInput, cache: str) -> str:
     c, cal = mi.meta.get("config", {}), mi.meta.get("calibration", {})
     sel = mi.meta.get("selection") or {}
     if sel.get("ranking"):
-        from .experiments import PAPER
+        from .paper import PAPER
 
         names = [r.get("name", "") for r in sel["ranking"]]
         heads = sorted({n.split("+")[1] if "+" in n else "plain" for n in names})
@@ -764,7 +764,7 @@ def train_command(mi: ModelInput, cache: str) -> str:
 
 
 def sweep_command(sw: SweepInput, cache: str) -> str:
-    from .experiments import PAPER
+    from .paper import PAPER
 
     res = sw.data["results"]
     seeds = sorted({r["seed"] for r in res})

@@ -1,0 +1,107 @@
+"""Atomic file writes: the one helper every writer uses.
+
+``with atomic_path(dest) as tmp: write(tmp)`` writes to a unique temp file in
+the destination's folder (``.NAME.PID.RANDOM.tmp``), then replaces ``dest`` in
+one ``os.replace``. On any failure (including disk full, Ctrl-C, SIGTERM) the
+temp file is removed and ``dest`` keeps its old bytes. Disk full and other
+OS errors become a one-line :class:`BusiError` naming the path.
+Temp files left by a killed process (kill -9) are removed by
+:func:`clean_stale` on the next write to the same folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import BusiError
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _tmp_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(dest) -> list[Path]:
+    """Remove ``.NAME.PID.*.tmp`` files beside ``dest`` whose writing process is gone."""
+    dest = Path(dest)
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for p in dest.parent.glob(f".{dest.name}.*{_TMP_SUFFIX}"):
+        parts = p.name[len(dest.name) + 2:].split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def os_error(path, e: OSError, doing: str = "writing") -> BusiError:
+    """An OSError while writing ``path`` -> a one-line BusiError."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BusiError(f"{path}: disk full while {doing}", "free some space or write elsewhere; "
+                         "the old file (if any) is unchanged")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BusiError(f"{path}: no permission for {doing} ({e.strerror})",
+                         "choose a folder you can write to")
+    return BusiError(f"{path}: {doing} failed ({e.strerror or e})", "check the disk and the path")
+
+
+@contextmanager
+def atomic_path(dest, doing: str = "writing"):
+    """Yield a temp path beside ``dest``; on success it replaces ``dest`` atomically."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(dest.parent, e, "creating the folder") from None
+    clean_stale(dest)
+    tmp = _tmp_name(dest)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise os_error(dest, e, doing) from None
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(dest, data: bytes) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def write_text(dest, text: str) -> Path:
+    return write_bytes(dest, text.encode("utf-8"))
