@@ -22,7 +22,7 @@ SIZE = 224
 GRID = 7
 N_FEATURES = 1280
 PREPROCESS_VERSION = "tm-centercrop-bilinear-aa-v1"
-DEFAULT_BACKBONE = Path("weights") / "mobilenet_v2_035_224.onnx"
+DEFAULT_BACKBONE = "mobilenet_v2_035_224.onnx"  # file name of the packaged default (busi_lite.resources)
 ENV_BACKBONE = "BUSI_LITE_BACKBONE"
 
 HOW_TO_GET = (
@@ -52,16 +52,17 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
 
 
 def resolve_path(backbone=None) -> Path:
-    """--backbone > $BUSI_LITE_BACKBONE > weights/mobilenet_v2_035_224.onnx."""
-    for cand, src in ((backbone, "--backbone"), (os.environ.get(ENV_BACKBONE), f"${ENV_BACKBONE}")):
-        if cand:
-            p = Path(cand).expanduser()
-            if not p.is_file():
-                raise BackboneError(f"{p} (from {src}): file not found -> {HOW_TO_GET}")
-            return p
-    if DEFAULT_BACKBONE.is_file():
-        return DEFAULT_BACKBONE
-    raise BackboneError(f"no backbone model: {DEFAULT_BACKBONE} does not exist -> {HOW_TO_GET}")
+    """--backbone > $BUSI_LITE_BACKBONE > the packaged backbone (busi_lite.resources)."""
+    from . import resources
+
+    r = resources.resolve("backbone", backbone)
+    if r.path.is_file():
+        return r.path
+    if r.source == "packaged":
+        raise BackboneError(f"no backbone model: the packaged {r.path} is missing (broken install?) -> "
+                            f"reinstall busi-lite, or {HOW_TO_GET}")
+    src = "--backbone" if r.source == "option" else f"${ENV_BACKBONE}"
+    raise BackboneError(f"{r.path} (from {src}): file not found -> {HOW_TO_GET}")
 
 
 def file_sha256(path) -> str:

@@ -19,7 +19,7 @@ from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
 from .head import make_head
 
 FORMAT = 1
-DEFAULT_MODEL = Path("weights") / "busi_lite_default"
+DEFAULT_MODEL = "busi_lite_default"  # stem of the packaged default model (busi_lite.resources)
 ENV_MODEL = "BUSI_LITE_MODEL"
 
 
@@ -114,7 +114,8 @@ class Model:
 
     @classmethod
     def load(cls, path=None) -> "Model":
-        npz, js = _paths(path or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+        from .resources import resolve  # path > $BUSI_LITE_MODEL > the packaged default
+        npz, js = _paths(resolve("model", path).path)
         for p in (npz, js):
             if not p.is_file():
                 raise ModelError(f"{p}: model file not found -> train one with `busi-lite train --out "

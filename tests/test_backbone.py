@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from busi_lite import backbone as B
+from busi_lite import resources
 from synth import BAD_VARIANTS, make_tiny_onnx
 
 
@@ -76,6 +77,7 @@ def test_preprocess_rejects_bad_input():
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv(B.ENV_BACKBONE, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(resources, "packaged_dir", lambda: tmp_path / "pkg")  # the packaged default
     return tmp_path
 
 
@@ -87,11 +89,11 @@ def _touch(p):
 
 def test_resolve_path_precedence(clean_env, monkeypatch):
     d = clean_env
-    default = _touch(d / B.DEFAULT_BACKBONE)
+    _touch(d / B.DEFAULT_BACKBONE)  # in the cwd: never used
+    default = _touch(d / "pkg" / B.DEFAULT_BACKBONE)
     env = _touch(d / "env.onnx")
     cli = _touch(d / "cli.onnx")
-    assert B.resolve_path() == B.DEFAULT_BACKBONE
-    assert (d / B.resolve_path()).resolve() == default.resolve()
+    assert B.resolve_path() == default
     monkeypatch.setenv(B.ENV_BACKBONE, str(env))
     assert B.resolve_path() == env
     assert B.resolve_path(cli) == cli
@@ -100,7 +102,7 @@ def test_resolve_path_precedence(clean_env, monkeypatch):
 
 def test_resolve_path_missing_explicit_file(clean_env, monkeypatch):
     d = clean_env
-    _touch(d / B.DEFAULT_BACKBONE)  # a default exists but must not be used silently
+    _touch(d / "pkg" / B.DEFAULT_BACKBONE)  # a default exists but must not be used silently
     with pytest.raises(B.BackboneError) as e:
         B.resolve_path(d / "nope.onnx")
     msg = str(e.value)
