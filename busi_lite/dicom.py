@@ -94,10 +94,6 @@ class DicomFrame:
     photometric: str                             # as declared in the file
     transfer_syntax: str                         # its name, e.g. "JPEG Baseline (Process 1)"
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.rgb.shape[0], self.rgb.shape[1]
-
 
 # ---------------------------------------------------------------- detection
 
