@@ -123,6 +123,10 @@ def _pydicom():
         import pydicom
     except ImportError as e:
         raise BusiError("reading DICOM needs pydicom", INSTALL) from e
+    major = str(getattr(pydicom, "__version__", "0")).split(".")[0]
+    if not major.isdigit() or int(major) < 3:
+        raise BusiError(f"reading DICOM needs pydicom >= 3, found {pydicom.__version__}",
+                        f'{INSTALL} (or pip install -U "pydicom>=3")')
     return pydicom
 
 

@@ -333,3 +333,10 @@ def test_missing_pydicom_says_what_to_install(tmp_path, monkeypatch):
         D.read_frames(path)
     assert 'pip install "busi-lite[dicom]"' in str(e.value)
     assert "pydicom" in str(e.value)
+
+
+def test_old_pydicom_is_refused_with_the_fix(tmp_path, monkeypatch):
+    path = S.write(S.make_dataset(np.zeros((4, 4), np.uint8)), tmp_path / "x.dcm")
+    monkeypatch.setattr(pydicom, "__version__", "2.4.4")
+    with pytest.raises(BusiError, match="pydicom >= 3, found 2.4.4"):
+        D.read_frames(path)
