@@ -299,9 +299,15 @@ def dice_iou(pred, true) -> tuple[float, float]:
     return 2.0 * inter / (int(a.sum()) + int(b.sum())), inter / union
 
 
-def _t_critical_95(df: int) -> float:
-    """Two-sided 95% t critical value; table lookup, interpolated linearly in 1/df."""
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% t critical value for df >= 1 degrees of freedom; table lookup,
+    interpolated linearly in 1/df (within 1e-4 relative of scipy's t.ppf(0.975, df))."""
+    if isinstance(df, bool) or not isinstance(df, (int, np.integer)) or df < 1:
+        raise ValueError(f"df must be an integer >= 1, got {df!r}")
     return float(np.interp(1.0 / df, 1.0 / _T95_DF[::-1], _T95[::-1]))
+
+
+_t_critical_95 = t_critical_95  # old private name, kept until report switches
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -324,7 +330,7 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     mean = float(v.mean())
     if v.size == 1:
         return mean, nan, nan
-    half = _t_critical_95(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    half = t_critical_95(v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half
 
 

@@ -1,30 +1,39 @@
-"""A trained model: head + operating point + flag thresholds + OOD statistics + metadata.
+"""A trained model: head + model card (operating point, flag thresholds, metadata) + OOD statistics.
 
-Saved as two files side by side, written atomically:
-  NAME.npz   arrays only (head params, OOD statistics), loaded with allow_pickle=False
-  NAME.json  config, class names, backbone SHA-256, feature shape, preprocessing
-             version, split seed and digest, metrics, per-epoch curves, thresholds
+Saved as two files side by side, each written atomically (busi_lite.atomic):
+  NAME.npz   arrays only (head params "head.<name>", OOD statistics "ood.<name>")
+  NAME.json  the model card (busi_lite.card.ModelCard): config, class names, backbone SHA-256,
+             feature shape, preprocessing version, split seed and digest, metrics, curves, thresholds
+Loading validates the card strictly, then checks every array's shape from the .npz member
+headers against the card BEFORE reading it, and reads only the expected members
+(never with pickle).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from . import CLASSES
+from .atomic import atomic_path
 from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
-from .head import make_head
+from .card import FORMAT, ModelCard, OODInfo, jsonable
+from .errors import BusiError, ConfigError
+from .heads import get_head
+from .records import RecordError
 
-FORMAT = 1
+_jsonable = jsonable  # old name, used by the CLI
 DEFAULT_MODEL = "busi_lite_default"  # stem of the packaged default model (busi_lite.resources)
 ENV_MODEL = "BUSI_LITE_MODEL"
 
 
-class ModelError(Exception):
-    """A saved model is missing, damaged or does not fit; the message says what to do."""
+class ModelError(BusiError):
+    """A saved model is missing, damaged or does not fit: what -> fix."""
 
 
 @dataclass
@@ -64,52 +73,55 @@ class OOD:
 
 @dataclass
 class Model:
+    """head (a registered head) + card (ModelCard, or None for a bare head) + ood (OOD | None)."""
     head: object
-    meta: dict = field(default_factory=dict)
+    card: ModelCard | None = None
     ood: OOD | None = None
 
     @property
+    def meta(self) -> ModelCard | None:
+        """The model card (old name; read it like the old sidecar dict or by attribute)."""
+        return self.card
+
+    @meta.setter
+    def meta(self, card):
+        self.card = card if isinstance(card, ModelCard) or card is None else ModelCard.from_json(jsonable(card))
+
+    @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.meta.get("classes", ("normal", "benign", "malignant")))
+        return tuple(self.card.classes) if self.card is not None else CLASSES
 
     @property
     def has_lesion_map(self) -> bool:
-        return self.head.kind == "mtl"
+        return bool(self.head.has_lesion_map)
 
     def predict_features(self, feats: np.ndarray) -> dict:
         """feats [N,7,7,1280] or [N,49,1280] -> {proba [N,C], pooled [N,1280], lesion [N,49] | None}."""
         f = np.asarray(feats)
-        if f.shape[-1] != N_FEATURES or f.size // len(f) != GRID * GRID * N_FEATURES:
-            raise ModelError(f"features of shape {f.shape} do not fit the model (expected [N,7,7,{N_FEATURES}])")
+        if f.ndim < 2 or len(f) == 0 or f.shape[-1] != N_FEATURES or f.size // len(f) != GRID * GRID * N_FEATURES:
+            raise ModelError(f"features of shape {f.shape} do not fit the model",
+                             f"give features of shape [N,7,7,{N_FEATURES}] from the model's backbone")
         cells = f.reshape(len(f), GRID * GRID, N_FEATURES).astype(np.float32)
         pooled = cells.mean(axis=1)
-        if self.head.kind == "mtl":
-            return {"proba": self.head.predict_proba(cells), "pooled": pooled, "lesion": self.head.lesion_map(cells)}
-        return {"proba": self.head.predict_proba(pooled), "pooled": pooled, "lesion": None}
+        out = self.head.predict(type(self.head).feature_inputs(cells))
+        return {"proba": out.proba, "pooled": pooled, "lesion": out.lesion}
 
     # ------------------------------------------------------------ persistence
     def save(self, path) -> tuple[Path, Path]:
-        """Write NAME.npz and NAME.json (each via a temp file + rename)."""
+        """Write NAME.npz and NAME.json (each via a unique temp file + rename)."""
+        if self.card is None:
+            raise ModelError("a model without a card cannot be saved", "build it with experiments.fit_model")
         npz, js = _paths(path)
-        npz.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"head.{k}": v for k, v in self.head.params.items()}
         if self.ood is not None:
             arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components,
                            "ood.scales": self.ood.scales})
-        meta = dict(self.meta, format=FORMAT, head=self.head.config())
-        if self.ood is not None:
-            meta["ood"] = {"resid_var": self.ood.resid_var, "threshold": self.ood.threshold}
-        tmp_npz = npz.with_name(f".{npz.stem}.{os.getpid()}.tmp.npz")
-        tmp_js = js.with_name(f".{js.name}.{os.getpid()}.tmp")
-        try:
-            np.savez(tmp_npz, **arrays)
-            tmp_js.write_text(json.dumps(_jsonable(meta), indent=1, allow_nan=True))
-            os.replace(tmp_npz, npz)
-            os.replace(tmp_js, js)
-        finally:
-            for t in (tmp_npz, tmp_js):
-                if t.exists():
-                    t.unlink()
+        ood = None if self.ood is None else OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
+        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood)
+        with atomic_path(npz) as tmp_npz, atomic_path(js) as tmp_js:
+            with open(tmp_npz, "wb") as fh:
+                np.savez(fh, **arrays)
+            tmp_js.write_text(json.dumps(card.to_json(), indent=1, allow_nan=True))
         return npz, js
 
     @classmethod
@@ -118,38 +130,82 @@ class Model:
         npz, js = _paths(resolve("model", path).path)
         for p in (npz, js):
             if not p.is_file():
-                raise ModelError(f"{p}: model file not found -> train one with `busi-lite train --out "
-                                 f"{npz.with_suffix('')}` or pass --model NAME (NAME.npz + NAME.json)")
+                raise ModelError(f"{p}: model file not found",
+                                 f"train one (busi-lite train --out {npz.with_suffix('')}) or give another model "
+                                 "(NAME.npz + NAME.json)")
         try:
             meta = json.loads(js.read_text())
-            with np.load(npz, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{npz.with_suffix('')}: model files are damaged ({e}) -> retrain it") from e
+        except (ValueError, OSError) as e:
+            raise ModelError(f"{js}: model card is damaged ({e})", "retrain the model") from e
+        if not isinstance(meta, dict):
+            raise ModelError(f"{js}: model card is a JSON {type(meta).__name__}, not an object", "retrain the model")
         if meta.get("format") != FORMAT:
-            raise ModelError(f"{js}: model format {meta.get('format')} is not {FORMAT} -> retrain with this version")
+            raise ModelError(f"{js}: model format {meta.get('format')} is not {FORMAT}", "retrain with this version")
         if meta.get("preprocess_version") != PREPROCESS_VERSION:
             raise ModelError(f"{js}: trained with preprocessing {meta.get('preprocess_version')!r}, this busi-lite "
-                             f"uses {PREPROCESS_VERSION!r} -> re-extract features and retrain")
-        if tuple(meta.get("feature_shape", ())) != (GRID, GRID, N_FEATURES):
-            raise ModelError(f"{js}: feature shape {meta.get('feature_shape')} != [7,7,1280] -> retrain")
-        params = {k[5:]: v for k, v in arrays.items() if k.startswith("head.")}
+                             f"uses {PREPROCESS_VERSION!r}", "re-extract features and retrain")
+        if meta.get("feature_shape") != [GRID, GRID, N_FEATURES]:
+            raise ModelError(f"{js}: feature shape {meta.get('feature_shape')} != [7,7,1280]", "retrain")
         try:
-            head = make_head(meta["head"], params)
-        except (ValueError, KeyError) as e:
-            raise ModelError(f"{npz}: head does not match its sidecar ({e}) -> retrain") from e
+            card = ModelCard.from_json(meta, str(js))
+        except RecordError as e:
+            raise ModelError(e.what, e.fix) from None
+        head_cls = get_head(card.head["kind"])
+        try:
+            shapes = {f"head.{k}": v for k, v in head_cls.param_shapes(card.head).items()}
+        except ConfigError as e:
+            raise ModelError(f"{js}: head config is invalid ({e})", "retrain the model") from None
+        try:
+            with zipfile.ZipFile(npz) as zf:
+                want = dict(shapes)
+                if card.ood is not None:
+                    comp = _npz_header(zf, "ood.components", npz)[0]
+                    if len(comp) != 2 or comp[1] != N_FEATURES or not 1 <= comp[0] <= N_FEATURES:
+                        raise ModelError(f"{npz}: ood.components has shape {comp}, expected [k,{N_FEATURES}]",
+                                         "retrain the model")
+                    want.update({"ood.mean": (N_FEATURES,), "ood.components": comp, "ood.scales": (comp[0],)})
+                for k, shape in want.items():
+                    got, dtype = _npz_header(zf, k, npz)
+                    if got != tuple(shape) or dtype.kind != "f":
+                        raise ModelError(f"{npz}: array {k!r} has shape {got} ({dtype}), the card says {tuple(shape)} "
+                                         "(float)", "the weights do not belong to this card: retrain the model")
+                arrays = {k: _npz_read(zf, k) for k in want}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise ModelError(f"{npz}: weights file is damaged ({e})", "retrain the model") from e
+        try:
+            head = head_cls.from_params(card.head, {k[5:]: v for k, v in arrays.items() if k.startswith("head.")})
+        except ValueError as e:
+            raise ModelError(f"{npz}: head does not match its card ({e})", "retrain the model") from e
         ood = None
-        if "ood.mean" in arrays:
+        if card.ood is not None:
             ood = OOD(arrays["ood.mean"], arrays["ood.components"], arrays["ood.scales"],
-                      float(meta["ood"]["resid_var"]), float(meta["ood"]["threshold"]))
-        return cls(head, meta, ood)
+                      card.ood.resid_var, card.ood.threshold)
+        return cls(head, card, ood)
 
     def check_backbone(self, sha256: str, what: str) -> None:
         """Refuse features from another backbone than the one the model was trained on."""
-        if self.meta.get("backbone_sha256") != sha256:
+        trained = self.card.backbone_sha256 if self.card is not None else None
+        if trained != sha256:
             raise ModelError(f"{what} uses backbone {sha256[:12]}..., the model was trained on "
-                             f"{str(self.meta.get('backbone_sha256'))[:12]}... -> use the same backbone "
-                             "(--backbone) or retrain the model on these features")
+                             f"{str(trained)[:12]}...", "use the same backbone, or retrain the model on these features")
+
+
+def _npz_header(zf: zipfile.ZipFile, key: str, where) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of member ``key`` of an .npz, read from the .npy header only."""
+    try:
+        f = zf.open(f"{key}.npy")
+    except KeyError:
+        raise ModelError(f"{where}: array {key!r} is missing", "retrain the model") from None
+    with f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _npz_read(zf: zipfile.ZipFile, key: str) -> np.ndarray:
+    with zf.open(f"{key}.npy") as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _paths(path) -> tuple[Path, Path]:
@@ -157,15 +213,3 @@ def _paths(path) -> tuple[Path, Path]:
     if p.suffix in (".npz", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    return x

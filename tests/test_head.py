@@ -1,10 +1,12 @@
-"""Tests for busi_lite.head: gradients, Adam, learning, determinism, save/load, validation."""
+"""Tests for busi_lite.heads: gradients, Adam, learning, determinism, save/load, validation, registry."""
 import json
 
 import numpy as np
 import pytest
 
-from busi_lite.head import Adam, MTLHead, PlainHead, evaluate, fit, make_head
+from busi_lite.errors import ConfigError
+from busi_lite.heads import (HEADS, Adam, Head, HeadOutput, MTLHead, PlainHead, evaluate, fit, get_head, make_head,
+                             register_head)
 
 D, H, C, K, N = 7, 5, 3, 4, 6  # small sizes for gradient checks
 
@@ -237,6 +239,17 @@ def test_input_validation():
         mtl.loss_and_grads(X3, y, seg_weight=np.ones(4))
     with pytest.raises(ValueError, match="batch_size"):
         fit(plain, X, y, lr=1e-3, batch_size=0, epochs=1, seed=0)
+    for kw, param in ((dict(lr=-1.0), "lr"), (dict(lr=float("nan")), "lr"), (dict(epochs=0), "epochs"),
+                      (dict(batch_size=2.5), "batch_size")):
+        args = {**dict(lr=1e-3, batch_size=2, epochs=1, seed=0), **kw}
+        with pytest.raises(ConfigError, match=param) as e:
+            fit(plain, X, y, **args)
+        assert e.value.param == param
+    with pytest.raises(TypeError):
+        fit(plain, X, y, batch_size=2, epochs=1, seed=0)  # no default lr: Config holds the defaults
+    with pytest.raises(ConfigError, match="lam") as e:
+        MTLHead(D, H, C, lam=-1)
+    assert e.value.param == "lam"
     with pytest.raises(ValueError, match="n_hidden"):
         PlainHead(D, 0, C)
 
@@ -247,3 +260,55 @@ def test_extreme_logits_stay_finite():
     loss, grads = head.loss_and_grads(X, [0, 2], seg_target=np.ones((2, K)))
     assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
     assert np.isfinite(head.predict_proba(X)).all()
+
+
+# --------------------------------------------------------------------------- #
+# registry and protocol
+# --------------------------------------------------------------------------- #
+def test_registry_lists_kinds_and_refuses_unknown():
+    assert HEADS["plain"] is PlainHead and HEADS["mtl"] is MTLHead
+    assert get_head("mtl") is MTLHead
+    with pytest.raises(ConfigError, match="plain") as e:
+        get_head("resnet")
+    assert e.value.param == "head" and "mtl" in str(e.value)
+
+    class Nameless(Head):
+        pass
+
+    with pytest.raises(TypeError, match="kind"):
+        register_head(Nameless)
+
+    class Clash(PlainHead):
+        kind = "plain"
+
+    with pytest.raises(TypeError, match="already registered"):
+        register_head(Clash)
+    assert HEADS["plain"] is PlainHead
+
+
+def test_predict_gives_head_output():
+    rng = np.random.default_rng(12)
+    X3 = rng.standard_normal((5, K, D))
+    out = MTLHead(D, H, C, seed=0).predict(X3)
+    assert isinstance(out, HeadOutput) and out.proba.shape == (5, C) and out.lesion.shape == (5, K)
+    assert np.allclose(out.proba.sum(1), 1) and MTLHead.has_lesion_map and not PlainHead.has_lesion_map
+    p = PlainHead(D, H, C, seed=0).predict(X3[:, 0])
+    assert p.lesion is None and p.proba.shape == (5, C)
+    # serving builds X from backbone cells via the class: pooled heads average, grid heads take cells
+    cells = rng.standard_normal((2, K, D))
+    assert np.array_equal(PlainHead.feature_inputs(cells), cells.mean(1))
+    assert MTLHead.feature_inputs(cells) is cells
+
+
+def test_saved_shapes_checked_before_allocating():
+    cfg = PlainHead(D, H, C, seed=0).config()
+    params = {k: v for k, v in PlainHead(D, H, C, seed=0).params.items()}
+    huge = dict(cfg, n_hidden=10**12)  # 1280 x 1e12 floats would be ~5 TB
+    assert PlainHead.param_shapes(huge)["W1"] == (D, 10**12)  # arithmetic only
+    with pytest.raises(ValueError, match="'W1' has shape"):
+        make_head(huge, params)
+    with pytest.raises(ConfigError, match="n_hidden"):
+        PlainHead.param_shapes(dict(cfg, n_hidden=1.5))
+    with pytest.raises(ConfigError, match="n_hidden"):
+        PlainHead.param_shapes(dict(cfg, n_hidden=float("inf")))
+    assert MTLHead.param_shapes({**cfg, "kind": "mtl", "lam": 1.0})["ws"] == (H,)

@@ -272,7 +272,15 @@ def test_mean_ci_table_values(df, t):
 def test_mean_ci_matches_scipy_t():
     stats = pytest.importorskip("scipy.stats")
     for df in list(range(1, 200)) + [500, 5000]:
-        assert M._t_critical_95(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-4)
+        assert M.t_critical_95(df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-4)
+
+
+def test_t_critical_95_public_and_validated():
+    assert M.t_critical_95(4) == pytest.approx(2.7764)
+    assert M.t_critical_95(10**6) == pytest.approx(1.96, abs=1e-4)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="df"):
+            M.t_critical_95(bad)
 
 
 def test_mean_ci_nan_aware_and_small_n():

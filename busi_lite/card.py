@@ -1,0 +1,156 @@
+"""The model card: everything about a trained model except its arrays (the NAME.json sidecar).
+
+Records as in :mod:`busi_lite.records`; ``ModelCard.from_json`` validates strictly (types,
+finite thresholds, a class list matching the head's outputs, integer head sizes), so a
+damaged or hand-edited sidecar is refused at load, before any array is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from .config import Config
+from .errors import ConfigError
+from .records import (SCHEMA_VERSION, Calibration, Metrics, Record, SelectionResult, SplitInfo, _config, _fail,
+                      _get, _history, _int, _list, _num, _obj, _schema, _str, jsonable)
+
+__all__ = ["FORMAT", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions", "jsonable"]
+
+
+# ---------------------------------------------------------------- model card
+
+FORMAT = 1  # weights file layout (NAME.npz + NAME.json)
+
+
+@dataclass
+class TestMetrics(Record):
+    SCHEMA: ClassVar[str] = f"test_metrics/{SCHEMA_VERSION}"
+    test_argmax: Metrics
+    test_operating_point: Metrics
+
+    @classmethod
+    def from_json(cls, d, where="metrics") -> "TestMetrics":
+        d = _obj(d, where)
+        return cls(*(Metrics.from_json(_get(d, k, where), f"{where}.{k}") for k in ("test_argmax", "test_operating_point")))
+
+
+@dataclass
+class TestPredictions(Record):
+    """The held-out test images' probabilities: path [n], y [n] int, proba [n,C] (rounded to 5 decimals)."""
+    SCHEMA: ClassVar[str] = f"test_predictions/{SCHEMA_VERSION}"
+    path: list
+    y: np.ndarray
+    proba: np.ndarray
+
+    @classmethod
+    def from_json(cls, d, where="test_predictions", n_classes=None) -> "TestPredictions":
+        d = _obj(d, where)
+        path, y, proba = _list(d, "path", where), _list(d, "y", where), _list(d, "proba", where)
+        if not all(isinstance(p, str) for p in path) or not all(isinstance(v, int) and not isinstance(v, bool) for v in y):
+            _fail(where, "path must be strings and y integers")
+        try:
+            proba = np.asarray(proba, dtype=np.float64)
+        except (TypeError, ValueError):
+            _fail(where, "proba must be a list of number lists")
+        if not len(path) == len(y) == len(proba) or (len(proba) and (proba.ndim != 2 or not np.isfinite(proba).all())):
+            _fail(where, "path, y and proba must have one finite entry per test image")
+        if n_classes is not None and len(proba) and proba.shape[1] != n_classes:
+            _fail(where, f"proba has {proba.shape[1]} columns, the model {n_classes} classes")
+        return cls(path, np.asarray(y, np.int64), proba)
+
+
+@dataclass
+class OODInfo(Record):
+    SCHEMA: ClassVar[str] = f"ood/{SCHEMA_VERSION}"
+    resid_var: float
+    threshold: float
+
+    @classmethod
+    def from_json(cls, d, where="ood") -> "OODInfo":
+        d = _obj(d, where)
+        rv, thr = _num(d, "resid_var", where, finite=True), _num(d, "threshold", where)
+        if rv <= 0 or thr != thr:
+            _fail(where, f"resid_var must be > 0 and threshold not NaN, got {rv}, {thr}")
+        return cls(rv, thr)
+
+
+@dataclass
+class ModelCard(Record):
+    """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
+    SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
+    DOCUMENT: ClassVar[bool] = True
+    _omit_none: ClassVar[tuple] = ("selection", "ood")
+    config: Config
+    classes: list
+    backbone_sha256: str
+    backbone_file: str | None
+    preprocess_version: str
+    feature_shape: list
+    package_version: str
+    split: SplitInfo
+    calibration: Calibration
+    metrics: TestMetrics
+    test_predictions: TestPredictions
+    history: dict
+    train_seconds: float
+    total_seconds: float
+    selection: SelectionResult | None = None
+    format: int = FORMAT
+    head: dict = field(default_factory=dict)   # head.config(): kind, n_features, n_hidden, n_classes, ...
+    ood: OODInfo | None = None
+
+    @classmethod
+    def _record_fields(cls) -> dict:
+        return {"split": SplitInfo, "calibration": Calibration, "metrics": TestMetrics,
+                "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo}
+
+    @classmethod
+    def from_json(cls, d, where="model card") -> "ModelCard":
+        """Strict: types, finite thresholds, class list matching the head's outputs, head sizes integers."""
+        from .heads import get_head
+
+        d = _obj(d, where)
+        _schema(cls, d, where)
+        classes = _list(d, "classes", where)
+        if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            _fail(where, f"classes must be distinct names, got {classes!r}")
+        shape = _list(d, "feature_shape", where)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            _fail(where, f"feature_shape must be positive integers, got {shape!r}")
+        head = _obj(_get(d, "head", where), f"{where}.head")
+        try:
+            get_head(head.get("kind"))
+        except ConfigError as e:
+            _fail(f"{where}.head", str(e))
+        for k in ("n_features", "n_hidden", "n_classes"):
+            _int(head, k, f"{where}.head", 1)
+        if head["n_classes"] != len(classes):
+            _fail(f"{where}.head", f"n_classes {head['n_classes']} != {len(classes)} class names {classes}")
+        if not shape or head["n_features"] != shape[-1]:
+            _fail(f"{where}.head", f"n_features {head['n_features']} does not match feature_shape {shape}")
+        for k, v in head.items():
+            if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                _fail(f"{where}.head", f"{k} must be a finite number, got {v!r}")
+        sel, ood = d.get("selection"), d.get("ood")
+        card = cls(
+            config=_config(d, "config", where), classes=classes, backbone_sha256=_str(d, "backbone_sha256", where),
+            backbone_file=_str(d, "backbone_file", where, none_ok=True, default=None),
+            preprocess_version=_str(d, "preprocess_version", where), feature_shape=shape,
+            package_version=_str(d, "package_version", where),
+            split=SplitInfo.from_json(_get(d, "split", where), f"{where}.split"),
+            calibration=Calibration.from_json(_get(d, "calibration", where), f"{where}.calibration"),
+            metrics=TestMetrics.from_json(_get(d, "metrics", where), f"{where}.metrics"),
+            test_predictions=TestPredictions.from_json(_get(d, "test_predictions", where), f"{where}.test_predictions",
+                                                       len(classes)),
+            history=_history(d, "history", where), train_seconds=_num(d, "train_seconds", where),
+            total_seconds=_num(d, "total_seconds", where),
+            selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
+            format=_int(d, "format", where), head=dict(head),
+            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"))
+        if card.config.head != head["kind"]:
+            _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
+        return card

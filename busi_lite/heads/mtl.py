@@ -1,0 +1,105 @@
+"""MTLHead: multi-task head on the 7x7 grid, class + lesion map (kind "mtl")."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ConfigError
+from . import register_head
+from .base import Head, HeadOutput, _bce_logits, _ce, _sigmoid, _trunc_normal
+
+
+@register_head
+class MTLHead(Head):
+    """Multi-task head on spatial features X [N,K,D] (K = 49 cells of the 7x7 grid):
+    Hc = relu(X@W1 + b1) [N,K,H] (the same hidden layer on each cell = 1x1 conv);
+    class logits = mean_k(Hc) @ W2 [N,C] (no bias); lesion logit per cell s = Hc@ws + bs [N,K].
+    loss = mean_n w_n*CE_n + lam * mean_n (seg_weight_n * mean_k BCE(sigmoid(s_nk), seg_target_nk)).
+    params: "W1" [D,H], "b1" [H], "W2" [H,C], "ws" [H], "bs" [1].
+    Training targets: the cache's per-cell lesion fractions of each sample's view."""
+    kind, consumes, ndim = "mtl", "grid", 3
+    extra_losses = ("seg",)
+    has_lesion_map = True
+
+    def __init__(self, n_features=1280, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
+        super().__init__(n_features, n_hidden, n_classes, seed, dtype)
+        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not math.isfinite(lam) or lam < 0:
+            raise ConfigError(f"lam must be finite and >= 0, got {lam!r}", "e.g. lam=1.0", param="lam")
+        self.lam = float(lam)
+
+    @classmethod
+    def build(cls, config, n_features, n_classes, seed):
+        return cls(n_features, config.hidden, n_classes, lam=config.lam, seed=seed)
+
+    @classmethod
+    def training_targets(cls, cache, parts) -> dict:
+        """seg_target [n,49] lesion fraction per cell of each sample's view; seg_weight [n] ones."""
+        t = np.concatenate([cache.grid(v, r) for v, r in parts])
+        return {"seg_target": t, "seg_weight": np.ones(len(t), np.float32)}
+
+    @classmethod
+    def param_shapes(cls, config) -> dict:
+        shapes = super().param_shapes(config)
+        H = shapes["b1"][0]
+        return {**shapes, "ws": (H,), "bs": (1,)}
+
+    def _init_params(self, rng):
+        H = self.n_hidden
+        return {**super()._init_params(rng), "ws": _trunc_normal(rng, (H,), H, self.dtype),  # kernel [H,1]
+                "bs": np.zeros(1, self.dtype)}
+
+    def config(self):
+        return {**super().config(), "lam": self.lam}
+
+    def _check_seg(self, X, seg_target, seg_weight):
+        N, K = X.shape[:2]
+        if seg_target is None:
+            if seg_weight is not None:
+                raise ValueError("seg_weight given without seg_target")
+            return None, None
+        t = np.asarray(seg_target)
+        if t.shape != (N, K):
+            raise ValueError(f"seg_target must have shape ({N}, {K}) = [N,K] like X, got {t.shape}")
+        if not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            raise ValueError("seg_target must hold lesion fractions in [0, 1] (no NaN)")
+        return t, self._check_w(seg_weight, N, "seg_weight")
+
+    def _forward(self, X):  # X [N,K,D] -> logits [N,C], lesion logits [N,K], cache
+        N, K, D = X.shape
+        P = self.params
+        A = self._hidden(X.reshape(N * K, D))  # [N*K,H], one matmul for all cells
+        Hc = np.maximum(A, 0)
+        Hm = Hc.reshape(N, K, -1).mean(1)  # [N,H] mean over cells
+        s = (Hc @ P["ws"] + P["bs"]).reshape(N, K)
+        return Hm @ P["W2"], (s, A, Hc, Hm)
+
+    def lesion_map(self, X, chunk=256):
+        """X [N,K,D] -> lesion probability per cell [N,K] in [0,1]."""
+        X = self._check_X(X)
+        return np.concatenate([_sigmoid(self._forward(self._cast(X[i:i + chunk]))[1][0])
+                               for i in range(0, len(X), chunk)])
+
+    def predict(self, X) -> HeadOutput:
+        """X [N,K,D] -> HeadOutput(proba [N,C], lesion [N,K])."""
+        return HeadOutput(self.predict_proba(X), self.lesion_map(X))
+
+    def _loss_grads(self, X, y, w, t=None, sw=None):
+        N, K, D = X.shape
+        P = self.params
+        z, (s, A, Hc, Hm) = self._forward(X)
+        loss, dz, stats = _ce(z, y, w)
+        ds = np.zeros_like(s)  # dL/ds [N,K]
+        stats["seg"] = 0.0
+        if t is not None:
+            t = t.astype(self.dtype, copy=False)
+            seg = (sw * _bce_logits(s, t).mean(1)).mean()  # mean_n sw_n * mean_k BCE
+            loss += self.lam * float(seg)
+            stats["seg"] = float(seg)
+            ds = (self.lam / (N * K)) * sw[:, None] * (_sigmoid(s) - t)
+        # dL/dHc [N,K,H]: class path spreads evenly over cells, seg path per cell
+        dHc = (dz @ P["W2"].T / K)[:, None, :] + ds[:, :, None] * P["ws"]
+        dA = dHc.reshape(N * K, -1) * (A > 0)
+        grads = {"W1": X.reshape(N * K, D).T @ dA, "b1": dA.sum(0), "W2": Hm.T @ dz,
+                 "ws": Hc.T @ ds.ravel(), "bs": np.array([ds.sum()], self.dtype)}
+        return loss, grads, stats

@@ -1,0 +1,31 @@
+"""PlainHead: the Teachable Machine head on pooled features (kind "plain")."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import register_head
+from .base import Head, _ce
+
+
+@register_head
+class PlainHead(Head):
+    """Teachable Machine head: pooled features x [N,D] -> h = relu(x@W1 + b1) [N,H]
+    -> logits = h@W2 [N,C] (NO output bias, as TM) -> softmax.
+    params: "W1" [D,H], "b1" [H], "W2" [H,C]. Init: kernels truncated normal,
+    std sqrt(1/fan_in), re-drawn beyond 2 std; biases 0 (tfjs varianceScaling({}), as TM)."""
+    kind, consumes, ndim = "plain", "pooled", 2
+
+    def __init__(self, n_features=1280, n_hidden=100, n_classes=3, seed=0, dtype=np.float32):
+        super().__init__(n_features, n_hidden, n_classes, seed, dtype)
+
+    def _forward(self, X):  # X [N,D] -> logits [N,C], cache
+        A = self._hidden(X)  # [N,H]
+        Hh = np.maximum(A, 0)
+        return Hh @ self.params["W2"], (A, Hh)
+
+    def _loss_grads(self, X, y, w, t=None, sw=None):
+        z, (A, Hh) = self._forward(X)
+        loss, dz, stats = _ce(z, y, w)
+        dA = (dz @ self.params["W2"].T) * (A > 0)  # [N,H]
+        grads = {"W1": X.T @ dA, "b1": dA.sum(0), "W2": Hh.T @ dz}
+        return loss, grads, stats
