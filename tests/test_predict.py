@@ -18,8 +18,11 @@ from busi_lite.experiments import Config, fit_model, split_for
 from busi_lite.features import FeatureCache, extract
 from busi_lite.model import Model, ModelError
 from busi_lite.cli import main
-from busi_lite.inference import (FlagConfig, Predictor, compute_flags, evaluate_flags, lesion_geometry,
-                               predict_images)
+from busi_lite.jsonio import dumps as dump
+from busi_lite.flag_eval import evaluate_flags
+from busi_lite.flags import FlagConfig, compute_flags
+from busi_lite.geometry import lesion_geometry
+from busi_lite.inference import Predictor, predict_images
 from synth import make_busi_tree, make_odd_images, make_tiny_onnx
 
 CLASSES = ("normal", "benign", "malignant")
@@ -307,12 +310,20 @@ def test_evaluate_consistent(world):
     m, fc = Model.load(world["model"]), FeatureCache(world["cache"])
     res = evaluate_flags(m, fc)
     n = len(split_for(fc, m.meta["split"]["seed"]).test)
-    assert res["n"] == n
-    for s in list(res["flags"].values()) + [res["any_flag"]]:
-        if s.get("status", "active") == "active":
-            assert s["n_flagged"] + s["n_unflagged"] == n
-            assert s["errors_flagged"] <= res["n_errors"]
-    assert res["any_flag"]["n_flagged"] == sum(1 for r in res["per_image"] if r["flags"])
+    assert res.n == n
+    errors = sum(1 for r in res.per_image if r["y"] != r["pred"])
+    assert res.n_errors == errors and res.accuracy == pytest.approx(1 - errors / n)
+    for name, s in list(res.flags.items()) + [("any", res.any_flag)]:
+        if s.active:
+            flagged = [r for r in res.per_image if (r["flags"] if name == "any" else name in r["flags"])]
+            assert s.n_flagged == len(flagged) and s.n_flagged + s.n_unflagged == n
+            # the errors counted among flagged images are the flagged images that are wrong
+            assert s.errors_flagged == sum(1 for r in flagged if r["y"] != r["pred"]) <= res.n_errors
+    # the record survives its JSON round trip (strict JSON: no NaN)
+    text = json.dumps(res.to_json(), allow_nan=False) if not _has_nan(res.to_json()) else None
+    back = type(res).from_json(json.loads(dump(res)))
+    assert back.n == res.n and back.any_flag.n_flagged == res.any_flag.n_flagged
+    assert text is None or json.loads(text)["n"] == n
     r = CliRunner().invoke(main, ["evaluate", "--model", str(world["model"]), "--cache", str(world["cache"]), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["n"] == n
@@ -325,6 +336,14 @@ def test_evaluate_consistent(world):
     m.meta["backbone_sha256"] = "f" * 64
     with pytest.raises(ModelError, match="backbone"):
         evaluate_flags(m, fc)
+
+
+def _has_nan(x) -> bool:
+    if isinstance(x, dict):
+        return any(_has_nan(v) for v in x.values())
+    if isinstance(x, list):
+        return any(_has_nan(v) for v in x)
+    return isinstance(x, float) and x != x
 
 
 # --------------------------------------------------------------------------- #

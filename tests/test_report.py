@@ -17,7 +17,9 @@ from click.testing import CliRunner  # noqa: E402
 from busi_lite import experiments as E  # noqa: E402
 from busi_lite import features as F  # noqa: E402
 from busi_lite import report as R  # noqa: E402
-from busi_lite.cli import _dump, main  # noqa: E402
+from busi_lite.cli import main  # noqa: E402
+from busi_lite.cli.commands import train_command  # noqa: E402
+from busi_lite.jsonio import write as write_json  # noqa: E402
 from synth import make_busi_tree, make_tiny_onnx  # noqa: E402
 
 PNG = "data:image/png;base64,"
@@ -39,7 +41,7 @@ def inputs(tmp_path_factory):
     configs = [E.Config(name="model-7", epochs=3), E.Config(name="model-7pp", epochs=3, masks=True,
                                                             balance="undersample")]
     sw = E.sweep(fc, configs, [0, 1], [1.0, 0.5])
-    _dump(sw, t / "sweep.json")
+    write_json(t / "sweep.json", sw)
     out["sweep"] = t / "sweep.json"
     out["flags"] = t / "flags.json"
     out["flags"].write_text(_flags_json(out["mtl"], out["cache"]))
@@ -109,14 +111,14 @@ def test_mtl_without_cache_explains(inputs, tmp_path, monkeypatch):
     r = _run(["--model", inputs["mtl"], "--out", out])
     assert r.exit_code == 0, r.output
     md = (out / "report.md").read_text()
-    assert "pass --cache" in md and not list(out.glob("fig6_*"))
+    assert "no feature cache given" in md and not list(out.glob("fig6_*"))
     assert (out / "report.html").read_text().count(PNG) == 4  # Fig 1, Fig 2, Fig 3, ROC
 
 
 def test_missing_images_fall_back(inputs, tmp_path):
     fc = F.FeatureCache(inputs["cache"])
     fc.attrs["dataset_root"] = str(tmp_path / "nowhere")
-    res = R.build_report(tmp_path / "rep", models=[inputs["mtl"]], cache=fc)
+    res = R.build_report(R.ReportInputs(tmp_path / "rep", models=[inputs["mtl"]], cache=fc))
     assert any(p.name == "fig6_lesions_m_mtl.png" for p in res["figures"])
     assert "not found under" in res["markdown"].read_text()
 
@@ -144,7 +146,9 @@ def test_flags_only(inputs, tmp_path):
 def test_matplotlib_missing_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(R.ReportError, match=r"busi-lite\[report\]"):
-        R._pyplot()
+        from busi_lite.report.figures import _pyplot
+
+        _pyplot()
 
 
 def test_paper_name_and_figures():
@@ -176,7 +180,7 @@ def test_selected_model_table_and_command(tmp_path):
     mi = R.ModelInput("x", Path("w/x"), meta)
     t = R.selection_table(mi)
     assert t.rows[0][0] == "model-7p+mtl" and "FAR <= 0.1" in t.md()
-    assert R.train_command(mi, "c.h5") == ("busi-lite select --cache c.h5 --heads mtl,plain --only model-7,model-7p "
+    assert train_command(mi.meta, mi.path, "c.h5") == ("busi-lite select --cache c.h5 --heads mtl,plain --only model-7,model-7p "
                                            "--far-cap 0.1 --seed 0 --out w/x")
 
 

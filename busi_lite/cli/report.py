@@ -1,11 +1,13 @@
-"""CLI verb `report` (registered on the main group in cli.py): the HTML/Markdown report."""
+"""CLI verb `report`: the HTML/Markdown report, with the commands that rebuild its inputs."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
+
+from .commands import evaluate_command, extract_command, report_command, sweep_command, train_command
+from .common import CommaList, log
 
 
 @click.command()
@@ -18,7 +20,7 @@ import click
                    "default $BUSI_LITE_CACHE.")
 @click.option("--flags-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Output of `busi-lite evaluate --json`: rendered as the flags' evidence table.")
-@click.option("--curves", multiple=True,
+@click.option("--curves", multiple=True, type=CommaList(name="NAMES"),
               help="Sweep configs for the training curves (Fig. 1-2), comma list or repeated "
                    "(default: the best by malignant recall and model-7pp).")
 @click.option("--lesion-images", type=click.IntRange(1, 12), default=6, show_default=True,
@@ -26,10 +28,11 @@ import click
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html, report.md and the figures (PNG).")
 def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
-    """Paper-style report: training curves (Fig. 1-2), confusion matrices (Fig. 3),
-    Tables 1-2 with 95 % intervals beside the paper's figures, dataset-size
-    sensitivity, ROC with the operating point, lesion maps (multi-task head) and the
-    safety flags' evidence.
+    """Paper-style HTML/Markdown report with figures and tables.
+
+    Training curves (Fig. 1-2), confusion matrices (Fig. 3), Tables 1-2 with 95 %
+    intervals beside the paper's figures, dataset-size sensitivity, ROC with the
+    operating point, lesion maps (multi-task head) and the safety flags' evidence.
 
     Writes OUT/report.html (self-contained, figures embedded), OUT/report.md and
     OUT/*.png. Needs matplotlib: pip install 'busi-lite[report]'.
@@ -39,26 +42,28 @@ def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
       busi-lite report --model weights/m_mtl --sweep out/sweep.json \\
           --cache cache/busi_features.h5 --out out/report
     """
-    from .cli import _log
-    from .report import build_report
+    from ..features import FeatureCache
+    from ..report import ReportInputs, build_report, load_flags_input, load_model_input, load_sweep_input
 
     if not (models or sweeps or flags_json):
         raise click.UsageError("give at least one of --model, --sweep, --flags-json")
-    curves = [c for item in curves for c in item.split(",") if c]
-    args = ["busi-lite", "report"]
-    for m in models:
-        args += ["--model", str(m)]
-    for s in sweeps:
-        args += ["--sweep", str(s)]
-    if cache:
-        args += ["--cache", str(cache)]
-    if flags_json:
-        args += ["--flags-json", str(flags_json)]
-    if curves:
-        args += ["--curves", ",".join(curves)]
-    if lesion_images != 6:
-        args += ["--lesion-images", str(lesion_images)]
-    args += ["--out", str(out)]
-    res = build_report(out, models, sweeps, cache=cache, flags=flags_json, curves=curves,
-                       n_lesions=lesion_images, command=shlex.join(args), log=_log)
+    curves = [c for item in curves for c in item]
+    mis = [load_model_input(m) for m in models]
+    sws = [load_sweep_input(s) for s in sweeps]
+    flags = load_flags_input(flags_json) if flags_json else []
+    fc = FeatureCache(cache) if cache else None
+    cache_arg = str(fc.path) if fc is not None else (str(sws[0].data.get("cache")) if sws else "CACHE")
+    root = fc.attrs.get("dataset_root") if fc is not None else None
+    command = report_command(models, sweeps, cache, flags_json, curves, lesion_images, out)
+    steps = [extract_command(root, cache_arg)]
+    steps += [train_command(mi.meta, mi.path, cache_arg) for mi in mis]
+    steps += [sweep_command(sw.data, sw.path, cache_arg) for sw in sws]
+    for ev in flags:
+        m = next((mi for mi in mis if mi.meta.get("split", {}).get("digest") == ev.split_digest
+                  and mi.meta.get("config", {}).get("name") == ev.model), None)
+        steps.append(evaluate_command(m.path if m else None, cache_arg, flags_json))
+    steps.append(command)
+    inputs = ReportInputs(out_dir=out, models=mis, sweeps=sws, cache=fc, flags=flags, flags_path=flags_json,
+                          curves=curves, n_lesions=lesion_images, command=command, steps=steps)
+    res = build_report(inputs, log=log)
     click.echo(f"wrote {res['html']} and {res['markdown']} ({len(res['figures'])} figures)")

@@ -1,4 +1,4 @@
-"""CLI verbs `predict` and `evaluate` (registered on the main group in cli.py)."""
+"""CLI verbs `predict` and `evaluate`: per-image predictions, and the flags' evidence on held-out images."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
+from .common import dump, log
+
 
 def _flag_options(f):
     opts = [
-        click.option("--low-confidence", "low_confidence", type=float, default=None,
+        click.option("--low-confidence", "low_confidence", type=click.FloatRange(0, 1), default=None,
                      help="Override the model's low-confidence threshold (max probability)."),
-        click.option("--lesion-threshold", type=float, default=None,
+        click.option("--lesion-threshold", type=click.FloatRange(0, 1), default=None,
                      help="Override the lesion-present threshold (peak lesion-map cell) of the mismatch flag."),
         click.option("--ood-threshold", type=float, default=None,
                      help="Override the out-of-distribution score threshold of the unusual_input flag."),
@@ -31,11 +33,8 @@ def _flag_options(f):
 
 
 def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel):
-    from .inference import FlagConfig
+    from ..flags import FlagConfig
 
-    for name, v in (("--low-confidence", low_confidence), ("--lesion-threshold", lesion_threshold)):
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise click.BadParameter(f"must be within [0, 1], got {v}", param_hint=name)
     return FlagConfig(low_confidence=not no_low, mismatch=not no_mismatch, unusual_input=not no_ood,
                       pixel_checks=not no_pixel, low_confidence_threshold=low_confidence,
                       lesion_threshold=lesion_threshold, ood_threshold=ood_threshold)
@@ -63,7 +62,7 @@ def _csv_row(p) -> dict:
 
 
 def _human(p) -> str:
-    from .inference import verdict_line
+    from ..overlay import verdict_line
 
     if not p.ok:
         return f"{p.path}\n  ERROR {p.error}"
@@ -97,14 +96,16 @@ def _human(p) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image).")
 @click.option("--overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write OUTDIR/<name>_overlay.png per image: lesion heat map, verdict and flags.")
-@click.option("--threshold-malignant", type=float, default=None,
+@click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
 @_flag_options
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per backbone run.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per backbone run.")
 def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, low_confidence,
             lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
-    """Classify ultrasound images (files or folders): probabilities, label, malignant
-    alert at the operating point, lesion map (multi-task models) and safety flags.
+    """Classify ultrasound images: label, alert, lesion map, flags.
+
+    For image files or folders: class probabilities, label, malignant alert at the
+    operating point, lesion map (multi-task models) and safety flags.
 
     A folder expands to its image files (sorted, not recursive, lesion masks
     *_mask*.png skipped). Files that cannot be read are reported and skipped;
@@ -113,14 +114,10 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     \b
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
     """
-    from .cli import _dump, _log
-    from .inference import Predictor
+    from ..inference import Predictor
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    if threshold_malignant is not None and not 0.0 <= threshold_malignant <= 1.0:
-        raise click.BadParameter(f"must be within [0, 1], got {threshold_malignant}",
-                                 param_hint="--threshold-malignant")
     if overlay_dir is not None and overlay_dir.exists() and not overlay_dir.is_dir():
         raise click.BadParameter(f"{overlay_dir} exists and is not a folder", param_hint="--overlay")
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
@@ -128,13 +125,13 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
 
     def each(p):
         if not p.ok:
-            _log(f"error: {p.error}")
+            log(f"error: {p.error}")
         elif not (as_json or as_csv):
             click.echo(_human(p))
 
     results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each)
     if as_json:
-        click.echo(_dump([p.to_dict() for p in results]))
+        click.echo(dump([p.to_dict() for p in results]))
     elif as_csv:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -145,7 +142,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     failed = [p for p in results if not p.ok]
     ok = len(results) - len(failed)
     flagged = sum(1 for p in results if p.ok and p.flags)
-    _log(f"{ok} image(s) predicted, {flagged} flagged, {len(failed)} failed")
+    log(f"{ok} image(s) predicted, {flagged} flagged, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 
 
@@ -153,45 +150,43 @@ def _pct(x) -> str:
     return "   -  " if x != x else f"{100 * x:5.1f}%"
 
 
-def evaluate_table(res: dict) -> str:
-    """Human table of :func:`busi_lite.inference.evaluate_flags`."""
-    t = res["thresholds"]
-    lines = [f"model {res['model']} on {res['n']} held-out test images (split {res['split_digest']}, "
-             f"cache {res['cache']})",
-             f"argmax accuracy {res['accuracy']:.3f}; errors {res['n_errors']}; missed malignant: "
-             f"{res['n_missed_malignant_argmax']} at argmax, {res['n_missed_malignant_op']} at the operating point",
-             "thresholds: low_confidence {:.3f}, lesion {}, ood {}".format(
-                 t["low_confidence"], "-" if t["lesion_threshold"] is None else f"{t['lesion_threshold']:.3f}",
-                 "-" if t["ood_threshold"] is None else f"{t['ood_threshold']:.3f}"),
-             ""]
+def _n(x, fmt=".3f") -> str:
+    return "-" if x is None or x != x else format(x, fmt)
+
+
+def evaluate_table(res) -> str:
+    """Human table of a :class:`busi_lite.flags.FlagEvidence` (``busi-lite evaluate``)."""
+    t = res.thresholds
+    lines = [f"model {res.model} on {res.n} held-out test images (split {res.split_digest}, cache {res.cache})",
+             f"argmax accuracy {res.accuracy:.3f}; errors {res.n_errors}; missed malignant: "
+             f"{res.n_missed_malignant_argmax} at argmax, {res.n_missed_malignant_op} at the operating point",
+             f"thresholds: low_confidence {t['low_confidence']:.3f}, lesion {_n(t['lesion_threshold'])}, "
+             f"ood {_n(t['ood_threshold'])}", ""]
     head = (f"{'flag':15s} {'images':>13s} {'errors':>13s} {'miss.mal argmax':>16s} {'miss.mal op':>13s} "
             f"{'acc flagged':>11s} {'acc unflagged':>13s} {'err/img':>7s}")
     lines += [head, "-" * len(head)]
-    rows = list(res["flags"].items()) + [("ANY FLAG", dict(status="active", **res["any_flag"]))]
-    for name, s in rows:
-        if s.get("status") != "active":
-            lines.append(f"{name:15s} {s.get('status', '').replace('_', ' ')}")
+    for name, s in list(res.flags.items()) + [("ANY FLAG", res.any_flag)]:
+        if not s.active:
+            lines.append(f"{name:15s} {s.status.replace('_', ' ')}")
             continue
-        ratio = s["share_of_errors"] / s["share_of_images"] if s["share_of_images"] else float("nan")
         lines.append(
-            f"{name:15s} {s['n_flagged']:4d} {_pct(s['share_of_images']):>8s} "
-            f"{s['errors_flagged']:4d} {_pct(s['share_of_errors']):>8s} "
-            f"{s['missed_malignant_argmax_flagged']:4d}/{res['n_missed_malignant_argmax']:<3d}{_pct(s['share_of_missed_malignant_argmax']):>8s} "
-            f"{s['missed_malignant_op_flagged']:2d}/{res['n_missed_malignant_op']:<2d}{_pct(s['share_of_missed_malignant_op']):>8s} "
-            f"{'-' if s['accuracy_flagged'] != s['accuracy_flagged'] else format(s['accuracy_flagged'], '.3f'):>11s} "
-            f"{'-' if s['accuracy_unflagged'] != s['accuracy_unflagged'] else format(s['accuracy_unflagged'], '.3f'):>13s} "
-            f"{'-' if ratio != ratio else format(ratio, '.2f'):>7s}")
-    a = res["any_flag"]
+            f"{name:15s} {s.n_flagged:4d} {_pct(s.share_of_images):>8s} "
+            f"{s.errors_flagged:4d} {_pct(s.share_of_errors):>8s} "
+            f"{s.missed_malignant_argmax_flagged:4d}/{res.n_missed_malignant_argmax:<3d}"
+            f"{_pct(s.share_of_missed_malignant_argmax):>8s} "
+            f"{s.missed_malignant_op_flagged:2d}/{res.n_missed_malignant_op:<2d}{_pct(s.share_of_missed_malignant_op):>8s} "
+            f"{_n(s.accuracy_flagged):>11s} {_n(s.accuracy_unflagged):>13s} {_n(s.error_ratio, '.2f'):>7s}")
+    a = res.any_flag
+    more = a.share_of_errors == a.share_of_errors and a.share_of_errors >= 1.5 * a.share_of_images
     lines.append("")
-    lines.append(f"flagged images are {_pct(a['share_of_images']).strip()} of the test images but hold "
-                 f"{_pct(a['share_of_errors']).strip()} of the errors "
-                 f"({'clearly more' if a['share_of_errors'] == a['share_of_errors'] and a['share_of_errors'] >= 1.5 * a['share_of_images'] else 'NOT clearly more'}"
-                 f" than their share of images); accuracy {a['accuracy_flagged']:.3f} flagged vs "
-                 f"{a['accuracy_unflagged']:.3f} unflagged")
-    op = res["operating_point"]
+    lines.append(f"flagged images are {_pct(a.share_of_images).strip()} of the test images but hold "
+                 f"{_pct(a.share_of_errors).strip()} of the errors ({'clearly more' if more else 'NOT clearly more'}"
+                 f" than their share of images); accuracy {_n(a.accuracy_flagged)} flagged vs "
+                 f"{_n(a.accuracy_unflagged)} unflagged")
+    op = res.operating_point
     if op["threshold"] is not None:
-        lines.append(f"malignant operating point p >= {op['threshold']:.3f}: test recall {op['recall']:.3f}, "
-                     f"FAR {op['far']:.3f}, precision {op['precision']:.3f} "
+        lines.append(f"malignant operating point p >= {op['threshold']:.3f}: test recall {_n(op['recall'])}, "
+                     f"FAR {_n(op['far'])}, precision {_n(op['precision'])} "
                      f"(TP {op['tp']} FN {op['fn']} FP {op['fp']} TN {op['tn']})")
     lines.append("(err/img = share of errors / share of images; > 1 means flags concentrate errors. "
                  "Pixel checks of unusual_input need image files and are not applied here.)")
@@ -203,27 +198,25 @@ def evaluate_table(res: dict) -> str:
               help="Model stem NAME (default $BUSI_LITE_MODEL or weights/busi_lite_default).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
               help="The feature cache the model was trained on (default $BUSI_LITE_CACHE or cache/busi_features.h5).")
-@click.option("--threshold-malignant", type=float, default=None,
+@click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,
               help="Operating point to evaluate (default: the model's).")
 @_flag_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--per-image", is_flag=True, help="With --json: include every test image's label and flags.")
 def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
              no_mismatch, no_ood, no_pixel, as_json, per_image):
-    """Do the safety flags catch the errors? Rebuilds the model's split from its sidecar
-    and, on the held-out test images only, compares accuracy and error shares of
-    flagged and unflagged images (per flag and for any flag), plus the malignant
-    operating point's test recall / FAR.
+    """Do the safety flags catch the errors?
+
+    Rebuilds the model's split from its sidecar and, on the held-out test images
+    only, compares accuracy and error shares of flagged and unflagged images (per
+    flag and for any flag), plus the malignant operating point's test recall / FAR.
     """
-    from .cli import _dump
-    from .features import FeatureCache
-    from .model import Model
-    from .inference import evaluate_flags
+    from ..features import FeatureCache
+    from ..flag_eval import evaluate_flags
+    from ..model import Model
 
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     m = Model.load(model)
     fc = FeatureCache(cache)
-    res = evaluate_flags(m, fc, flags, threshold_malignant)
-    if not per_image:
-        res.pop("per_image")
-    click.echo(_dump(res) if as_json else evaluate_table(res))
+    res = evaluate_flags(m, fc, flags, threshold_malignant, per_image=per_image)
+    click.echo(dump(res) if as_json else evaluate_table(res))

@@ -1,0 +1,53 @@
+"""Command line: one verb per job. Run `busi-lite COMMAND --help` for each.
+
+The group lives here; the verbs live in submodules (``data``, ``train``, ``predict``,
+``report``) that import :mod:`busi_lite.cli.common` only, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import click
+
+from .. import __version__
+from .common import BusiGroup
+
+
+@click.group(cls=BusiGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="busi-lite")
+def main():
+    """busi-lite: breast-ultrasound triage on a laptop CPU.
+
+    \b
+    Typical use:
+      busi-lite data check ~/BUSI                 # inventory, problems, duplicates
+      busi-lite extract --data ~/BUSI             # one-time backbone pass -> cache/busi_features.h5
+      busi-lite train --lr 1e-4 --batch 32        # seconds; saves weights/NAME.npz + .json
+      busi-lite sweep --seeds 5                   # the paper's grid over repeated splits
+      busi-lite predict img.png                   # label, lesion map, safety flags
+
+    Paths: --data or $BUSI_LITE_DATA; --backbone or $BUSI_LITE_BACKBONE;
+    --cache or $BUSI_LITE_CACHE; --model or $BUSI_LITE_MODEL.
+    """
+
+
+def _register():
+    from .data import data, extract
+    from .predict import evaluate, predict
+    from .report import report
+    from .train import select, sweep, train
+
+    for cmd in (data, extract, train, sweep, select, predict, evaluate, report):
+        main.add_command(cmd)
+    # `busi-lite info` (versions, which model/backbone were found): registered when busi_lite.info exists
+    if importlib.util.find_spec("busi_lite.info") is not None:
+        from .info import info
+
+        main.add_command(info)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

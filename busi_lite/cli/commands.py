@@ -1,0 +1,99 @@
+"""Rebuild `busi-lite` command lines from what a run left behind (for a report's "Reproduce").
+
+``train_command`` (from a model card: config, calibration, split, selection),
+``sweep_command`` (from a sweep result), ``extract_command``, ``evaluate_command``
+and ``report_command``. They live beside the CLI because they must stay in step with
+its options: the tests parse every rebuilt command with the real click group.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+DEFAULT_VIEWS = ("roi", "masked", "mask")
+
+
+def train_command(meta: dict, stem, cache: str) -> str:
+    """The `train` (or, for a selected model, `select`) command that rebuilds the model ``stem``."""
+    from ..paper import PAPER
+
+    c, cal = meta.get("config", {}), meta.get("calibration", {})
+    sel = meta.get("selection") or {}
+    if sel.get("ranking"):
+        names = [r.get("name", "") for r in sel["ranking"]]
+        heads = sorted({n.split("+")[1] if "+" in n else "plain" for n in names})
+        bases = sorted({n.split("+")[0] for n in names})
+        args = ["busi-lite", "select", "--cache", cache, "--heads", ",".join(heads)]
+        if bases != sorted(PAPER):
+            args += ["--only", ",".join(bases)]
+        cap = re.search(r"FAR <= ([0-9.eE+-]+)", str(sel.get("criterion", "")))
+        if cap:
+            args += ["--far-cap", cap.group(1)]
+        args += ["--seed", str(sel.get("seed", meta.get("split", {}).get("seed", 0))), "--out", str(stem)]
+        return shlex.join(args)
+    args = ["busi-lite", "train", "--cache", cache, "--lr", f"{c.get('lr'):g}", "--batch", str(c.get("batch")),
+            "--epochs", str(c.get("epochs")), "--head", c.get("head", "plain")]
+    if c.get("masks"):
+        args += ["--masks"]
+        if tuple(c.get("views", ())) != DEFAULT_VIEWS:
+            args += ["--views", ",".join(c["views"])]
+    if c.get("balance", "none") != "none":
+        args += ["--balance", "undersample=" + str(c.get("per_class")) if c["balance"] == "undersample" else c["balance"]]
+    if c.get("head") == "mtl" and c.get("lam", 1.0) != 1.0:
+        args += ["--lam", f"{c['lam']:g}"]
+    if cal.get("target_recall", 0.95) != 0.95:
+        args += ["--target-recall", f"{cal['target_recall']:g}"]
+    args += ["--seed", str(meta.get("split", {}).get("seed", 0)), "--name", str(c.get("name")), "--out", str(stem)]
+    return shlex.join(args)
+
+
+def sweep_command(data: dict, path, cache: str) -> str:
+    """The `sweep` command that rebuilds the sweep result ``data`` (written to ``path``)."""
+    from ..paper import PAPER
+
+    res = data["results"]
+    seeds = sorted({r["seed"] for r in res})
+    names = sorted({r["config"]["name"] for r in res})
+    heads = sorted({r["config"]["head"] for r in res})
+    fracs = sorted({r["fraction"] for r in res}, reverse=True)
+    args = ["busi-lite", "sweep", "--cache", cache, "--seeds", str(len(seeds))]
+    if heads != ["plain"]:
+        args += ["--heads", ",".join(heads)]
+    bases = sorted({n.split("+")[0] for n in names})
+    if bases != sorted(PAPER):
+        args += ["--only", ",".join(bases)]
+    if fracs != [1.0]:
+        args += ["--fractions", ",".join(f"{f:g}" for f in fracs)]
+    args += ["--out", str(Path(path).with_suffix(""))]
+    note = "" if seeds == list(range(len(seeds))) else f"   # NB: the file holds seeds {seeds}"
+    return shlex.join(args) + note
+
+
+def extract_command(root, cache: str) -> str:
+    return shlex.join(["busi-lite", "extract", "--data", str(root or "BUSI_ROOT"), "--out", cache])
+
+
+def evaluate_command(model_stem, cache: str, out) -> str:
+    return shlex.join(["busi-lite", "evaluate", "--model", str(model_stem or "MODEL"), "--cache", cache,
+                       "--json"]) + f" > {shlex.quote(str(out or 'FLAGS.json'))}"
+
+
+def report_command(models=(), sweeps=(), cache=None, flags_json=None, curves=(), lesion_images: int = 6,
+                   out="out/report") -> str:
+    args = ["busi-lite", "report"]
+    for m in models:
+        args += ["--model", str(m)]
+    for s in sweeps:
+        args += ["--sweep", str(s)]
+    if cache:
+        args += ["--cache", str(cache)]
+    if flags_json:
+        args += ["--flags-json", str(flags_json)]
+    if curves:
+        args += ["--curves", ",".join(curves)]
+    if lesion_images != 6:
+        args += ["--lesion-images", str(lesion_images)]
+    args += ["--out", str(out)]
+    return shlex.join(args)

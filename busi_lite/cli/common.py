@@ -1,0 +1,174 @@
+"""What every CLI command shares: output, logging, error handling, option types, progress.
+
+Commands import this module, never the package ``busi_lite.cli`` (no import cycle).
+Errors: every :class:`busi_lite.errors.BusiError` (and the older per-module error
+types) print as ``error: what -> fix`` with exit code 2, no traceback; when the error
+names a library parameter (``param``), the CLI option for it is printed too
+(:data:`PARAM_OPTIONS`: ``lr`` -> ``--lr``). Library messages never name CLI flags.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import time
+
+import click
+
+from ..errors import BusiError
+from ..jsonio import dumps, write
+
+ENV_DATA = "BUSI_LITE_DATA"
+
+# library parameter -> CLI option (for errors carrying ``param``)
+PARAM_OPTIONS = {
+    "lr": "--lr", "batch": "--batch", "batch_size": "--batch-size", "epochs": "--epochs", "masks": "--masks",
+    "balance": "--balance", "per_class": "--balance", "head": "--head", "heads": "--heads", "views": "--views",
+    "lam": "--lam", "name": "--name", "seed": "--seed", "seeds": "--seeds", "only": "--only",
+    "fractions": "--fractions", "fraction": "--fractions", "far_cap": "--far-cap", "target_recall": "--target-recall",
+    "threshold_malignant": "--threshold-malignant", "low_confidence_threshold": "--low-confidence",
+    "lesion_threshold": "--lesion-threshold", "ood_threshold": "--ood-threshold", "backbone": "--backbone",
+    "model": "--model", "cache": "--cache", "data": f"--data (or ${ENV_DATA})", "out": "--out",
+    "force": "--force", "curves": "--curves", "n_lesions": "--lesion-images", "classes": "--classes",
+    "strict": "--strict", "overlay_dir": "--overlay",
+}
+
+
+def log(msg: str) -> None:
+    """Progress and notes go to stderr; results to stdout."""
+    click.echo(msg, err=True)
+
+
+def dump(obj, path=None) -> str:
+    """Strict JSON text of ``obj`` (NaN -> null); also written atomically to ``path`` when given."""
+    if path:
+        write(path, obj)
+    return dumps(obj)
+
+
+def fail(msg: str, code: int = 2):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+def error_text(e: Exception) -> str:
+    """'what -> fix', with the CLI option when the error names a parameter."""
+    text = str(e)
+    opt = PARAM_OPTIONS.get(getattr(e, "param", None) or "")
+    return f"{opt}: {text}" if opt else text
+
+
+def _known_errors() -> tuple:
+    """User-facing errors: printed without a traceback. BusiError first; the older per-module
+    types stay until every module raises BusiError."""
+    from ..backbone import BackboneError
+    from ..data import DatasetError, ImageError
+    from ..features import CacheError
+    from ..model import ModelError
+
+    return (BusiError, BackboneError, DatasetError, ImageError, CacheError, ModelError, ValueError)
+
+
+class BusiGroup(click.Group):
+    """A click group that turns known errors into one line ``error: ...`` and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _known_errors() as e:
+            fail(error_text(e))
+
+
+# ---------------------------------------------------------------- option types
+
+class BalanceType(click.ParamType):
+    """--balance none | weights | undersample[=N] -> (balance, per_class), parsed by the library."""
+    name = "none|weights|undersample[=N]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from ..config import Config
+
+        try:
+            return Config.parse_balance(value)
+        except BusiError as e:
+            self.fail(str(e), param, ctx)
+
+
+class CommaList(click.ParamType):
+    """A comma-separated list; each item checked against ``choices`` (when given) or converted by ``item``."""
+
+    def __init__(self, choices=None, item=None, name="LIST"):
+        self.choices, self.item, self.name = choices, item, name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        items = [x.strip() for x in str(value).split(",") if x.strip()]
+        choices = self.choices() if callable(self.choices) else self.choices
+        out = []
+        for x in items:
+            if choices is not None and x not in choices:
+                self.fail(f"{x!r} is not one of {', '.join(choices)}", param, ctx)
+            if self.item is not None:
+                try:
+                    x = self.item(x)
+                except (ValueError, click.BadParameter) as e:
+                    self.fail(f"{x!r}: {e}", param, ctx)
+            out.append(x)
+        return out
+
+
+def fraction(text: str) -> float:
+    v = float(text)
+    if not (math.isfinite(v) and 0 < v <= 1):
+        raise ValueError("a training fraction must be in (0, 1]")
+    return v
+
+
+class NameType(click.ParamType):
+    """A model name: letters, digits and ._+-, not starting with a dot (never a path)."""
+    name = "NAME"
+    RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+
+    def convert(self, value, param, ctx):
+        if not self.RE.fullmatch(str(value)) or len(str(value)) > 120:
+            self.fail(f"{value!r} is not a plain model name (letters, digits and . _ + -, no folders); "
+                      "use --out to choose the folder", param, ctx)
+        return str(value)
+
+
+def head_choice() -> click.Choice:
+    from ..heads import head_kinds
+
+    return click.Choice(list(head_kinds()))
+
+
+# ---------------------------------------------------------------- progress
+
+def _clock(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """Run counter and ETA for long loops: ``tick()`` after each run, ``prefix(msg)`` for log lines.
+
+    The ETA is the mean time per finished run times the runs left."""
+
+    def __init__(self, total: int, clock=time.perf_counter):
+        self.total, self.done, self.clock = int(total), 0, clock
+        self.t0 = clock()
+
+    def tick(self) -> None:
+        self.done += 1
+
+    def prefix(self, msg: str) -> str:
+        elapsed = self.clock() - self.t0
+        if self.done:
+            eta = _clock(elapsed / self.done * max(self.total - self.done, 0))
+        else:
+            eta = "?"
+        return f"[{self.done}/{self.total} {_clock(elapsed)} elapsed, ETA {eta}] {msg}"

@@ -1,0 +1,109 @@
+"""CLI verbs `data check` and `extract`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..views import VIEWS
+from .common import ENV_DATA, CommaList, dump, fail, log
+
+
+@click.group()
+def data():
+    """Inspect a dataset folder (never modifies it)."""
+
+
+@data.command("check")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--strict", is_flag=True, help="Treat every problem (also skippable ones) as an error.")
+@click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
+@click.option("--classes", default="normal,benign,malignant", show_default=True,
+              help="Class folder names, comma-separated.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a contact-sheet PNG of the duplicate groups (mixed-label groups first, "
+                   "captions in red) to check them by eye.")
+def data_check(directory, strict, as_json, classes, sheet):
+    """Inventory a BUSI-style folder: counts, problems, duplicates.
+
+    Counts, masks, sizes, problems and duplicate groups of a BUSI-style folder.
+    Decodes every image and mask. Exits 1 when there are errors (fatal problems,
+    or any problem with --strict).
+    """
+    from .. import data as D
+
+    directory = directory or os.environ.get(ENV_DATA)
+    if not directory:
+        fail(f"give the dataset folder: busi-lite data check DIR (or set {ENV_DATA})")
+    ds = D.discover(directory, tuple(classes.split(",")), require=True)
+    inv = D.inspect(ds)
+    if as_json:
+        click.echo(dump(inv))
+    else:
+        click.echo(f"dataset {inv['root']}")
+        for c, n in inv["counts"].items():
+            click.echo(f"  {c:10s} {n:5d} images, {inv['with_lesion_mask'][c]:5d} with a lesion mask")
+        click.echo(f"  extra masks merged by union: {inv['extra_masks']}")
+        click.echo(f"  width  min/median/max: {inv['width']}   height: {inv['height']}")
+        dup = inv["duplicate_groups"]
+        click.echo(f"duplicate groups (pHash Hamming <= 10 or identical pixels): {len(dup)} groups, "
+                   f"{sum(len(g) for g in dup)} images")
+        for g in inv["mixed_label_groups"]:
+            click.echo(f"  MIXED LABELS, kept out of training and evaluation: {', '.join(g)}")
+        click.echo(f"problems: {len(inv['problems'])}")
+        for p in inv["problems"]:
+            click.echo(f"  {'ERROR' if p['fatal'] or strict else 'warning'} {p['path']}: {p['what']} -> {p['fix']}")
+    if sheet:
+        from ..report.sheet import duplicate_sheet
+
+        mixed = inv["mixed_label_groups"]
+        rest = [g for g in inv["duplicate_groups"] if g not in mixed]
+        log(f"wrote {duplicate_sheet(inv['root'], mixed + rest, sheet)}")
+    errors = [p for p in inv["problems"] if p["fatal"] or strict]
+    sys.exit(1 if errors else 0)
+
+
+# ---------------------------------------------------------------- extract
+@click.command()
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
+              help=f"BUSI folder with normal/ benign/ malignant/ (or ${ENV_DATA}).")
+@click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then weights/mobilenet_v2_035_224.onnx).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), envvar="BUSI_LITE_CACHE",
+              default=Path("cache/busi_features.h5"), show_default=True, help="HDF5 cache to write.")
+@click.option("--views", type=CommaList(VIEWS, name="VIEWS"), default="roi,masked,mask", show_default=True,
+              help="Mask-fused views to extract for images with a lesion mask ('' for none).")
+@click.option("--force", is_flag=True, help="Re-extract everything (also needed after a backbone change).")
+@click.option("--strict", is_flag=True, help="Abort on the first bad file instead of skipping it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def extract(data_dir, backbone, out, views, force, strict, as_json):
+    """Backbone pass once: image features -> HDF5 cache.
+
+    Features of every image and its mask views go to the HDF5 cache.
+    Incremental: unchanged images are reused; a different backbone or
+    preprocessing version is refused unless --force. The old cache stays intact
+    until the new one is complete.
+    """
+    from .. import data as D
+    from ..features import extract as run
+
+    if not data_dir:
+        fail(f"give the dataset folder: --data DIR (or set {ENV_DATA})")
+    views = tuple(views)
+    try:
+        s = run(data_dir, out, backbone, views=views, force=force, strict=strict, log=log)
+    except D.DatasetError as e:  # the dataset folder came from --data / $BUSI_LITE_DATA
+        e.param = e.param or "data"
+        raise
+    if as_json:
+        click.echo(dump(s))
+    else:
+        rate = s["extracted"] / s["seconds"] if s["seconds"] else 0
+        click.echo(f"{s['cache']}: {s['images']} images ({', '.join(f'{k} {v}' for k, v in s['counts'].items())}); "
+                   f"extracted {s['extracted']}, reused {s['reused']}, skipped {len(s['problems'])} problem(s); "
+                   f"{s['seconds']:.1f}s ({rate:.0f} images/s)")
+    if s["problems"]:
+        sys.exit(1 if strict else 0)

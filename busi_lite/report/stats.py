@@ -1,0 +1,211 @@
+"""Report statistics and terminal output: formatting of mean [95 % CI], the paper's
+figures per configuration, sweep rows, curves over seeds, the sweep table and CSV.
+
+Inputs are sweep summaries (rows of ``experiments.aggregate``: name, fraction, seeds,
+config, {metric: {mean, lo, hi}}) and :class:`~busi_lite.report.inputs.ModelInput`.
+No plotting here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+
+import numpy as np
+
+from ..atomic import write_text
+
+try:  # public since the records refactor; the private name is the older spelling
+    from ..metrics import t_critical_95
+except ImportError:  # pragma: no cover - until metrics exposes it
+    from ..metrics import _t_critical_95 as t_critical_95
+from .inputs import ModelInput, SweepInput
+
+TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
+              "macro_f1", "test_loss", "dice", "train_seconds")
+
+RATE_KEYS = ("malignant_recall", "malignant_mar", "malignant_far", "malignant_precision")
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(s)).strip("_") or "x"
+
+
+def _num(v, digits=3) -> str:
+    return "-" if _nan(v) else f"{v:.{digits}f}"
+
+
+def _pct(v, digits=1) -> str:
+    return "-" if _nan(v) else f"{100 * v:.{digits}f}"
+
+
+def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0)) -> str:
+    """'84.4 [80.1, 88.7]' from {mean, lo, hi}; interval clipped to ``clip`` (a rate's range)."""
+    m, lo, hi = d["mean"], d["lo"], d["hi"]
+    if _nan(m):
+        return "-"
+    if _nan(lo) or _nan(hi):
+        return f"{scale * m:.{digits}f}"
+    if clip is not None:
+        lo, hi = max(lo, clip[0]), min(hi, clip[1])
+    return f"{scale * m:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+
+
+def paper_name(config: dict) -> str | None:
+    """The paper's model (Table 1) whose hyper-parameters ``config`` has, else None."""
+    from ..paper import PAPER
+
+    base = str(config.get("name", "")).split("+")[0]
+    if base in PAPER:
+        return base
+    for name, (kw, _) in PAPER.items():
+        want = {"masks": False, "balance": "none", **kw}
+        if all(config.get(k) == v or (isinstance(v, float) and isinstance(config.get(k), (int, float))
+                                      and math.isclose(config.get(k), v)) for k, v in want.items()):
+            return name
+    return None
+
+
+def paper_figures(name: str | None) -> dict:
+    from ..paper import PAPER
+
+    if name is None or name not in PAPER:
+        return {}
+    acc, rec, far, prec = PAPER[name][1]
+    return {"malignant_accuracy": acc, "malignant_recall": rec / 100, "malignant_mar": 1 - rec / 100,
+            "malignant_far": far / 100, "malignant_precision": prec / 100}
+
+# ---------------------------------------------------------------- curves (Fig. 1 and 2)
+
+def model_curves(mi: ModelInput) -> dict:
+    h = mi.meta.get("history") or {}
+    c = mi.meta.get("config", {})
+    series = {k: (np.asarray(h[k], float), None, None) for k in ("train_acc", "val_acc", "train_loss", "val_loss",
+                                                                 "train_seg_loss") if h.get(k)}
+    return {"label": f"{mi.name}\n({c.get('head', '?')} head, split seed {mi.meta.get('split', {}).get('seed', '?')})",
+            "series": series, "n": 1}
+
+
+def sweep_curves(sw: SweepInput, name: str, fraction: float | None = None) -> dict:
+    """Mean and 95 % interval over seeds of each per-epoch curve of config ``name``."""
+    runs = [r for r in sw.data["results"] if r["config"]["name"] == name]
+    if fraction is None:
+        fraction = max(r["fraction"] for r in runs)
+    runs = [r for r in runs if r["fraction"] == fraction]
+
+    series = {}
+    for k in ("train_acc", "val_acc", "train_loss", "val_loss", "train_seg_loss"):
+        arrs = [np.asarray(r["history"].get(k) or [], float) for r in runs]
+        if not arrs or any(len(a) == 0 for a in arrs):
+            continue
+        n_ep = min(len(a) for a in arrs)
+        a = np.stack([x[:n_ep] for x in arrs])
+        mean = a.mean(axis=0)
+        if len(a) > 1:
+            half = t_critical_95(len(a) - 1) * a.std(axis=0, ddof=1) / math.sqrt(len(a))
+            series[k] = (mean, mean - half, mean + half)
+        else:
+            series[k] = (mean, None, None)
+    frac = "" if fraction == 1 else f", fraction {fraction:g}"
+    return {"label": f"{name}\n(sweep {sw.name}: mean of {len(runs)} seeds{frac})", "series": series, "n": len(runs)}
+
+
+def _full_rows(summary: list[dict]) -> list[dict]:
+    """Summary rows at the largest training fraction of each config."""
+    best = {}
+    for r in summary:
+        if r["name"] not in best or r["fraction"] > best[r["name"]]["fraction"]:
+            best[r["name"]] = r
+    return list(best.values())
+
+
+def best_config(summary: list[dict]) -> str | None:
+    """Highest mean malignant recall (the paper's criterion), ties by accuracy, at the full fraction."""
+    rows = [r for r in _full_rows(summary) if not _nan(r["malignant_recall"]["mean"])]
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r["malignant_recall"]["mean"], _nz(r["accuracy"]["mean"])))["name"]
+
+
+def _nz(x):
+    return -1.0 if _nan(x) else x
+
+
+def curve_names(sw: SweepInput, wanted: list[str]) -> list[str]:
+    names = [r["name"] for r in _full_rows(sw.data["summary"])]
+    if wanted:
+        out = []
+        for w in wanted:
+            hit = [n for n in names if n == w] or [n for n in names if n.split("+")[0] == w]
+            out += [h for h in hit if h not in out]
+        return out
+    out = []
+    b = best_config(sw.data["summary"])
+    for n in [b] + [n for n in names if n.split("+")[0] == "model-7pp"]:
+        if n and n not in out:
+            out.append(n)
+    return out
+
+def _fmt(d, clip=(0.0, 1.0)) -> str:
+    """'0.794 [0.55,1.00]': mean and 95 % interval, the interval clipped to ``clip`` (a rate's range)."""
+    m, lo, hi = d["mean"], d["lo"], d["hi"]
+    if _nan(m):
+        return "-"
+    if _nan(lo) or _nan(hi):
+        return f"{m:.3f}"
+    if clip is not None:
+        lo, hi = max(lo, clip[0]), min(hi, clip[1])
+    return f"{m:.3f} [{lo:.2f},{hi:.2f}]"
+
+
+def sweep_table(summary: list[dict]) -> str:
+    """Human table: our mean [95 % CI] over seeds beside the paper's single-split figure."""
+    head = f"{'config':14s} {'frac':>4s}  {'recall (paper)':>26s}  {'FAR (paper)':>26s}  " \
+           f"{'precision (paper)':>26s}  {'AUC':>18s}  {'accuracy':>18s}  {'Dice':>6s}  {'s/run':>5s}"
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        p = r.get("paper", {})
+
+        def both(key, pkey):
+            ours = _fmt(r[key])
+            return f"{ours} ({p[pkey]:.3f})" if pkey in p else ours
+        dice = r["dice"]["mean"]
+        secs = r["train_seconds"]["mean"]
+        lines.append(f"{r['name']:14s} {r['fraction']:>4g}  {both('malignant_recall', 'malignant_recall'):>26s}  "
+                     f"{both('malignant_far', 'malignant_far'):>26s}  "
+                     f"{both('malignant_precision', 'malignant_precision'):>26s}  {_fmt(r['malignant_auc']):>18s}  "
+                     f"{_fmt(r['accuracy']):>18s}  {'-' if _nan(dice) else f'{dice:.3f}':>6s}  "
+                     f"{'-' if _nan(secs) else f'{secs:5.1f}':>5s}")
+    return "\n".join(lines)
+
+
+def write_sweep_csv(summary: list[dict], path) -> None:
+    """One row per (config, fraction): mean, lo, hi of each key metric and the paper's figures."""
+    cols = ["name", "fraction", "n_seeds", "lr", "batch", "epochs", "masks", "balance", "head"]
+    for k in TABLE_KEYS + ("malignant_mar",):
+        cols += [f"{k}_mean", f"{k}_lo", f"{k}_hi"]
+    cols += ["paper_malignant_recall", "paper_malignant_far", "paper_malignant_precision"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, cols, lineterminator="\r\n")
+    w.writeheader()
+    for r in summary:
+        c = r["config"]
+        row = {"name": r["name"], "fraction": r["fraction"], "n_seeds": len(r["seeds"]), "lr": c["lr"],
+               "batch": c["batch"], "epochs": c["epochs"], "masks": c["masks"], "balance": c["balance"],
+               "head": c["head"]}
+        for k in TABLE_KEYS + ("malignant_mar",):
+            for s in ("mean", "lo", "hi"):
+                v = r[k][s]
+                row[f"{k}_{s}"] = "" if v is None else v
+        for k in ("malignant_recall", "malignant_far", "malignant_precision"):
+            row[f"paper_{k}"] = r.get("paper", {}).get(k, "")
+        w.writerow(row)
+    write_text(path, buf.getvalue())
