@@ -1,0 +1,166 @@
+"""Uploaded bytes -> decoded RGB frames, in memory; nothing is written to disk.
+
+Contract:
+
+* :func:`sniff` names the kind of an upload from its first bytes (``png``, ``jpeg``,
+  ``bmp``, ``tiff``, ``dicom``) or returns None (not an image busi-lite reads).
+* :func:`decode` turns one upload into a list of :class:`Frame` (one per image; one
+  per frame of a DICOM cine) or raises :class:`UploadError` with an HTTP status
+  (415: not an image/DICOM, 400: broken or unsupported file) and a message naming the file.
+* Images are decoded exactly as ``busi_lite.data.read_rgb`` decodes files (same pixel
+  limit, EXIF orientation, 16-bit scaling), so the web record equals ``predict --json``'s.
+* DICOM goes through ``busi_lite.dicom`` when that module (and pydicom) is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .. import data as D
+from ..errors import BusiError
+
+PREVIEW_SIDE = 640          # longest side of the preview JPEG sent to the page
+PREVIEW_QUALITY = 85
+
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"),
+          (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+
+
+class UploadError(BusiError):
+    """An upload cannot be used; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, what: str, fix: str, status: int, file: str | None = None):
+        super().__init__(what, fix)
+        self.status, self.file = status, file
+
+
+@dataclass
+class Frame:
+    """One decoded picture of an upload.
+
+    rgb: uint8 [H,W,3] (for DICOM: after the ultrasound-region crop, if any).
+    extra: fields added to the prediction record (DICOM: frame, n_frames, sop_instance_uid, ...).
+    """
+    name: str
+    rgb: np.ndarray
+    extra: dict
+
+
+def safe_name(filename: str | None, index: int) -> str:
+    """The upload's base name (no client folders), printable, at most 200 characters."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()
+    return base[:200] or f"upload{index + 1}"
+
+
+def sniff(head: bytes) -> str | None:
+    """First bytes of a file -> its kind, or None."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def dicom_available() -> bool:
+    try:
+        from .. import dicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode(name: str, blob: bytes, max_pixels: int = D.MAX_PIXELS) -> list[Frame]:
+    """One upload -> frames (see module docstring); raises UploadError."""
+    kind = sniff(blob[:132])
+    if kind is None:
+        raise UploadError(f"{name}: not an image or DICOM file", "upload PNG, JPEG, BMP, TIFF or DICOM files",
+                          415, name)
+    if kind == "dicom":
+        return _decode_dicom(name, blob)
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UploadError(f"{name}: {w}x{h} pixels is over the {max_pixels:,} limit",
+                                  "downscale the image first", 413, name)
+            rgb = D._to_rgb(ImageOps.exif_transpose(im))
+    except UploadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UploadError(f"{name}: looks like {kind.upper()} but cannot be decoded ({e})",
+                          "check the file is complete, or re-export it", 400, name) from e
+    return [Frame(name, rgb, {})]
+
+
+def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
+    try:
+        from .. import dicom
+    except ImportError as e:
+        raise UploadError(f"{name}: DICOM file, but DICOM support is not installed ({e})",
+                          'pip install "busi-lite[dicom]" and restart the server', 415, name) from e
+    # read_frames takes a path: a private temp file, removed as soon as it is read.
+    fd, tmp = tempfile.mkstemp(suffix=".dcm")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        frames = dicom.read_frames(tmp)
+    except BusiError as e:
+        raise UploadError(f"{name}: {e.what.replace(tmp, name)}", e.fix or "check the DICOM file", 400, name) from e
+    except Exception as e:  # pydicom raises many types for damaged files
+        msg = str(e).replace(tmp, name)[:300]
+        raise UploadError(f"{name}: DICOM file cannot be decoded ({type(e).__name__}: {msg})",
+                          "check the file is complete, or export it uncompressed", 400, name) from e
+    finally:
+        os.unlink(tmp)
+    out = []
+    for fr in frames:
+        extra = {"frame": fr.frame, "n_frames": fr.n_frames}
+        for key in ("sop_instance_uid", "crop"):
+            if getattr(fr, key, None) is not None:
+                extra["dicom_crop" if key == "crop" else key] = _plain(getattr(fr, key))
+        out.append(Frame(name, fr.rgb, extra))
+    return out
+
+
+def _plain(v):
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def preview(rgb: np.ndarray, side: int = PREVIEW_SIDE) -> str:
+    """A JPEG data URL of ``rgb`` [H,W,3] scaled so its longest side is at most ``side``."""
+    im = Image.fromarray(rgb)
+    im.thumbnail((side, side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=PREVIEW_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def parse_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``"x0,y0,x1,y1"`` (original pixels) -> box clipped to the image; raises UploadError (400)."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != 4 or not all(np.isfinite(vals)):
+        raise UploadError(f"box={text[:60]!r} is not four numbers x0,y0,x1,y1",
+                          "send box as x0,y0,x1,y1 in the image's pixels", 400)
+    w, h = size
+    x0, x1 = sorted((min(max(vals[0], 0), w), min(max(vals[2], 0), w)))
+    y0, y1 = sorted((min(max(vals[1], 0), h), min(max(vals[3], 0), h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise UploadError(f"box={text[:60]!r} covers no part of the {w}x{h} image",
+                          "draw the box on the image", 400)
+    return int(x0), int(y0), int(round(x1)), int(round(y1))
