@@ -3,7 +3,7 @@
 Every record has ``to_json() -> dict`` (JSON-able: lists, not arrays) and
 ``from_json(d, where=...)`` which validates types strictly and raises
 :class:`RecordError` naming the file/field at fault. Documents (ModelCard,
-RunResult, SweepResult, SelectionResult) write ``"schema": SCHEMA``; a document
+RunResult, SweepResult) write ``"schema": SCHEMA``; a document
 with another schema is refused at load, a document WITHOUT one is read as the
 current version (files written before records existed, e.g. the committed
 weights/busi_lite_default.json). The JSON layout is the one those files use.
@@ -432,8 +432,7 @@ class SelectionRow(Record):
 @dataclass
 class SelectionResult(Record):
     """How the default model was chosen: the criterion and the ranking, best first."""
-    SCHEMA: ClassVar[str] = f"selection/{SCHEMA_VERSION}"
-    DOCUMENT: ClassVar[bool] = True
+    SCHEMA: ClassVar[str] = f"selection/{SCHEMA_VERSION}"  # versioned by the model card that holds it
     criterion: str
     seed: int
     ranking: list                 # [SelectionRow]

@@ -1,6 +1,7 @@
 """Training runs, leakage guards, calibration, model files, sweeps and the train/sweep/select CLI."""
 
 import json
+import math
 
 import h5py
 import numpy as np
@@ -9,8 +10,11 @@ from click.testing import CliRunner
 
 from busi_lite import experiments as E
 from busi_lite.cli import main
+from busi_lite.errors import ConfigError
 from busi_lite.features import FeatureCache, extract
+from busi_lite.heads import HEADS, PlainHead, register_head
 from busi_lite.model import OOD, Model, ModelError
+from busi_lite.records import RecordError, RunResult, SweepResult
 from synth import make_busi_tree
 
 FAST = dict(epochs=15, lr=1e-3, batch=8)
@@ -67,16 +71,19 @@ def test_class_weights_mean_one(cache):
 def test_run_one_learns_and_is_deterministic(cache):
     cfg = E.Config(**FAST)
     a, b = E.run_one(cache, cfg, 1), E.run_one(cache, cfg, 1)
-    assert a["test"]["accuracy"] == b["test"]["accuracy"]
-    assert a["history"]["train_loss"] == b["history"]["train_loss"]
-    assert a["test"]["accuracy"] > 0.5  # synthetic classes are separable; chance is ~0.4
-    assert len(a["history"]["val_acc"]) == cfg.epochs
+    assert isinstance(a, RunResult)
+    assert a.test.accuracy == b.test.accuracy
+    assert a.history["train_loss"] == b.history["train_loss"]
+    assert a.test.accuracy > 0.5  # synthetic classes are separable; chance is ~0.4
+    assert len(a.history["val_acc"]) == cfg.epochs
+    assert a.test.segmentation is None and "segmentation" not in a.to_json()["test"]
 
 
 def test_mtl_run_reports_segmentation(cache):
     r = E.run_one(cache, E.Config(head="mtl", **FAST), 0)
-    seg = r["test"]["segmentation"]
+    seg = r.test.segmentation
     assert seg["n"] > 0 and 0 <= seg["dice"] <= 1
+    assert len(r.history["train_seg_loss"]) == FAST["epochs"]
 
 
 def _corrupt_test_rows(path, tmp_path, seed):
@@ -85,7 +92,7 @@ def _corrupt_test_rows(path, tmp_path, seed):
 
     dst = tmp_path / "corrupt.h5"
     shutil.copy(path, dst)
-    c = FeatureCache(dst)
+    c = FeatureCache(path)  # the split depends only on the index, which the copy shares
     test = np.sort(E.split_for(c, seed).test)
     rng = np.random.default_rng(0)
     with h5py.File(dst, "r+") as f:
@@ -101,16 +108,22 @@ def test_calibration_never_sees_test_images(cache_path, tmp_path):
     cfg = E.Config(head="mtl", masks=True, **FAST)
     m1, meta1 = E.fit_model(FeatureCache(cache_path), cfg, seed=0, folds=3)
     m2, meta2 = E.fit_model(FeatureCache(_corrupt_test_rows(cache_path, tmp_path, 0)), cfg, seed=0, folds=3)
-    assert meta1["calibration"] == meta2["calibration"]
+    assert meta1.calibration == meta2.calibration
     for k in m1.head.params:
         assert np.array_equal(m1.head.params[k], m2.head.params[k])
     assert np.array_equal(m1.ood.components, m2.ood.components)
     # ...while the test metrics do change (the corruption reached the test rows)
-    assert meta1["test_predictions"]["proba"].tolist() != meta2["test_predictions"]["proba"].tolist()
+    assert meta1.test_predictions.proba.tolist() != meta2.test_predictions.proba.tolist()
 
 
-def test_model_roundtrip_and_refusals(cache, tmp_path):
-    model, meta = E.fit_model(cache, E.Config(head="mtl", **FAST), seed=0, folds=3)
+@pytest.fixture(scope="module")
+def fitted(cache_path):
+    """One calibrated multi-task model, shared by the persistence tests."""
+    return E.fit_model(FeatureCache(cache_path), E.Config(head="mtl", **FAST), seed=0, folds=2)
+
+
+def test_model_roundtrip_and_refusals(fitted, cache, tmp_path):
+    model, meta = fitted
     npz, js = model.save(tmp_path / "m")
     loaded = Model.load(tmp_path / "m")
     feats = cache.spatial("raw", np.arange(5)).astype(np.float32)
@@ -132,8 +145,8 @@ def test_model_roundtrip_and_refusals(cache, tmp_path):
         Model.load(tmp_path / "missing")
 
 
-def test_model_save_is_atomic(cache, tmp_path, monkeypatch):
-    model, _ = E.fit_model(cache, E.Config(**FAST), seed=0, folds=2)
+def test_model_save_is_atomic(fitted, tmp_path, monkeypatch):
+    model, _ = fitted
     npz, js = model.save(tmp_path / "m")
     before = (npz.read_bytes(), js.read_text())
 
@@ -164,20 +177,25 @@ def test_calibrate_thresholds():
     proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     cal = E.calibrate({"y": y, "proba": proba, "ood": rng.random(150), "lesion": None}, target_recall=0.9)
     p_mal = proba[:, 2]
-    assert (p_mal[y == 2] >= cal["malignant_threshold"]).mean() >= 0.9
+    assert (p_mal[y == 2] >= cal.malignant_threshold).mean() >= 0.9
     wrong = proba.argmax(1) != y
-    assert (proba.max(1)[wrong] < cal["low_confidence"]).mean() <= 0.5 + 1e-9
-    assert "lesion_threshold" not in cal
+    assert (proba.max(1)[wrong] < cal.low_confidence).mean() <= 0.5 + 1e-9
+    assert cal.lesion_threshold is None and "lesion_threshold" not in cal.to_json()
 
 
 def test_aggregate_and_paper_columns(cache):
     res = E.sweep(cache, [E.Config(name="model-7", **FAST)], seeds=[0, 1])
-    row = res["summary"][0]
-    assert row["seeds"] == [0, 1]
-    r = row["malignant_recall"]
-    vals = [x["test"]["malignant"]["recall"] for x in res["results"]]
-    assert r["mean"] == pytest.approx(np.mean(vals))
-    assert row["paper"]["malignant_recall"] == pytest.approx(0.844)
+    row = res.summary[0]
+    assert row.seeds == [0, 1]
+    r = row.metrics["malignant_recall"]
+    vals = [x.test.malignant["recall"] for x in res.results]
+    assert r.mean == pytest.approx(np.mean(vals))
+    assert row.paper["malignant_recall"] == pytest.approx(0.844)
+    # the JSON layout reports and older tools read
+    js = json.loads(json.dumps(res.to_json()))
+    assert js["summary"][0]["malignant_recall"]["mean"] == r.mean and js["summary"][0]["config"]["views"] == \
+        ["roi", "masked", "mask"]
+    assert js["results"][0]["test"]["malignant"]["recall"] == vals[0]
 
 
 def test_recall_at_far():
@@ -207,7 +225,7 @@ def test_cli_train_sweep_select(cache_path, tmp_path):
     assert len(sel["ranking"]) == 2 and (tmp_path / "best.json").exists()
     # a missing cache is a clear error, not a traceback
     res = r.invoke(main, ["train", "--cache", str(tmp_path / "nope.h5")])
-    assert res.exit_code == 2 and "busi-lite extract" in res.output
+    assert res.exit_code == 2 and "feature cache not found" in res.output and "Traceback" not in res.output
 
 
 def test_sweep_resumes_from_partial(cache_path, tmp_path, monkeypatch):
@@ -231,3 +249,206 @@ def test_sweep_resumes_from_partial(cache_path, tmp_path, monkeypatch):
     assert "resuming: 1 runs kept" in r.output
     assert [x["seed"] for x in json.loads((tmp_path / "sw.json").read_text())["results"]] == [0, 1]
     assert not (tmp_path / "sw.partial.json").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Config: one source of defaults, every hyper-parameter validated, named
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("param,value", [
+    ("lr", -1.0), ("lr", 0.0), ("lr", float("nan")), ("lr", float("inf")), ("lr", "1e-4"),
+    ("batch", 0), ("batch", 2.5), ("batch", True), ("epochs", 0), ("epochs", -3), ("per_class", 0),
+    ("hidden", 0), ("lam", -0.5), ("lam", float("nan")), ("views", ("roi", "bogus")), ("views", "roi"),
+    ("balance", "oversample"), ("head", "resnet"), ("masks", "yes"), ("name", ""),
+])
+def test_config_validation_names_the_parameter(param, value):
+    with pytest.raises(ConfigError) as e:
+        E.Config(**{param: value})
+    assert e.value.param == param and param in str(e.value) and " -> " in str(e.value)
+
+
+def test_config_defaults_are_the_fit_defaults():
+    c = E.Config()
+    assert (c.lr, c.batch, c.epochs, c.per_class, c.hidden, c.head) == (1e-4, 32, 50, 150, 100, "plain")
+    assert E.Config(views=["roi"]).views == ("roi",)  # lists from JSON become tuples
+    assert E.Config.from_json(c.to_json()) == c
+    with pytest.raises(ConfigError, match="unknown fields"):
+        E.Config.from_json({**c.to_json(), "dropout": 0.5})
+
+
+def test_parse_balance():
+    P = E.Config.parse_balance
+    assert P("none") == ("none", 150) and P("weights") == ("weights", 150)
+    assert P("undersample") == ("undersample", 150) and P("undersample=120") == ("undersample", 120)
+    for bad in ("undersample=abc", "undersample=-5", "undersample=0", "undersample=", "weights=3", "over"):
+        with pytest.raises(ConfigError) as e:
+            P(bad)
+        assert e.value.param == "balance" and repr(bad) in str(e.value) and "undersample=" in e.value.fix
+
+
+def test_pick_configs_shared_by_sweep_and_select():
+    grid = E.grid_for_heads("plain,mtl")
+    assert [c.name for c in E.pick_configs(grid, "model-7")] == ["model-7", "model-7+mtl"]
+    assert [c.name for c in E.pick_configs(grid, "model-7+mtl, model-1")] == ["model-1", "model-1+mtl", "model-7+mtl"]
+    assert len(E.pick_configs(grid, "")) == 24 and len(E.pick_configs(grid, [])) == 24
+    with pytest.raises(ConfigError, match="model-77") as e:
+        E.pick_configs(grid, "model-7,model-77")
+    assert e.value.param == "only" and "model-7p+mtl" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        E.pick_configs([], "")
+    with pytest.raises(ConfigError, match="head"):
+        E.grid_for_heads("plain,cnn")
+
+
+# --------------------------------------------------------------------------- #
+# head registry: a new head is one class + one registration
+# --------------------------------------------------------------------------- #
+def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
+    calls = []
+
+    @register_head
+    class ToyHead(PlainHead):
+        """Plain head on raw-view pooled features scaled by 2 (a different 'preprocessing')."""
+        kind = "toy"
+
+        @classmethod
+        def cache_inputs(cls, cache, view, rows):
+            calls.append(view)
+            return cache.pooled(view, rows) * 2
+
+        @classmethod
+        def feature_inputs(cls, cells):
+            return cells.mean(axis=1) * 2
+
+    try:
+        cfg = E.Config(head="toy", masks=True, **FAST)
+        r = E.run_one(cache, cfg, 0)
+        assert r.config.head == "toy" and r.test.n > 0 and {"raw", "roi"} <= set(calls)
+        model, card = E.fit_model(cache, cfg, seed=0, folds=2)
+        model.save(tmp_path / "toy")
+        loaded = Model.load(tmp_path / "toy")
+        assert type(loaded.head) is ToyHead and loaded.meta.head["kind"] == "toy"
+        feats = cache.spatial("raw", np.arange(4)).astype(np.float32)
+        assert np.array_equal(loaded.predict_features(feats)["proba"], model.predict_features(feats)["proba"])
+        # the scaling reached prediction: a plain head with the same weights gives other numbers
+        plain = PlainHead.from_params({**loaded.head.config(), "kind": "plain"}, loaded.head.params)
+        assert not np.allclose(plain.predict_proba(feats.mean(1)), loaded.predict_features(feats)["proba"])
+    finally:
+        HEADS.pop("toy", None)
+    with pytest.raises(ConfigError, match="toy"):
+        E.Config(head="toy")
+
+
+# --------------------------------------------------------------------------- #
+# records: round trips, schema and type errors at load
+# --------------------------------------------------------------------------- #
+def test_run_and_sweep_records_round_trip(cache):
+    res = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0])
+    js = json.loads(json.dumps(res.to_json()))
+    assert js["schema"] == SweepResult.SCHEMA and js["results"][0]["schema"] == RunResult.SCHEMA
+    back = SweepResult.from_json(js)
+    assert json.loads(json.dumps(back.to_json())) == js
+    assert back.results[0].config == res.results[0].config
+    legacy = {k: v for k, v in js.items() if k != "schema"}  # files written before records: current version
+    assert SweepResult.from_json(legacy).cache == res.cache
+    with pytest.raises(RecordError, match="schema 'sweep/99'"):
+        SweepResult.from_json({**js, "schema": "sweep/99"})
+    bad = json.loads(json.dumps(js))
+    bad["results"][0]["seed"] = "0"
+    with pytest.raises(RecordError, match=r"results\[0\].*seed"):
+        SweepResult.from_json(bad)
+    bad = json.loads(json.dumps(js))
+    bad["results"][0]["test"]["malignant"]["tp"] = 1.5
+    with pytest.raises(RecordError, match=r"test.malignant.*tp"):
+        SweepResult.from_json(bad)
+    bad = json.loads(json.dumps(js))
+    bad["results"][0]["config"]["lr"] = -1
+    with pytest.raises(RecordError, match="lr"):
+        SweepResult.from_json(bad)
+
+
+def test_model_card_round_trip_and_strictness(fitted, tmp_path):
+    model, card = fitted
+    npz, js = model.save(tmp_path / "m")
+    side = json.loads(js.read_text())
+    assert side["schema"] == card.SCHEMA
+    loaded = Model.load(tmp_path / "m")
+    assert json.loads(json.dumps(loaded.card.to_json())) == side
+
+    def refused(edit, match):
+        d = json.loads(json.dumps(side))
+        edit(d)
+        js.write_text(json.dumps(d))
+        with pytest.raises(ModelError, match=match):
+            Model.load(tmp_path / "m")
+
+    refused(lambda d: d.update(schema="model_card/2"), "schema")
+    refused(lambda d: d.update(classes=["normal", "malignant"]), "n_classes 3 != 2")
+    refused(lambda d: d["head"].update(n_hidden=1e12), "n_hidden")        # float: refused by type
+    refused(lambda d: d["head"].update(n_hidden=10 ** 12), "has shape")   # int: refused by the npz header
+    refused(lambda d: d["calibration"].update(malignant_threshold=float("nan")), "malignant_threshold")
+    refused(lambda d: d["calibration"].update(low_confidence=None), "low_confidence")
+    refused(lambda d: d.update(calibration=None), "calibration")
+    refused(lambda d: d.update(split=[1, 2]), "split")
+    refused(lambda d: d["config"].update(head="plain"), "head")
+    js.write_text("[1, 2]")
+    with pytest.raises(ModelError, match="not an object"):
+        Model.load(tmp_path / "m")
+    js.write_text(json.dumps(side))
+    assert Model.load(tmp_path / "m").card.to_json() == side
+
+
+def test_model_load_reads_only_expected_members(fitted, tmp_path):
+    import zipfile
+
+    model, _ = fitted
+    npz, _ = model.save(tmp_path / "m")
+    with zipfile.ZipFile(npz, "a") as z:  # a member that is not even a valid .npy: never parsed
+        z.writestr("junk.npy", b"\x00" * 1000)
+    loaded = Model.load(tmp_path / "m")
+    assert np.array_equal(loaded.head.params["W1"], model.head.params["W1"])
+    with zipfile.ZipFile(npz) as z:
+        names = [n for n in z.namelist() if n != "head.ws.npy"]
+        members = {n: z.read(n) for n in names}
+    with zipfile.ZipFile(npz, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ModelError, match="'head.ws' is missing"):
+        Model.load(tmp_path / "m")
+
+
+def test_committed_default_model_loads_unchanged():
+    from pathlib import Path
+
+    stem = Path(__file__).resolve().parents[1] / "weights" / "busi_lite_default"
+    if not stem.with_suffix(".json").is_file():
+        pytest.skip("no committed default model")
+    side = json.loads(stem.with_suffix(".json").read_text())
+    m = Model.load(stem)
+    assert "schema" not in side  # written before records existed: read as the current version
+    out = m.card.to_json()
+    assert out.pop("schema") == m.card.SCHEMA
+    assert json.loads(json.dumps(out)) == side  # same layout, nothing lost
+    assert m.card.selection.ranking[0].name == m.card.config.name
+
+
+# --------------------------------------------------------------------------- #
+# sweep resume: same cache, backbone AND split digest
+# --------------------------------------------------------------------------- #
+def test_resume_keeps_only_runs_of_this_cache_and_split(cache, tmp_path):
+    res = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0, 1])
+    path = tmp_path / "sw.partial.json"
+    E.save_partial(path, res.results, cache)
+    kept = E.resume_runs(path, cache)
+    assert [r.seed for r in kept] == [0, 1] and kept[0].to_json() == res.results[0].to_json()
+    part = json.loads(path.read_text())
+    part["results"][1]["split"] = "0" * 16  # a run made on another image set
+    msgs = []
+    kept = E.resume_runs(part, cache, log=msgs.append)
+    assert [r.seed for r in kept] == [0] and "split" in msgs[0]
+    assert E.resume_runs({**part, "backbone_sha256": "f" * 64}, cache) == []
+    assert E.resume_runs({**part, "cache": "/elsewhere.h5"}, cache) == []
+    assert E.resume_runs(tmp_path / "missing.json", cache) == []
+    # kept runs are not rerun
+    again = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0, 1], done=kept)
+    assert again.results[0] is kept[0] and again.results[1].to_json()["test"] == res.results[1].to_json()["test"]
+    assert not math.isnan(again.summary[0].metrics["accuracy"].mean)
