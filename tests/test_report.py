@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
+import shutil
 import json
 import re
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 
 pytest.importorskip("matplotlib")
@@ -72,8 +76,11 @@ def test_full_report(inputs, tmp_path):
                            "fig3_confusion_m_plain.png", "fig3_confusion_sweep_sweep.png", "fig4_roc.png",
                            "fig5_fraction_sweep.png", "fig6_lesions_m_mtl.png"])
     assert html.count(PNG) == len(pngs)
-    for p in out.glob("*.png"):
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for p in out.glob("*.png"):  # each figure is a real, non-blank picture, embedded byte for byte
+        with Image.open(p) as im:
+            assert im.width > 300 and im.height > 200
+            assert np.asarray(im.convert("L")).std() > 5
+        assert base64.b64encode(p.read_bytes()).decode() in html
     for doc in (html, md):
         for s in ("Table 1", "Table 2", "malignant accuracy (paper)", "recall % (paper)", "FAR % (paper)",
                   "MAR % (ours)", "precision % (paper)", "Dataset-size sensitivity", "Dice", "IoU",
@@ -188,3 +195,41 @@ def test_flags_fixture_is_real_evaluate_output(inputs):
     res = json.loads(inputs["flags"].read_text())
     assert set(res["flags"]) >= {"low_confidence", "mismatch", "unusual_input"}
     assert res["n"] > 0 and "any_flag" in res
+
+
+def test_sweep_table_clips_intervals_to_rates():
+    row = {"name": "model-7", "fraction": 1.0, "paper": {}, "train_seconds": {"mean": 1.0, "lo": 0.5, "hi": 1.5},
+           "dice": {"mean": None, "lo": None, "hi": None}}
+    for k in ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc"):
+        row[k] = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
+    row["accuracy"] = {"mean": 0.794, "lo": 0.55, "hi": 1.03}
+    row["malignant_far"] = {"mean": 0.02, "lo": -0.03, "hi": 0.07}
+    text = R.sweep_table([row])
+    assert "0.794 [0.55,1.00]" in text and "0.020 [0.00,0.07]" in text and "1.03" not in text
+
+
+def test_same_runs_in_two_sweeps_shown_once(inputs, tmp_path):
+    """A fraction study repeating the plain sweep's runs adds no duplicate Table 1 rows or Fig. 1-3 panels."""
+    again = tmp_path / "sweep_b.json"
+    shutil.copyfile(inputs["sweep"], again)
+    out = tmp_path / "rep"
+    r = _run(["--sweep", inputs["sweep"], "--sweep", again, "--out", out])
+    assert r.exit_code == 0, r.output
+    md = (out / "report.md").read_text()
+    table1 = md.split("**Table 1")[1].split("**Table 2")[0]
+    rows = [ln for ln in table1.splitlines() if ln.startswith("| model-")]
+    assert sorted(ln.split("|")[1].strip() for ln in rows) == ["model-7", "model-7pp"]
+    assert all("(= sweep_b)" in ln for ln in rows)
+    assert not (out / "fig3_confusion_sweep_sweep_b.png").exists()
+    assert (out / "fig3_confusion_sweep_sweep.png").exists()
+
+
+def test_selection_table_shows_scores_not_dicts():
+    from pathlib import Path
+
+    meta = {"selection": {"criterion": "c", "seed": 0, "ranking": [
+        {"name": "model-7", "config": {"lr": 1e-4, "batch": 32}, "oof_recall_at_far": 0.8, "oof_auc": 0.91,
+         "oof_accuracy": 0.77, "far_cap": 0.1, "seconds": 12.5}]}}
+    t = R.selection_table(R.ModelInput("x", Path("w/x"), meta))
+    assert t.header[0] == "config" and "OOF AUC" in t.header
+    assert not any("{" in str(c) for c in t.rows[0]) and "0.910" in t.rows[0]

@@ -52,11 +52,22 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
+# what the CLI adds to an error about a parameter: the command that makes the missing thing
+PARAM_HINTS = {
+    "cache": "a feature cache is made by `busi-lite extract --data DIR --out CACHE`",
+    "model": "a model is made by `busi-lite train` or `busi-lite select`",
+}
+
+
 def error_text(e: Exception) -> str:
-    """'what -> fix', with the CLI option when the error names a parameter."""
+    """'what -> fix', with the CLI option (and a hint) when the error names a parameter."""
     text = str(e)
-    opt = PARAM_OPTIONS.get(getattr(e, "param", None) or "")
-    return f"{opt}: {text}" if opt else text
+    param = getattr(e, "param", None) or ""
+    opt = PARAM_OPTIONS.get(param)
+    if not opt:
+        return text
+    hint = PARAM_HINTS.get(param)
+    return f"{opt}: {text}" + (f" ({hint})" if hint and "not found" in text else "")
 
 
 def _known_errors() -> tuple:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -153,7 +152,7 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
     Progress is saved to OUT.partial.json after every run, so an interrupted
     sweep resumes where it stopped.
     """
-    from ..experiments import sweep as run
+    from ..experiments import resume_runs, save_partial, sweep as run
     from ..features import FeatureCache
     from ..report.stats import sweep_table, write_sweep_csv
 
@@ -162,19 +161,16 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
         raise click.BadParameter("give at least one fraction", param_hint="--fractions")
     fc = FeatureCache(cache)
     partial = Path(f"{out}.partial.json")
-    done = []
-    if resume and partial.is_file():
-        old = json.loads(partial.read_text())
-        if old.get("backbone_sha256") == fc.backbone_sha256 and old.get("cache") == str(fc.path):
-            done = old["results"]
-            log(f"resuming: {len(done)} runs kept from {partial}")
+    done = resume_runs(partial, fc, log=log) if resume else []
+    if done:
+        log(f"resuming: {len(done)} runs kept from {partial}")
     wanted = {(c.name, f, s) for c in configs for f in fractions for s in range(seeds)}
-    kept = {(r["config"]["name"], r["fraction"], r["seed"]) for r in done} & wanted
+    kept = {(r.config.name, r.fraction, r.seed) for r in done} & wanted
     progress = Progress(len(wanted) - len(kept))
 
     def save(results):
         progress.tick()
-        dump({"results": results, "cache": str(fc.path), "backbone_sha256": fc.backbone_sha256}, partial)
+        save_partial(partial, results, fc)
 
     res = run(fc, configs, list(range(seeds)), fractions, log=lambda m: log(progress.prefix(m)), done=done,
               on_run=save)
