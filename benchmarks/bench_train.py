@@ -60,7 +60,7 @@ def _preload(cache, pooled=True):
 # ---------------------------------------------------------------- child tasks
 def child_one(cache_path, seeds, masks: bool) -> dict:
     from busi_lite import experiments as E
-    from busi_lite.head import fit
+    from busi_lite.heads import fit
 
     cache = E.FeatureCache(cache_path)
     load_s = _preload(cache)
