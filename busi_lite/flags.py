@@ -264,10 +264,10 @@ class FlagEvidence:
 
     @classmethod
     def from_json(cls, d, source: str = "flag evidence") -> "FlagEvidence":
-        """Parse ``busi-lite evaluate --json`` output; a mismatch raises BusiError naming ``source``."""
-        fix = "write it with `busi-lite evaluate --model NAME --cache CACHE --json > FILE` (this version)"
+        """Parse the JSON output of ``busi-lite evaluate``; a mismatch raises BusiError naming ``source``."""
+        fix = "write it again with this version's `busi-lite evaluate` (JSON output)"
         if not isinstance(d, dict) or "flags" not in d or "any_flag" not in d:
-            raise BusiError(f"{source}: not the JSON of `busi-lite evaluate --json` (no 'flags'/'any_flag')", fix)
+            raise BusiError(f"{source}: not the JSON output of `busi-lite evaluate` (no 'flags'/'any_flag')", fix)
         if d.get("schema", FLAG_EVIDENCE_SCHEMA) != FLAG_EVIDENCE_SCHEMA or \
                 d.get("version", FLAG_EVIDENCE_VERSION) != FLAG_EVIDENCE_VERSION:
             raise BusiError(f"{source}: schema {d.get('schema')} version {d.get('version')}, this busi-lite reads "

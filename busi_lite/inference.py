@@ -26,7 +26,6 @@ from .geometry import lesion_geometry
 from .overlay import OverlayWriter, render_overlay, verdict_line  # noqa: F401  (re-exported API)
 
 BATCH = 16
-MASK_RE_PART = "_mask"   # directory expansion skips *_mask*.png (BUSI lesion masks)
 
 
 @dataclass
@@ -66,7 +65,7 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
     """Files and folders -> (image paths, error predictions for unusable arguments).
 
     A folder expands to its image files (sorted, not recursive), skipping lesion
-    masks (``*_mask*``) and hidden files.
+    masks (:func:`busi_lite.data.is_mask_file`: ``x_mask.png``, ``x_mask_2.png``) and hidden files.
     """
     paths, errors = [], []
     for item in inputs:
@@ -74,7 +73,7 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
         try:
             if p.is_dir():
                 found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in D.IMAGE_EXTS
-                                and MASK_RE_PART not in f.stem and not f.name.startswith(".")),
+                                and not D.is_mask_file(f) and not f.name.startswith(".")),
                                key=lambda f: D._natural_key(f.name))
                 if not found:
                     errors.append(Prediction(str(p), False, f"{p}: folder holds no image files "

@@ -153,9 +153,9 @@ def test_flags_only(inputs, tmp_path):
 def test_matplotlib_missing_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(R.ReportError, match=r"busi-lite\[report\]"):
-        from busi_lite.report.figures import _pyplot
+        from busi_lite.report.figures import pyplot
 
-        _pyplot()
+        pyplot()
 
 
 def test_paper_name_and_figures():

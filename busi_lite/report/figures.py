@@ -15,7 +15,7 @@ from ..atomic import atomic_path
 from .inputs import ModelInput, ReportError
 DPI = 130
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot with the Agg backend, or a clear error when matplotlib is missing."""
     try:
         import matplotlib
@@ -36,7 +36,7 @@ def _ncols(n: int) -> int:
 
 def fig_curves(curves: list[dict], kind: str):
     """kind 'acc' (Fig. 1) or 'loss' (Fig. 2): one panel per configuration, train and test."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(curves)
     ncols = _ncols(n)
     nrows = math.ceil(n / ncols)
@@ -71,7 +71,7 @@ def fig_curves(curves: list[dict], kind: str):
 
 def fig_confusion(panels: list[tuple[str, list]], classes) -> object:
     """panels: (title, confusion [C,C] rows true / cols predicted)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(panels)
     ncols = _ncols(n)
     nrows = math.ceil(n / ncols)
@@ -105,7 +105,7 @@ def fig_confusion(panels: list[tuple[str, list]], classes) -> object:
 def fig_roc(models: list[ModelInput]):
     from .. import metrics as M
 
-    plt = _pyplot()
+    plt = pyplot()
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(6.4, 6.4 + 0.35 * 3 * len(models)), layout="constrained")
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
@@ -140,7 +140,7 @@ def fig_roc(models: list[ModelInput]):
 # ---------------------------------------------------------------- dataset size
 
 def fig_fractions(summary: list[dict]):
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted({r["name"] for r in summary})
     metrics = [("malignant_recall", "malignant recall"), ("malignant_far", "false alarm rate"),
                ("malignant_auc", "malignant AUC"), ("accuracy", "test accuracy")]
@@ -223,7 +223,7 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
 
 
 def fig_lesions(name: str, ex: list[dict]):
-    plt = _pyplot()
+    plt = pyplot()
     n = len(ex)
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(3, n, figsize=(2.3 * n + 0.9, 7.6), squeeze=False, layout="constrained")
@@ -258,7 +258,7 @@ def save(fig, out_dir: Path, name: str, caption: str):
     """Write ``fig`` as OUT_DIR/NAME (PNG, atomically), close it; -> tables.Figure with its bytes."""
     from .tables import Figure
 
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(out_dir) / name
     try:
         with atomic_path(path) as tmp:

@@ -88,7 +88,7 @@ def _read_json(path: Path, what: str, fix: str):
 def load_sweep_input(path) -> SweepInput:
     """Load OUT.json of ``busi-lite sweep``; rows lacking what the report needs fail here."""
     path = Path(path)
-    fix = "pass the OUT.json written by `busi-lite sweep --out OUT` (this version)"
+    fix = "give the OUT.json that `busi-lite sweep` wrote (with this version)"
     data = _read_json(path, "sweep result", fix)
     if not isinstance(data, dict) or "summary" not in data or "results" not in data:
         raise ReportError(f"{path}: not a sweep result (no 'summary'/'results')", fix)
@@ -115,6 +115,6 @@ def load_flags_input(path) -> list[FlagEvidence]:
     """Load ``busi-lite evaluate --json`` output (one object or a list of them)."""
     path = Path(path)
     data = _read_json(path, "flags evidence",
-                      "write it with `busi-lite evaluate --model NAME --cache CACHE --json > FILE`")
+                      "write it with `busi-lite evaluate` (JSON output) of this version")
     runs = data if isinstance(data, list) else [data]
     return [FlagEvidence.from_json(r, source=str(path)) for r in runs]

@@ -160,7 +160,7 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
     Returns {"html": path, "markdown": path, "figures": [paths]}. Raises ReportError
     for inputs that do not fit, before any file is written."""
     log = log or (lambda m: None)
-    FG._pyplot()  # fail early and clearly without matplotlib
+    FG.pyplot()  # fail early and clearly without matplotlib
     inputs = _load(inputs)
     out_dir = inputs.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,7 @@ import numpy as np
 
 from ..atomic import write_text
 
-try:  # public since the records refactor; the private name is the older spelling
-    from ..metrics import t_critical_95
-except ImportError:  # pragma: no cover - until metrics exposes it
-    from ..metrics import _t_critical_95 as t_critical_95
+from ..metrics import t_critical_95
 from .inputs import ModelInput, SweepInput
 
 TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
