@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from web_support import chromium_path, drive_page, running_server, synth_images, tiny_model
+from web_support import chromium_path, drive_page, held_out_images, running_server, synth_images, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES_SHOT = Path("/work/notes/web_screenshot.png")
-REAL_IMAGE = ("malignant", "malignant (1).png")
 
 
 def _need(ok: bool, msg: str):
@@ -42,10 +41,10 @@ def browser_ready():
 def _real_assets():
     data, bb = os.environ.get("BUSI_LITE_DATA", ""), os.environ.get("BUSI_LITE_BACKBONE", "")
     model = REPO / "weights" / "busi_lite_default"
-    img = Path(data).joinpath(*REAL_IMAGE) if data else None
-    if img and img.is_file() and bb and Path(bb).is_file() and model.with_suffix(".npz").is_file():
-        return model, Path(bb), img
-    return None
+    if not (data and Path(data).is_dir() and bb and Path(bb).is_file() and model.with_suffix(".npz").is_file()):
+        return None
+    img = held_out_images(model, Path(data))[0]
+    return (model, Path(bb), img) if img.is_file() else None
 
 
 @pytest.fixture(scope="module")

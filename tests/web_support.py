@@ -5,14 +5,16 @@
 * :func:`dicom_bytes` wraps an RGB/grey image in a minimal ultrasound DICOM (optional region,
   fake patient name) with pydicom.
 * :func:`running_server` runs uvicorn on a free 127.0.0.1 port in a thread.
-* :func:`drive_page` uploads files in headless Chromium (Playwright), waits for the verdict,
-  reads what the page shows, draws a box, takes a screenshot, returns timings.
+* :func:`browser_page`, :func:`upload`, :func:`read_card`, :func:`draw_box` drive headless
+  Chromium (Playwright); :func:`drive_page` combines them: upload, wait for the verdict, read
+  what the page shows, draw a box, take a screenshot, return the page's timings.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import socket
 import threading
@@ -47,6 +49,14 @@ def tiny_model(base: Path, backbone: Path) -> Path:
 def synth_images(base: Path) -> list[Path]:
     """The synthetic tree's images written by :func:`tiny_model`."""
     return [Path(p) for p in (base / "images.txt").read_text().splitlines()]
+
+
+def held_out_images(model: Path, data: Path) -> list[Path]:
+    """A saved model's held-out test images (paths from its card), malignant first."""
+    card = json.loads(model.with_name(model.name + ".json").read_text())
+    rel = card["test_predictions"]["path"]
+    order = sorted(range(len(rel)), key=lambda i: (not rel[i].startswith("malignant/"), i))
+    return [data / rel[i] for i in order]
 
 
 def dicom_bytes(rgb: np.ndarray, region=None, name: str = FAKE_NAME, grey: bool = True,
@@ -124,70 +134,93 @@ def chromium_path() -> str | None:
     return None
 
 
-def drive_page(url: str, files: list[Path], shots: list[Path], box_fraction=(0.3, 0.3, 0.6, 0.6),
-               repeats: int = 1, viewport=(1280, 800), full_page: bool = False) -> dict:
-    """Open the page, upload ``files`` ``repeats`` times (timing each), read the first card,
-    draw a lesion box on it, screenshot to every path in ``shots``.
-
-    Returns {"timings_ms": [...], "shown": {...first card...}, "box_note": str|None,
-             "console_errors": [...], "cards": int}.
-    """
+@contextlib.contextmanager
+def browser_page(url: str, viewport=(1280, 800)):
+    """Headless Chromium on ``url``/ with model info loaded; yields (page, console errors list)."""
     from playwright.sync_api import sync_playwright
 
-    exe = chromium_path()
     console = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: console.append(str(e)))
             page.goto(url + "/")
+            # predicates as functions: the page's CSP forbids eval'd strings
             page.wait_for_function("() => document.getElementById('model-info').textContent.startsWith('model')")
-            for r in range(repeats):
-                if r:
-                    page.click("#clear")
-                page.set_input_files("#file-input", [str(f) for f in files])
-                page.wait_for_function(f"() => window.busiTimings.length >= {r + 1}", timeout=30000)
-                page.wait_for_function(f"() => document.querySelectorAll('.card').length >= {len(files)}")
-            timings = page.evaluate("window.busiTimings.map(t => t.ms)")
-            page.wait_for_function("() => document.querySelector('#status').textContent.includes('result')")
-            card = page.locator(".card").first   # the newest upload is on top, its files in order
-            card.locator(".verdict").wait_for()
-            shown = {
-                "file": card.get_attribute("data-file"),
-                "verdict": card.locator(".verdict").inner_text(),
-                "alert": card.locator(".alert").inner_text(),
-                "proba": {el.get_attribute("data-class"): el.inner_text() for el in card.locator(".pct").all()},
-                "flags": [el.get_attribute("data-flag") for el in card.locator(".flags li[data-flag]").all()],
-                "flag_text": card.locator(".flags").inner_text(),
-                "meta": card.locator(".meta").inner_text(),
-                "has_legend": card.locator(".legend").count() > 0,
-            }
-            # draw a box by mouse on the first file's image
-            canvas = card.locator("canvas.image")
-            page.wait_for_function("() => document.querySelector('.card canvas.image').width > 10")
-            canvas.scroll_into_view_if_needed()
-            bb = canvas.bounding_box()
-            x0, y0 = bb["x"] + box_fraction[0] * bb["width"], bb["y"] + box_fraction[1] * bb["height"]
-            x1, y1 = bb["x"] + box_fraction[2] * bb["width"], bb["y"] + box_fraction[3] * bb["height"]
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
-            page.mouse.move(x1, y1, steps=4)
-            page.mouse.up()
-            page.wait_for_function("() => document.querySelector('#status').textContent.includes('predicted again')")
-            card = page.locator(".card").first
-            note = card.locator(".notes")
-            box_note = note.inner_text() if note.count() else None
-            box_meta = card.locator(".meta").inner_text()
-            page.evaluate("window.scrollTo(0, 0)")
-            for s in shots:
-                Path(s).parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(s), full_page=full_page)
-            csv = page.evaluate("window.busiCsv()")
-            n_cards = page.locator(".card").count()
+            yield page, console
         finally:
             browser.close()
-    return {"timings_ms": timings, "shown": shown, "box_note": box_note, "box_meta": box_meta,
+
+
+def upload(page, files, timeout_ms: float = 60000) -> float:
+    """Pick ``files`` in the page's file input; wait until all are shown.
+    Returns the page's own upload-to-verdict time (ms, performance.now)."""
+    done = int(page.evaluate("() => Number(document.body.dataset.done || 0)"))
+    n = int(page.evaluate("() => window.busiTimings.length"))
+    page.set_input_files("#file-input", [str(f) for f in files])
+    page.wait_for_function(f"() => Number(document.body.dataset.done || 0) > {done}", timeout=timeout_ms)
+    ms = page.evaluate(f"() => window.busiTimings.length > {n} ? window.busiTimings[{n}].ms : null")
+    if ms is None:
+        raise RuntimeError(f"no verdict timing after uploading {files}: "
+                           + page.locator("#status").inner_text())
+    return float(ms)
+
+
+def read_card(card) -> dict:
+    """What one result card shows."""
+    return {
+        "file": card.get_attribute("data-file"),
+        "verdict": card.locator(".verdict").inner_text(),
+        "alert": card.locator(".alert").inner_text(),
+        "proba": {el.get_attribute("data-class"): el.inner_text() for el in card.locator(".pct").all()},
+        "flags": [el.get_attribute("data-flag") for el in card.locator(".flags li[data-flag]").all()],
+        "flag_text": card.locator(".flags").inner_text(),
+        "meta": card.locator(".meta").inner_text(),
+        "has_legend": card.locator(".legend").count() > 0,
+    }
+
+
+def draw_box(page, card, box_fraction=(0.3, 0.3, 0.6, 0.6)) -> dict:
+    """Drag a box with the mouse on ``card``'s image; wait for the new result; return the card's notes/meta."""
+    canvas = card.locator("canvas.image")
+    page.wait_for_function("() => document.querySelector('.card canvas.image').width > 10")
+    canvas.scroll_into_view_if_needed()
+    bb = canvas.bounding_box()
+    x0, y0 = bb["x"] + box_fraction[0] * bb["width"], bb["y"] + box_fraction[1] * bb["height"]
+    x1, y1 = bb["x"] + box_fraction[2] * bb["width"], bb["y"] + box_fraction[3] * bb["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    page.wait_for_function("() => document.querySelector('#status').textContent.includes('predicted again')")
+    note = card.locator(".notes")
+    return {"note": note.inner_text() if note.count() else None, "meta": card.locator(".meta").inner_text()}
+
+
+def drive_page(url: str, files: list[Path], shots: list[Path], repeats: int = 1,
+               viewport=(1280, 800), full_page: bool = False) -> dict:
+    """Open the page, upload ``files`` ``repeats`` times (timing each), read the first card,
+    draw a lesion box on it, screenshot to every path in ``shots``.
+
+    Returns {"timings_ms", "shown" (first card), "box_note", "box_meta", "console_errors", "cards", "csv"}.
+    """
+    with browser_page(url, viewport) as (page, console):
+        timings = []
+        for r in range(repeats):
+            if r:
+                page.click("#clear")
+            timings.append(upload(page, files))
+        card = page.locator(".card").first   # the newest upload is on top, its files in order
+        shown = read_card(card)
+        box = draw_box(page, card)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        for s in shots:
+            Path(s).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(s), full_page=full_page)
+        csv = page.evaluate("() => window.busiCsv()")
+        n_cards = page.locator(".card").count()
+    return {"timings_ms": timings, "shown": shown, "box_note": box["note"], "box_meta": box["meta"],
             "console_errors": console, "cards": n_cards, "csv": csv}
