@@ -141,6 +141,15 @@ def test_bad_inputs(inputs, tmp_path):
     assert r.exit_code == 2 and "not a sweep result" in r.output
     r = _run(["--model", tmp_path / "nothing", "--out", tmp_path / "x"])
     assert r.exit_code == 2 and "not found" in r.output
+    # another schema version fails at load, naming the file, before any figure is drawn
+    sw = json.loads(inputs["sweep"].read_text())
+    bad.write_text(json.dumps(dict(sw, schema="sweep/99")))
+    r = _run(["--sweep", bad, "--out", tmp_path / "y"])
+    assert r.exit_code == 2 and "sweep/99" in r.output and str(bad) in r.output and not (tmp_path / "y").exists()
+    ev = json.loads(inputs["flags"].read_text())
+    bad.write_text(json.dumps(dict(ev, version=99)))
+    r = _run(["--flags-json", bad, "--out", tmp_path / "y"])
+    assert r.exit_code == 2 and "version 99" in r.output and not (tmp_path / "y").exists()
 
 
 def test_flags_only(inputs, tmp_path):
