@@ -47,3 +47,11 @@ def test_extract_command_and_clear_errors(busi_tree, tiny_backbone, tmp_path):
     r = CliRunner().invoke(main, ["extract", "--data", str(tmp_path / "nodata"), "--backbone", str(tiny_backbone),
                                   "--out", str(out)])
     assert r.exit_code == 2 and "BUSI_LITE_DATA" in r.output
+
+
+def test_info_command_reports_model_and_backbone(tmp_path):
+    r = CliRunner().invoke(main, ["info", "--json", "--model", str(tmp_path / "none")])
+    assert r.exit_code == 0, r.output
+    facts = json.loads(r.stdout, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert facts["busi_lite"] and "backbone" in facts and "model" in facts
+    assert str(tmp_path / "none") in json.dumps(facts["model"])  # the model we named, reported as not loading
