@@ -72,7 +72,7 @@ def test_page_in_headless_chromium(setup, tmp_path):
     expected = predictor.predict([image])[0].to_dict()
     app = create_app(predictor)
     shot = tmp_path / "web_screenshot.png"
-    shots = [shot] + ([NOTES_SHOT] if NOTES_SHOT.parent.is_dir() else [])
+    shots = [shot] + ([NOTES_SHOT] if kind == "real" and NOTES_SHOT.parent.is_dir() else [])
     with running_server(app) as url:
         out = drive_page(url, [image], shots, repeats=3)
 
@@ -107,3 +107,41 @@ def test_page_in_headless_chromium(setup, tmp_path):
     assert len(out["timings_ms"]) == 3
     assert min(out["timings_ms"]) < 5000, out["timings_ms"]
     print(f"\nupload-to-verdict ({kind} assets): {[round(t) for t in out['timings_ms']]} ms")
+
+
+def test_dicom_cine_and_a_wrong_file_in_the_page(setup, tmp_path):
+    """A 30-frame cine gives one card with a frame slider; a text file gives an error card."""
+    pytest.importorskip("pydicom")
+    pytest.importorskip("busi_lite.dicom")
+    from pydicom.data import get_testdata_file
+
+    from busi_lite.web.app import create_app
+    from web_support import browser_page, read_card, upload
+
+    predictor, _, _ = setup
+    src = get_testdata_file("examples_ybr_color.dcm")
+    if src is None:
+        pytest.skip("pydicom's examples_ybr_color.dcm is not installed")
+    cine = tmp_path / "cine.dcm"
+    cine.write_bytes(Path(src).read_bytes())
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not an image\n" * 20)
+    with running_server(create_app(predictor)) as url, browser_page(url) as (page, console):
+        ms = upload(page, [cine, txt], timeout_ms=120000)
+        cards = page.locator(".card")
+        assert cards.count() == 2
+        first = cards.nth(0)
+        slider = first.locator("input[type=range]")
+        assert slider.get_attribute("max") == "29"
+        slider.fill("5")                                   # move to frame index 5
+        shown = read_card(page.locator(".card").nth(0))
+        assert "(frame 5)" in first.locator("h3").inner_text()
+        assert "notes.txt: not an image or DICOM file" in cards.nth(1).inner_text()
+        rows = page.evaluate("() => window.busiCsv()").splitlines()
+        assert len(rows) == 1 + 30 + 1 and rows[6].startswith("cine.dcm,5,true,")
+        assert console == []
+    from busi_lite.dicom import read_frames
+
+    rec = predictor.predict_arrays([read_frames(cine, frame=5)[0].rgb], names=["cine.dcm"])[0]
+    assert shown["proba"] == {c: _pct(p) for c, p in rec.proba.items()}
+    print(f"\ncine (30 frames) + 1 wrong file, upload-to-verdict: {ms:.0f} ms")

@@ -330,3 +330,50 @@ def test_real_model_on_a_busi_image(real_data, real_backbone):
         assert rec[k] == cli[k]
     for k in cli["proba"]:
         assert rec["proba"][k] == pytest.approx(cli["proba"][k], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- serve()
+def test_serve_loads_once_prints_the_url_and_answers(world):
+    import subprocess
+    import sys
+    import urllib.request
+
+    pytest.importorskip("uvicorn")
+    from web_support import free_port
+
+    port = free_port()
+    code = ("from busi_lite.web.app import serve; "
+            f"serve(port={port}, model={str(world['model'])!r}, backbone={str(world['backbone'])!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "serving http" in line:
+                break
+        assert f"serving http://127.0.0.1:{port}/" in "".join(lines), "".join(lines)
+        assert "not a diagnosis" in "".join(lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=20) as r:
+            assert json.load(r)["model"]["name"] == "tiny-mtl"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_serve_validates_its_parameters_and_refuses_a_busy_port(world):
+    import socket
+
+    from busi_lite.errors import BusiError
+    from busi_lite.web.app import serve
+
+    with pytest.raises(ConfigError, match="port"):
+        serve(port=70000)
+    with pytest.raises(ConfigError, match="max_file_mb"):
+        serve(max_file_mb=-1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(BusiError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(port=port, model=world["model"], backbone=world["backbone"], echo=lambda m: None)

@@ -17,10 +17,12 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -38,7 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..atomic import write_bytes, write_text
-from ..errors import ConfigError
+from ..errors import BusiError, ConfigError
 from ..inference import Prediction, Predictor
 from . import openapi
 from .uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
@@ -305,13 +307,15 @@ def create_app(predictor, *, model_path: str | None = None, backbone_path: str |
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, save_dir=None,
-          max_file_mb: float = 20.0, max_request_mb: float = 100.0, echo=print) -> None:
-    """Load the model once, print the URL, serve until Ctrl-C."""
+          max_file_mb: float = 20.0, max_request_mb: float = 100.0, echo=None) -> None:
+    """Load the model once, bind ``host:port`` (0: any free port), print the URL, serve until Ctrl-C.
+    ``echo``: prints a line (default: print, flushed)."""
     import uvicorn
 
     from ..model import DEFAULT_MODEL, ENV_MODEL
 
-    if not isinstance(port, int) or not 0 <= port <= 65535:
+    echo = echo or functools.partial(print, flush=True)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"port must be an integer within 0..65535, got {port!r}", "pass e.g. port=8000",
                           param="port")
     _check_limits(max_file_mb, max_request_mb)
@@ -319,6 +323,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     model_path = str(model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
     app = create_app(predictor, model_path=model_path, save_dir=save_dir, max_file_mb=max_file_mb,
                      max_request_mb=max_request_mb)
+    sock = _listen(host, port)                # bound before the URL is printed: the URL answers
+    port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     echo(f"busi-lite: model {model_path}, backbone {predictor.backbone.path}")
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -327,4 +333,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
         echo(f"uploads and results are kept in {save_dir}")
     echo(f"serving http://{shown}:{port}/  (research tool, not a diagnosis; Ctrl-C stops)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False)).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise BusiError(f"cannot listen on {host}:{port} ({e.strerror or e})",
+                        "pick another port, or stop the program using it", param="port") from e
+    return sock
