@@ -18,9 +18,7 @@ Contract:
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -42,6 +40,7 @@ from .. import __version__
 from ..atomic import write_bytes, write_text
 from ..errors import BusiError, ConfigError
 from ..inference import Prediction, Predictor
+from ..jsonio import dumps, jsonable
 from . import openapi
 from .uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
 
@@ -60,19 +59,8 @@ SECURITY_HEADERS = [
 ]
 
 
-def _finite(x):
-    """JSON has no inf/NaN: non-finite floats become null."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def _json(content, status: int = 200) -> JSONResponse:
-    return JSONResponse(_finite(content), status_code=status)
+    return JSONResponse(jsonable(content), status_code=status)   # NaN/inf -> null
 
 
 def _error(status: int, what: str, fix: str | None = None, file: str | None = None, **more) -> JSONResponse:
@@ -114,9 +102,9 @@ def _model_name(model) -> str | None:
 class _Service:
     """The app's state: the predictor, its description, the limits; no globals."""
 
-    def __init__(self, predictor, model_path, backbone_path, save_dir, max_file_mb, max_request_mb):
+    def __init__(self, predictor, model_path, save_dir, max_file_mb, max_request_mb):
         self.predictor = predictor
-        self.model_path, self.backbone_path = model_path, backbone_path
+        self.model_path = model_path
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.max_file = int(max_file_mb * MB)
         self.max_request = int(max_request_mb * MB)
@@ -185,7 +173,7 @@ class _Service:
             dest = self.save_dir / f"{stamp}-{i}-{stem}"
             write_bytes(dest, blob)
             mine = [{k: v for k, v in r.items() if k != "preview"} for r in slots[i]]
-            write_text(dest.with_name(dest.name + ".json"), json.dumps(mine, indent=1))
+            write_text(dest.with_name(dest.name + ".json"), dumps(mine))
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -286,9 +274,10 @@ def _check_limits(max_file_mb, max_request_mb) -> None:
                           "make the request limit at least the file limit", param="max_request_mb")
 
 
-def create_app(predictor, *, model_path: str | None = None, backbone_path: str | None = None,
-               save_dir=None, max_file_mb: float = 20.0, max_request_mb: float = 100.0) -> Starlette:
-    """The ASGI app around an already loaded ``predictor`` (see module docstring)."""
+def create_app(predictor, *, model_path: str | None = None, save_dir=None, max_file_mb: float = 20.0,
+               max_request_mb: float = 100.0) -> Starlette:
+    """The ASGI app around an already loaded ``predictor`` (see module docstring).
+    model_path: shown by /api/info; save_dir: keep uploads and results there (default: keep nothing)."""
     _check_limits(max_file_mb, max_request_mb)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -300,8 +289,7 @@ def create_app(predictor, *, model_path: str | None = None, backbone_path: str |
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
-    app.state.service = _Service(predictor, model_path, backbone_path or str(predictor.backbone.path),
-                                 save_dir, max_file_mb, max_request_mb)
+    app.state.service = _Service(predictor, model_path, save_dir, max_file_mb, max_request_mb)
     app.add_middleware(_Headers)
     return app
 
@@ -330,7 +318,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo(f"warning: bound to {host}: other machines can reach this page; it has no login")
     if save_dir is not None:
-        echo(f"uploads and results are kept in {save_dir}")
+        echo(f"uploads (as sent, DICOM headers included) and their results are kept in {save_dir}")
     echo(f"serving http://{shown}:{port}/  (research tool, not a diagnosis; Ctrl-C stops)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False)).run(sockets=[sock])
