@@ -21,7 +21,7 @@ from busi_lite.inference import Predictor  # noqa: E402
 from busi_lite.web.app import NO_BOX_NOTE, STATIC_DIR, create_app  # noqa: E402
 from web_support import FAKE_NAME, dicom_bytes, synth_images, tiny_model  # noqa: E402
 
-TRACE_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
+TRACE_MARKERS = ("Traceback", 'File "', "site-packages", ".py\", line")
 
 
 @pytest.fixture(scope="module")
@@ -377,3 +377,25 @@ def test_serve_validates_its_parameters_and_refuses_a_busy_port(world):
         port = busy.getsockname()[1]
         with pytest.raises(BusiError, match=f"cannot listen on 127.0.0.1:{port}"):
             serve(port=port, model=world["model"], backbone=world["backbone"], echo=lambda m: None)
+
+
+def test_dicom_temp_copy_is_removed_even_when_broken(client, monkeypatch):
+    pytest.importorskip("pydicom")
+    pytest.importorskip("busi_lite.dicom")
+    import tempfile
+
+    from busi_lite.web import uploads
+
+    made = []
+    real = tempfile.mkstemp
+
+    def spy(*a, **k):
+        fd, path = real(*a, **k)
+        made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(uploads.tempfile, "mkstemp", spy)
+    blob = dicom_bytes(np.full((64, 80, 3), 90, np.uint8))
+    assert post(client, ("ok.dcm", blob)).status_code == 200
+    assert post(client, ("cut.dcm", blob[:-40])).status_code == 400
+    assert len(made) == 2 and not any(Path(p).exists() for p in made)

@@ -136,7 +136,8 @@ def chromium_path() -> str | None:
 
 @contextlib.contextmanager
 def browser_page(url: str, viewport=(1280, 800)):
-    """Headless Chromium on ``url``/ with model info loaded; yields (page, console errors list)."""
+    """Headless Chromium on ``url``/ with model info loaded; yields (page, console errors list).
+    Any request to another origin than ``url`` (a CDN, a font...) is recorded as a console error."""
     from playwright.sync_api import sync_playwright
 
     console = []
@@ -146,6 +147,8 @@ def browser_page(url: str, viewport=(1280, 800)):
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
             page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: console.append(str(e)))
+            page.on("request", lambda r: None if r.url.startswith((url + "/", "data:", "blob:"))
+                    else console.append(f"request to another origin: {r.url}"))
             page.goto(url + "/")
             # predicates as functions: the page's CSP forbids eval'd strings
             page.wait_for_function("() => document.getElementById('model-info').textContent.startsWith('model')")

@@ -8,8 +8,8 @@ Contract:
   ``POST /api/predict`` (multipart: ``files`` one or more, optional ``box=x0,y0,x1,y1``
   in original pixels, optional ``preview=1``) -> JSON list of ``predict --json`` records;
   ``GET /openapi.json``.
-* Safe by default: bound to 127.0.0.1; uploads are held in memory only (the multipart
-  parser never spools to disk) and never stored unless ``save_dir`` is given; limits per
+* Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
+  never spools to disk; DICOM see :mod:`.uploads`) and never stored unless ``save_dir`` is given; limits per
   file and per request answer 413; non-images 415, broken files 400, each a JSON
   ``{"error": "what -> fix", "file": name}``; any other failure is a JSON 500 without
   a traceback (the traceback goes to the server log only).

@@ -9,7 +9,9 @@ Contract:
   (415: not an image/DICOM, 400: broken or unsupported file) and a message naming the file.
 * Images are decoded exactly as ``busi_lite.data.read_rgb`` decodes files (same pixel
   limit, EXIF orientation, 16-bit scaling), so the web record equals ``predict --json``'s.
-* DICOM goes through ``busi_lite.dicom`` when that module (and pydicom) is installed.
+* DICOM goes through ``busi_lite.dicom`` when that module (and pydicom) is installed. Its
+  reader takes a path, so the bytes are written to a private (0600) temp file, in RAM on
+  /dev/shm where that exists, and removed as soon as the frames are decoded.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
     except ImportError as e:
         raise UploadError(f"{name}: DICOM file, but DICOM support is not installed ({e})",
                           'pip install "busi-lite[dicom]" and restart the server', 415, name) from e
-    # read_frames takes a path: a private temp file, removed as soon as it is read.
-    fd, tmp = tempfile.mkstemp(suffix=".dcm")
+    # read_frames takes a path: a private temp file (in RAM if possible), removed as soon as it is read.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    fd, tmp = tempfile.mkstemp(suffix=".dcm", prefix="busi-lite-", dir=shm)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
