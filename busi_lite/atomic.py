@@ -6,14 +6,18 @@ one ``os.replace``. On any failure (including disk full, Ctrl-C, SIGTERM) the
 temp file is removed and ``dest`` keeps its old bytes. Disk full and other
 OS errors become a one-line :class:`BusiError` naming the path.
 Temp files left by a killed process (kill -9) are removed by
-:func:`clean_stale` on the next write to the same folder.
+:func:`clean_stale` on the next write to the same destination.
+:func:`sigterm_as_exit` makes SIGTERM clean up like Ctrl-C for long writers.
 """
 
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import secrets
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,15 +40,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(dest) -> list[Path]:
-    """Remove ``.NAME.PID.*.tmp`` files beside ``dest`` whose writing process is gone."""
+def clean_stale(dest, only_dead: bool = True) -> list[Path]:
+    """Remove ``.NAME.PID.*.tmp`` files beside ``dest`` whose writing process is gone.
+
+    ``only_dead=False`` removes them whatever their PID: for callers holding a
+    lock that proves no one else writes ``dest`` (a PID may have been reused)."""
     dest = Path(dest)
     removed = []
     if not dest.parent.is_dir():
         return removed
-    for p in dest.parent.glob(f".{dest.name}.*{_TMP_SUFFIX}"):
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*{_TMP_SUFFIX}"):
         parts = p.name[len(dest.name) + 2:].split(".")
-        if len(parts) >= 2 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+        if len(parts) >= 2 and parts[0].isdigit() and (not only_dead or not _pid_alive(int(parts[0]))):
             try:
                 p.unlink()
                 removed.append(p)
@@ -87,6 +94,25 @@ def atomic_path(dest, doing: str = "writing"):
             pass
         except OSError:
             pass
+
+
+@contextmanager
+def sigterm_as_exit():
+    """Within the block, SIGTERM raises SystemExit(143) in the main thread, so
+    cleanup (``finally``, :func:`atomic_path`) runs as it does for Ctrl-C.
+    The previous handler is restored on exit; outside the main thread this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _fsync(path: Path) -> None:

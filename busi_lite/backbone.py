@@ -1,9 +1,9 @@
 """Backbone: Teachable-Machine preprocessing and the frozen ONNX MobileNetV2.
 
 Preprocessing (PREPROCESS_VERSION; the one place it is defined):
-  1. decode to RGB uint8 (data.read_rgb: EXIF orientation, 16-bit -> 8-bit,
+  1. decode to RGB uint8 (data.read_rgb: EXIF orientation, 12/16-bit -> 8-bit,
      alpha on black, palette/grayscale -> RGB);
-  2. centre-crop to a square of side min(H, W);
+  2. centre-crop to a square of side min(H, W) (center_crop, the one crop);
   3. resize to 224x224 with antialiasing (Pillow BILINEAR with a support
      scaled to the downsampling factor, i.e. antialiased);
   4. scale x / 127.5 - 1 to [-1, 1], float32, NHWC.
@@ -42,13 +42,18 @@ def center_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + s, top + s
 
 
+def center_crop(image: Image.Image, size: int = SIZE) -> Image.Image:
+    """The one centre crop: a PIL image (any mode) -> its centred square (side
+    min(H, W)) resized to ``size`` x ``size`` with antialiased bilinear (steps 2-3
+    above). Images, masks and report thumbnails all go through it, so they align."""
+    return image.resize((size, size), Image.Resampling.BILINEAR, box=center_box(*image.size))
+
+
 def preprocess(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 [H,W,3] -> float32 [224,224,3] in [-1, 1] (see module docstring)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected RGB uint8 [H,W,3], got {rgb.dtype} {rgb.shape}")
-    im = Image.fromarray(rgb)
-    im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=center_box(*im.size))
-    return np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    return np.asarray(center_crop(Image.fromarray(rgb)), dtype=np.float32) / 127.5 - 1.0
 
 
 def resolve_path(backbone=None) -> Path:

@@ -2,13 +2,25 @@
 
 Layout: ``<root>/<class>/<stem>.png`` with lesion masks ``<stem>_mask.png`` and
 extra masks ``<stem>_mask_1.png``, ``_mask_2.png`` ... (merged by union).
-Nothing here ever writes to the dataset.
+The one mask-file rule is :func:`is_mask_file` (case-insensitive: ``x_Mask.png``
+is a mask too); every module that needs it calls it.
+
+Contracts:
+- Nothing here ever writes to the dataset.
+- Any subset of the class folders may be present (BUS-BRA has no ``normal``);
+  ``Dataset.classes`` lists the present ones and labels index into it. A missing
+  or empty class folder is a note, fatal only for classes the caller requires.
+- Only regular files are read (a FIFO named ``x.png`` never blocks); every bad
+  file (dangling symlink, symlink loop, unreadable, corrupt, decompression bomb)
+  is a named per-file :class:`Problem` and the rest is processed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,18 +28,81 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import CLASSES
+from .errors import BusiError
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
-_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
+_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$", re.IGNORECASE)
 
 
-class DatasetError(Exception):
+class DatasetError(BusiError):
     """The dataset cannot be used at all (e.g. missing folder); the message says what to do."""
 
 
-class ImageError(Exception):
-    """One image file cannot be used; the message names the file and what to do."""
+class ImageError(BusiError):
+    """One image file cannot be used; ``what`` names the file, ``fix`` says what to do."""
+
+
+def mask_of(path) -> tuple[str, int] | None:
+    """(image stem, mask number) if ``path`` names a lesion mask file, else None.
+
+    The one mask-file rule: the stem ends in ``_mask`` or ``_mask_<k>``,
+    case-insensitive (``x_mask.png`` -> ("x", 0), ``x_Mask_2.png`` -> ("x", 2)).
+    """
+    m = _MASK_RE.match(Path(path).stem)
+    return (m["stem"], int(m["k"] or 0)) if m else None
+
+
+def is_mask_file(path) -> bool:
+    """True when ``path`` is a lesion mask by the one mask-file rule (see :func:`mask_of`)."""
+    return mask_of(path) is not None
+
+
+def open_regular(path):
+    """Open ``path`` for binary reading, only if it is a regular file (symlinks followed).
+
+    Never blocks on a FIFO or device (opened non-blocking, then checked with
+    fstat). Raises ImageError naming the file on a dangling symlink, a symlink
+    loop, a missing or unreadable file, or anything that is not a regular file.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ImageError(f"{path}: cannot be opened ({_os_reason(path, e)})",
+                         "fix or remove the file (check the link target and permissions)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{path}: not a regular file ({_kind(st.st_mode)})",
+                             "remove it or replace it with the image file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _os_reason(path: Path, e: OSError) -> str:
+    import errno
+
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENOENT and path.is_symlink():
+        return "dangling symlink"
+    return e.strerror or str(e)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -55,9 +130,10 @@ class Problem:
 @dataclass
 class Dataset:
     root: Path
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]          # the classes present, in the order asked; labels index into it
     samples: list[Sample]
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # facts worth saying that are not problems
 
     @property
     def labels(self) -> np.ndarray:
@@ -72,57 +148,151 @@ class Dataset:
         if bad:
             lines = "\n  ".join(str(p) for p in bad[:20])
             more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-            raise DatasetError(f"{len(bad)} problem(s) in {self.root}:\n  {lines}{more}")
+            raise DatasetError(f"{len(bad)} problem(s) in {self.root}:\n  {lines}{more}",
+                               "fix them (each line says how), then run again")
 
 
 def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def discover(root, classes=CLASSES) -> Dataset:
+_EXT_PREFERENCE = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # lossless first
+
+
+def discover(root, classes=CLASSES, require=()) -> Dataset:
     """List images and masks under ``root`` without decoding them.
 
-    Problems (mask without image, non-image file, empty or missing class folder)
-    are collected on the returned Dataset; the bad file is left out.
+    ``classes``: the class folder names to look for, in label order.
+    ``require``: class names that must be present with images (``True``: all of
+    ``classes``); a missing or empty required class folder is a fatal problem,
+    any other one only a note. ``Dataset.classes`` lists the classes found.
+    No class found at all is fatal; the fix names the right folder when the
+    class folders are one level below or above ``root``.
+    Per-file problems (mask without image, non-image or non-regular file,
+    dangling symlink, two images with one name stem, a folder that is not a
+    class folder) are collected on the returned Dataset; the bad file is left out.
     """
     root = Path(root)
+    classes = tuple(classes)
+    required = set(classes) if require is True else set(require or ())
+    unknown = required - set(classes)
+    if unknown:
+        raise DatasetError(f"required class(es) {sorted(unknown)} are not among the classes {list(classes)}",
+                           "require only classes that are looked for", param="require")
     if not root.is_dir():
-        raise DatasetError(
-            f"{root}: dataset folder not found -> pass --data DIR or set BUSI_LITE_DATA "
-            f"to the BUSI folder that holds {'/'.join(classes)}/")
-    samples, problems = [], []
-    for label, cls in enumerate(classes):
+        raise DatasetError(f"{root}: dataset folder not found",
+                           f"give the folder that holds the class folders {', '.join(c + '/' for c in classes)}"
+                           + _suggest(root, classes))
+    samples, problems, notes, present = [], [], [], []
+    for entry in sorted(root.iterdir(), key=lambda p: _natural_key(p.name)):
+        if entry.name.startswith(".") or entry.name in classes or not entry.is_dir():
+            continue
+        near = [c for c in classes if c.lower() == entry.name.lower()]
+        problems.append(Problem(f"{entry.name}/", "folder is not a class folder (ignored)",
+                                f"rename it to {near[0]}/" if near else
+                                f"move its images into one of {', '.join(c + '/' for c in classes)}, "
+                                "or name it among the classes"))
+    for cls in classes:
         folder = root / cls
         if not folder.is_dir():
-            problems.append(Problem(f"{cls}/", "class folder missing",
-                                    f"create {folder} with the {cls} images, or pass --classes", True))
+            _absent(cls, f"{cls}/", "class folder missing", f"create {folder} with the {cls} images",
+                    cls in required, problems, notes)
             continue
-        images, masks = {}, {}
-        for f in sorted(folder.iterdir(), key=lambda p: _natural_key(p.name)):
-            rel = f"{cls}/{f.name}"
-            if f.name.startswith(".") or f.is_dir():
-                continue
-            if f.suffix.lower() not in IMAGE_EXTS:
-                problems.append(Problem(rel, "not an image file (ignored)",
-                                        "remove it or move it out of the dataset folder"))
-                continue
-            m = _MASK_RE.match(f.stem)
-            if m:
-                masks.setdefault(m["stem"], []).append((int(m["k"] or 0), rel))
-            else:
-                images[f.stem] = rel
-        for stem, rels in masks.items():
+        images, masks = _scan_class(root, cls, problems)
+        for stem, found in masks.items():
             if stem not in images:
-                for _, rel in rels:
+                for _, rel in found:
                     problems.append(Problem(rel, "mask without image (ignored)",
                                             f"add the image '{stem}' or remove the mask"))
         if not images:
-            problems.append(Problem(f"{cls}/", "class folder holds no images",
-                                    f"put the {cls} images into {folder}", True))
+            _absent(cls, f"{cls}/", "class folder holds no images", f"put the {cls} images into {folder}",
+                    cls in required, problems, notes)
+            continue
+        label = len(present)
+        present.append(cls)
         for stem, rel in images.items():
             mp = tuple(r for _, r in sorted(masks.get(stem, [])))
             samples.append(Sample(rel, label, mp))
-    return Dataset(root, tuple(classes), samples, problems)
+    if not present:
+        problems.append(Problem(f"{root}/", f"no class folder with images ({', '.join(c + '/' for c in classes)})",
+                                "give the dataset folder that holds them" + _suggest(root, classes), True))
+    return Dataset(root, tuple(present), samples, problems, notes)
+
+
+def _absent(cls, path, what, fix, required, problems, notes):
+    if required:
+        problems.append(Problem(path, what, fix, True))
+    else:
+        notes.append(f"{path}: {what}; the dataset has no {cls} class")
+
+
+def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
+    """One class folder -> (images {stem: rel}, masks {stem: [(k, rel)]}); bad entries -> problems."""
+    images, masks = {}, {}
+    entries = sorted((root / cls).iterdir(), key=lambda p: _natural_key(p.name))
+    # among files sharing a stem, the preferred extension wins (x.png over x.jpg)
+    entries.sort(key=lambda p: (p.suffix.lower() not in _EXT_PREFERENCE,
+                                _EXT_PREFERENCE.index(p.suffix.lower()) if p.suffix.lower() in _EXT_PREFERENCE else 0))
+    for f in entries:
+        rel = f"{cls}/{f.name}"
+        if f.name.startswith("."):
+            continue
+        try:
+            mode = f.stat().st_mode  # follows symlinks
+        except OSError as e:
+            problems.append(Problem(rel, f"cannot be read ({_os_reason(f, e)}; ignored)",
+                                    "fix the link or remove it"))
+            continue
+        if stat.S_ISDIR(mode):
+            problems.append(Problem(rel + "/", "folder inside a class folder is not searched (ignored)",
+                                    f"move its images up into {cls}/ or out of the dataset"))
+            continue
+        if f.suffix.lower() not in IMAGE_EXTS:
+            problems.append(Problem(rel, "not an image file (ignored)",
+                                    "remove it or move it out of the dataset folder"))
+            continue
+        if not stat.S_ISREG(mode):
+            problems.append(Problem(rel, f"not a regular file ({_kind(mode)}; ignored)",
+                                    "remove it or replace it with the image file"))
+            continue
+        m = mask_of(f)
+        if m:
+            stem, k = m
+            if any(k == k2 for k2, _ in masks.get(stem, [])):
+                other = next(r for k2, r in masks[stem] if k2 == k)
+                problems.append(Problem(rel, f"another mask file for the same image is used ({other}; ignored)",
+                                        "remove one of them"))
+                continue
+            masks.setdefault(stem, []).append((k, rel))
+        elif f.stem in images:
+            problems.append(Problem(rel, f"another image with the same name is used ({images[f.stem]}; ignored)",
+                                    "rename or remove one of them"))
+        else:
+            images[f.stem] = rel
+    images = dict(sorted(images.items(), key=lambda kv: _natural_key(kv[1].split("/", 1)[1])))
+    return images, masks
+
+
+def _suggest(root: Path, classes) -> str:
+    """' -> found class folders in X -> use that folder' when X is one level below or above root."""
+    def has_classes(d: Path) -> bool:
+        try:
+            return any((d / c).is_dir() for c in classes)
+        except OSError:
+            return False
+
+    cands = []
+    try:
+        if root.is_dir():
+            cands = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                     and has_classes(d)]
+    except OSError:
+        pass
+    if not cands and has_classes(root.resolve().parent):
+        cands = [root.resolve().parent]
+    if not cands:
+        return ""
+    return f" (found class folders in {', '.join(str(c) for c in cands[:3])}: use that folder)"
 
 
 # ---------------------------------------------------------------- reading
@@ -130,31 +300,42 @@ def discover(root, classes=CLASSES) -> Dataset:
 def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode any supported image to RGB uint8 [H,W,3], EXIF orientation applied.
 
-    16-bit images are scaled to 8 bits (x/257), alpha is composited on black,
-    palette/grayscale/CMYK converted. Raises ImageError naming the file.
+    Alpha is composited on black, palette/grayscale/CMYK converted. 16-bit
+    grey is scaled by its bit depth, judged from its maximum: a maximum
+    <= 4095 is 12-bit data (x * 255 / 4095), otherwise 16-bit (x * 255 / 65535,
+    i.e. x / 257). Only regular files are read; images over ``max_pixels`` are
+    refused before decoding. Raises ImageError naming the file.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
-                                 "(possible decompression bomb) -> downscale the image first")
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: cannot be read as an image ({e}) -> "
-                         "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from e
+    with open_regular(path) as fh:
+        try:
+            with Image.open(fh) as im:
+                _check_pixels(path, im, max_pixels)
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError) as e:
+            raise ImageError(f"{path}: cannot be read as an image ({e})",
+                             "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
+
+
+def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
+                         "(possible decompression bomb)", "downscale the image first")
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(im).astype(np.float64)
-        if im.mode == "I" and a.max() > 65535:
-            a = a * (65535.0 / a.max())
-        g = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+        top = float(a.max()) if a.size else 0.0
+        if top > 65535:                    # 32-bit integer image: stretch its range
+            a = a * (65535.0 / top)
+        scale = 4095.0 if top <= 4095 else 65535.0   # 12-bit data in a 16-bit container
+        g = np.clip(np.round(a * (255.0 / scale)), 0, 255).astype(np.uint8)
         return np.repeat(g[..., None], 3, axis=2)
     if im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
@@ -183,26 +364,33 @@ def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
         a = _read_gray(path)
         if (a.shape[1], a.shape[0]) != tuple(size):
             raise ImageError(f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
-                             f"{size[0]}x{size[1]} -> re-export the mask at the image's size")
+                             f"{size[0]}x{size[1]}", "re-export the mask at the image's size")
         counts = np.bincount(a.ravel(), minlength=256)
         odd = np.nonzero(counts[2:255])[0] + 2
         if len(odd):
-            raise ImageError(f"{path}: mask is not binary (has values {odd[:5].tolist()}) -> "
+            raise ImageError(f"{path}: mask is not binary (has values {odd[:5].tolist()})",
                              "save it with black (0) background and white (255) lesion only")
         out |= a > 0
     return out
 
 
-def _read_gray(path) -> np.ndarray:
-    """Mask file -> uint8 [H,W] (max over colour channels; alpha ignored)."""
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("1", "L", "P"):
-                return np.asarray(im.convert("L"))
-            return np.asarray(im.convert("RGB")).max(axis=2)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageError(f"{path}: mask cannot be read ({e}) -> re-export it as a PNG") from e
+def _read_gray(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Mask file -> uint8 [H,W] (max over colour channels; alpha ignored).
+
+    Same guards as :func:`read_rgb`: regular files only, a pixel limit."""
+    with open_regular(path) as fh:
+        try:
+            with Image.open(fh) as im:
+                _check_pixels(path, im, max_pixels)
+                im = ImageOps.exif_transpose(im)
+                if im.mode in ("1", "L", "P"):
+                    return np.asarray(im.convert("L"))
+                return np.asarray(im.convert("RGB")).max(axis=2)
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                Image.DecompressionBombError) as e:
+            raise ImageError(f"{path}: mask cannot be read ({e})", "re-export it as a PNG") from None
 
 
 def content_sha256(rgb: np.ndarray) -> str:
@@ -326,10 +514,20 @@ def split(labels, groups, paths, seed: int, test_fraction: float = 0.15,
     return Split(train, np.array(sorted(test_set), dtype=np.int64), excluded, seed)
 
 
+def file_problem(rel: str, e: Exception) -> Problem:
+    """A per-file failure (ImageError or an unexpected OS/decoder error) -> a named Problem."""
+    if isinstance(e, ImageError):
+        what = e.what.split(": ", 1)[1] if ": " in e.what else e.what
+        return Problem(rel, what, e.fix or "replace or remove the file")
+    kind = "out of memory" if isinstance(e, MemoryError) else type(e).__name__
+    return Problem(rel, f"cannot be read ({kind}: {str(e)[:200]})", "replace or remove the file")
+
+
 def inspect(ds: Dataset, workers: int = 2) -> dict:
     """Decode every image and mask of ``ds``: sizes, problems, duplicate groups.
 
-    Bad files become Problems (and are left out); returns a JSON-able inventory.
+    Bad files become Problems (and are left out; one bad file never stops the
+    rest); returns a JSON-able inventory.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -344,9 +542,8 @@ def inspect(ds: Dataset, workers: int = 2) -> dict:
             try:
                 rows.append(fut.result())
                 ok.append(s)
-            except ImageError as e:
-                what, _, fix = str(e).split(": ", 1)[-1].partition(" -> ")
-                problems.append(Problem(s.path, what, fix or "replace or remove the file"))
+            except (ImageError, OSError, ValueError, MemoryError) as e:
+                problems.append(file_problem(s.path, e))
     labels = np.array([s.label for s in ok], dtype=np.int64)
     groups = duplicate_groups([r[3] for r in rows], [r[4] for r in rows]) if rows else np.zeros(0, int)
     paths = [s.path for s in ok]
@@ -357,6 +554,8 @@ def inspect(ds: Dataset, workers: int = 2) -> dict:
     h = np.array([r[1] for r in rows]) if rows else np.zeros(1)
     return {
         "root": str(ds.root),
+        "classes": list(ds.classes),
+        "notes": list(ds.notes),
         "counts": {c: int((labels == i).sum()) for i, c in enumerate(ds.classes)},
         "with_lesion_mask": {c: int(sum(r[2] for r, s in zip(rows, ok) if s.label == i))
                              for i, c in enumerate(ds.classes)},

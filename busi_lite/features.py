@@ -9,15 +9,23 @@ Layout (N rows, one per image, in discovery order):
   /mask224          [N,224,224]  bool      the lesion mask of the raw view's 224x224 crop
   attrs: backbone_sha256, preprocess_version, package_version, views, classes, dataset_root
 
-Writes go to a temporary file next to the cache, renamed over it only when
-complete, under an exclusive lock: an interrupted or concurrent run never
-damages the previous cache.
+Writes go to a temporary file next to the cache (atomic.atomic_path), renamed
+over it only when complete, under an exclusive lock: an interrupted (Ctrl-C,
+SIGTERM) or concurrent run never damages the previous cache; disk full is one
+BusiError naming the path; temp files of killed runs are removed by the next
+run. One bad image or mask file is a named problem, the rest is extracted.
+
+Readers (:class:`FeatureCache`) hold ONE open handle for their lifetime, so a
+cache replaced while it is read (another extract finishing) is never mixed
+into what they return. A damaged file gives a CacheError saying to rebuild.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import io
 import os
 import sys
 import time
@@ -32,7 +40,9 @@ from PIL import Image
 
 from . import CLASSES, __version__
 from . import data as D
-from .backbone import GRID, PREPROCESS_VERSION, SIZE, Backbone, center_box, preprocess
+from .atomic import atomic_path, clean_stale, os_error, sigterm_as_exit
+from .backbone import GRID, PREPROCESS_VERSION, SIZE, Backbone, center_crop, preprocess
+from .errors import BusiError
 from .views import VIEWS, make_views
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
@@ -40,24 +50,34 @@ ENV_CACHE = "BUSI_LITE_CACHE"
 BATCH = 32
 
 
-class CacheError(Exception):
-    """The cache cannot be used as asked; the message says what to do."""
+REBUILD = "rebuild the cache (extract with force)"
+
+
+class CacheError(BusiError):
+    """The cache cannot be used as asked; ``fix`` says what to do."""
 
 
 def source_sha256(root: Path, sample: D.Sample) -> str:
-    """Hash of the image file's and its masks' bytes: changes when any of them changes."""
+    """Hash of the image file's and its masks' bytes: changes when any of them changes.
+
+    Only regular files are read (data.open_regular); raises ImageError naming the file."""
     h = hashlib.sha256()
     for rel in (sample.path,) + sample.mask_paths:
         h.update(rel.encode() + b"\0")
-        h.update((root / rel).read_bytes())
+        with D.open_regular(root / rel) as fh:
+            try:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            except OSError as e:
+                raise D.ImageError(f"{root / rel}: cannot be read ({e.strerror or e})",
+                                   "fix or remove the file") from None
     return h.hexdigest()
 
 
 def grid_fraction(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mask bool [H,W] -> (lesion fraction per 7x7 cell [7,7], mask at 224x224 [224,224] bool),
     both of the same centre crop the backbone sees."""
-    im = Image.fromarray(mask.astype(np.uint8) * 255)
-    m224 = np.asarray(im.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=center_box(*im.size))) >= 128
+    m224 = np.asarray(center_crop(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
     cell = SIZE // GRID
     frac = m224.reshape(GRID, cell, GRID, cell).mean(axis=(1, 3))
     return frac.astype(np.float32), m224
@@ -93,13 +113,84 @@ def _prepare(root: Path, sample: D.Sample, index: int, views) -> _Item:
 @contextmanager
 def _lock(out: Path):
     lock_path = out.with_name(out.name + ".lock")
-    with open(lock_path, "w") as f:
+    try:
+        f = open(lock_path, "w")
+    except OSError as e:
+        raise os_error(lock_path, e, "creating the lock file") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CacheError(f"{out}: another busi-lite extract is writing this cache -> "
-                             "wait for it to finish, or use another --out") from None
+            raise CacheError(f"{out}: another busi-lite extract is writing this cache",
+                             "wait for it to finish, or write to another cache file", param="out") from None
         yield
+
+
+class _Sink(io.RawIOBase):
+    """The temp file h5py writes through (its 'fileobj' driver).
+
+    The first OS error of a write (disk full) is kept in ``error`` and every
+    later write is dropped, so HDF5 itself never sees a failed write: it can
+    still close the file cleanly (after a failed native write h5py crashes the
+    interpreter at exit). The writer checks ``error`` after each batch.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._f = open(path, "w+b", buffering=0)
+        self.error: OSError | None = None
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=0):
+        return self._f.seek(pos, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def readinto(self, b):
+        return self._f.readinto(b)
+
+    def write(self, b):
+        n = len(memoryview(b).cast("B"))
+        if self.error is None:
+            try:
+                view, done = memoryview(b).cast("B"), 0
+                while done < n:  # a raw write may be short when the disk fills up
+                    k = self._f.write(view[done:])
+                    if not k:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += k
+            except OSError as e:
+                self.error = e
+        return n
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self._f.truncate(size)
+            except OSError as e:
+                self.error = e
+        return size
+
+    def flush(self):
+        pass  # unbuffered; atomic_path fsyncs the finished file
+
+    def close(self):
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
 
 
 def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
@@ -117,20 +208,23 @@ def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
         elif sorted(a.get("views", "").split(",")) != sorted(("raw",) + tuple(views)):
             reason = f"it holds views {a.get('views')!r}"
     except (OSError, KeyError) as e:
-        raise CacheError(f"{out}: existing cache is unreadable ({e}) -> pass --force to rebuild it") from e
+        raise CacheError(f"{out}: existing cache is unreadable ({e})", REBUILD, param="force") from None
     if reason:
         old.close()
-        raise CacheError(f"{out}: {reason}, not what this run would write; mixing is refused -> "
-                         "pass --force to rebuild it, or choose another --out")
+        raise CacheError(f"{out}: {reason}, not what this run would write; mixing is refused",
+                         f"{REBUILD}, or write to another cache file", param="force")
     return old
 
 
 def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=False, strict=False,
-            classes=CLASSES, batch_size=BATCH, log=None, progress=True) -> dict:
+            classes=CLASSES, batch_size=BATCH, log=None, progress=True, require=()) -> dict:
     """Extract features of every valid image (and its mask views) into ``out``.
 
     Incremental: rows whose image and mask bytes are unchanged are copied from
-    the existing cache. Returns a summary dict (counts, timings, problems).
+    the existing cache. ``classes``/``require`` as in data.discover: the cache
+    records the classes found (attr ``classes``). Bad files are skipped and
+    listed (``strict``: the first one aborts). Returns a summary dict (counts,
+    timings, problems, notes).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
@@ -138,30 +232,36 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=Fals
     for v in views:
         if v not in VIEWS:
             raise ValueError(f"unknown view {v!r}; choose from {', '.join(VIEWS)}")
-    ds = D.discover(data_root, classes)
+    ds = D.discover(data_root, classes, require)
     ds.check(strict)
+    for n in ds.notes:
+        log(f"note: {n}")
     for p in ds.problems:
         log(f"warning: {p}")
     bb = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(out.parent, e, "creating the folder") from None
     root = Path(data_root)
-    with _lock(out):
+    with sigterm_as_exit(), _lock(out):
+        # under the lock no other extract writes this cache: every temp of it is an orphan
+        for p in clean_stale(out, only_dead=False):
+            log(f"note: removed {p.name}, left by an interrupted run")
         old = _open_old(out, bb, views, force, log)
-        small = _read_small(old) if old is not None else {}
-        old_rows = {(p, s): i for i, (p, s) in enumerate(zip(small.get("index/path", []),
-                                                             small.get("index/source_sha256", [])))}
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            summary = _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress)
-            os.replace(tmp, out)
+            small = _read_small(old) if old is not None else {}
+            old_rows = {(p, s): i for i, (p, s) in enumerate(zip(small.get("index/path", []),
+                                                                 small.get("index/source_sha256", [])))}
+            with atomic_path(out, "writing the feature cache") as tmp:
+                summary = _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log,
+                                 progress)
         finally:
             if old is not None:
                 old.close()
-            if tmp.exists():
-                tmp.unlink()
-    summary.update(seconds=time.perf_counter() - t0, cache=str(out),
-                   problems=[str(p) for p in ds.problems] + summary["problems"])
+    summary.update(seconds=time.perf_counter() - t0, cache=str(out), classes=list(ds.classes),
+                   notes=list(ds.notes), problems=[str(p) for p in ds.problems] + summary["problems"])
     return summary
 
 
@@ -169,7 +269,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
-    with h5py.File(tmp, "w") as f:
+    with _Sink(tmp) as sink, h5py.File(sink, "w") as f:
         f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name,
                        preprocess_version=PREPROCESS_VERSION, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
@@ -183,8 +283,17 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                                 chunks=(1, SIZE, SIZE), compression="lzf")
         index = {k: [] for k in ("path", "label", "source_sha256", "content_sha256", "phash",
                                  "has_mask", "width", "height")}
-        sources = [source_sha256(root, s) for s in ds.samples]
-        todo = {i for i in range(n) if (ds.samples[i].path, sources[i]) not in old_rows}
+        sources = []
+        for s in ds.samples:
+            try:
+                sources.append(source_sha256(root, s))
+            except D.ImageError as e:
+                if strict:
+                    raise
+                sources.append(None)  # unreadable: skipped like an image that fails to decode
+                problems.append(str(e))
+                log(f"warning: skipped {e}")
+        todo = {i for i in range(n) if sources[i] is not None and (ds.samples[i].path, sources[i]) not in old_rows}
         bar = _progress(len(todo), progress)
 
         def append(rows: dict):
@@ -202,6 +311,8 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
             for rec in rows["index"]:
                 for key in index:
                     index[key].append(rec[key])
+            f.flush()
+            sink.check()  # disk full: stop now (atomic_path turns it into one BusiError)
 
         batches = [list(range(p, min(p + batch_size, n))) for p in range(0, n, batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1))) as pool:
@@ -215,17 +326,18 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                 for i, fut in futures.items():
                     try:
                         items[i] = fut.result()
-                    except D.ImageError as e:
+                    except (D.ImageError, OSError, ValueError, MemoryError) as e:
                         if strict:
                             raise
-                        problems.append(str(e))
-                        log(f"warning: skipped {e}")
+                        p = str(D.file_problem(ds.samples[i].path, e)) if not isinstance(e, D.ImageError) else str(e)
+                        problems.append(p)
+                        log(f"warning: skipped {p}")
                 feats = _run_backbone(bb, items, all_views)
                 rows = _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views)
                 if rows["index"]:
                     append(rows)
                 new_count += len(items)
-                reused += sum(1 for i in batch if i not in futures)
+                reused += sum(1 for i in batch if i not in futures and sources[i] is not None)
                 if bar:
                     bar.update(len(futures))
         if bar:
@@ -242,6 +354,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
         f.create_dataset("index/group", data=groups)
         f.create_dataset("index/width", data=np.array(index["width"], dtype=np.int32))
         f.create_dataset("index/height", data=np.array(index["height"], dtype=np.int32))
+    sink.check()
     return dict(images=len(index["path"]), extracted=new_count, reused=reused,
                 counts={c: int((labels == k).sum()) for k, c in enumerate(ds.classes)},
                 problems=problems)
@@ -283,11 +396,11 @@ def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views) 
         elif (s.path, sources[i]) in old_rows:
             j = old_rows[(s.path, sources[i])]
             for v in all_views:
-                rows["feat"][v].append(old[f"features/{v}"][j].astype(np.float32))
+                rows["feat"][v].append(_read_old(old, f"features/{v}", j).astype(np.float32))
                 rows["pooled"][v].append(small[f"pooled/{v}"][j])  # as stored: reuse is exact
                 rows["grid"][v].append(small[f"grid/{v}"][j])
                 rows["valid"][v].append(bool(small[f"valid/{v}"][j]))
-            rows["mask224"].append(old["mask224"][j])
+            rows["mask224"].append(_read_old(old, "mask224", j))
             rec = {k: small[f"index/{k}"][j] for k in ("phash", "width", "height", "has_mask", "content_sha256")}
         else:
             continue  # failed to decode: skipped
@@ -300,13 +413,25 @@ def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views) 
     return rows
 
 
+def _read_old(old: h5py.File, name: str, row: int) -> np.ndarray:
+    """One row of the old cache; a damaged chunk -> CacheError (not an OSError traceback)."""
+    try:
+        return old[name][row]
+    except (OSError, KeyError, ValueError) as e:
+        raise CacheError(f"{old.filename}: the existing cache is damaged ({name}, row {row}: {e})",
+                         REBUILD, param="force") from None
+
+
 def _read_small(old: h5py.File) -> dict:
     """The old cache's small datasets (index, pooled, grid, valid) in memory: reuse reads
     only the big per-row features and masks from disk."""
     names = []
     old.visit(lambda n: names.append(n) if isinstance(old[n], h5py.Dataset) and not
               n.startswith(("features/", "mask224")) else None)
-    return {n: (old[n].asstr()[:] if old[n].dtype.kind == "O" else old[n][:]) for n in names}
+    try:
+        return {n: (old[n].asstr()[:] if old[n].dtype.kind == "O" else old[n][:]) for n in names}
+    except (OSError, KeyError, ValueError) as e:
+        raise CacheError(f"{old.filename}: the existing cache is damaged ({e})", REBUILD, param="force") from None
 
 
 def _progress(total: int, enabled: bool):
@@ -320,29 +445,50 @@ def _progress(total: int, enabled: bool):
 
 
 class FeatureCache:
-    """Read-only view of a feature cache: the index in memory, features on demand."""
+    """Read-only view of a feature cache: the index in memory, features on demand.
+
+    Holds ONE open HDF5 handle from construction to :meth:`close` (or the end
+    of a ``with`` block), so every read comes from the same file even if the
+    path is replaced meanwhile (another extract finishing): never a mix of two
+    caches. A damaged dataset raises CacheError saying to rebuild the cache.
+    """
 
     def __init__(self, path=None):
         path = Path(path or os.environ.get(ENV_CACHE) or DEFAULT_CACHE)
         if not path.is_file():
-            raise CacheError(f"{path}: feature cache not found -> run `busi-lite extract --data DIR "
-                             f"--out {path}` first (or pass --cache / set {ENV_CACHE})")
+            raise CacheError(f"{path}: feature cache not found",
+                             f"extract the dataset's features into it first (or point {ENV_CACHE} at a cache)",
+                             param="cache")
         self.path = path
-        try:
-            with h5py.File(path, "r") as f:
-                self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-                self.paths = list(f["index/path"].asstr()[:])
-                self.labels = f["index/label"][:].astype(np.int64)
-                self.groups = f["index/group"][:]
-                self.has_mask = f["index/has_mask"][:]
-                self.content_sha256 = list(f["index/content_sha256"].asstr()[:])
-        except (OSError, KeyError) as e:
-            raise CacheError(f"{path}: not a complete busi-lite cache ({e}) -> rebuild it with "
-                             "`busi-lite extract --force`") from e
-        self.classes = tuple(self.attrs["classes"].split(","))
-        self.views = tuple(self.attrs["views"].split(","))
-        self.backbone_sha256 = self.attrs["backbone_sha256"]
         self._memo = {}
+        try:
+            self._f = h5py.File(path, "r")
+        except OSError as e:
+            raise CacheError(f"{path}: not a busi-lite cache ({e})", REBUILD, param="force") from None
+        try:
+            f = self._f
+            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            self.paths = list(f["index/path"].asstr()[:])
+            self.labels = f["index/label"][:].astype(np.int64)
+            self.groups = f["index/group"][:]
+            self.has_mask = f["index/has_mask"][:]
+            self.content_sha256 = list(f["index/content_sha256"].asstr()[:])
+            self.classes = tuple(self.attrs["classes"].split(","))
+            self.views = tuple(self.attrs["views"].split(","))
+            self.backbone_sha256 = self.attrs["backbone_sha256"]
+        except (OSError, KeyError, ValueError) as e:
+            self._f.close()
+            raise CacheError(f"{path}: not a complete busi-lite cache ({e})", REBUILD, param="force") from None
+
+    def close(self) -> None:
+        """Release the file handle (reads after this raise CacheError)."""
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def split(self, seed: int, test_fraction: float = 0.15) -> D.Split:
         """The group-aware train/test split ``seed`` of this cache's images."""
@@ -353,14 +499,19 @@ class FeatureCache:
 
     def _check_view(self, view):
         if view not in self.views:
-            raise CacheError(f"{self.path}: view {view!r} not in cache (has {', '.join(self.views)}) -> "
-                             f"rerun `busi-lite extract --views {view}`")
+            raise CacheError(f"{self.path}: view {view!r} not in cache (has {', '.join(self.views)})",
+                             f"extract again with the view {view!r} (and force)", param="views")
 
     def _read(self, name, rows=None):
         """Whole dataset read once and kept (per instance); rows selected in memory."""
         if name not in self._memo:
-            with h5py.File(self.path, "r") as f:
-                self._memo[name] = f[name][:]
+            if not self._f.id.valid:
+                raise CacheError(f"{self.path}: this FeatureCache was closed", "open the cache again")
+            try:
+                self._memo[name] = self._f[name][:]
+            except (OSError, KeyError, ValueError) as e:
+                raise CacheError(f"{self.path}: {name} cannot be read, the cache is damaged ({e})",
+                                 REBUILD, param="force") from None
         full = self._memo[name]
         return full if rows is None else full[np.asarray(rows, dtype=np.int64)]
 

@@ -137,27 +137,57 @@ def test_missing_root_raises(tmp_path):
         D.discover(tmp_path / "nope")
 
 
-def test_missing_class_folder_is_fatal(busi_tree):
+def test_missing_class_folder_is_a_note_unless_required(busi_tree):
     root, info = busi_tree
     shutil.rmtree(root / "malignant")
     ds = D.discover(root)
-    probs = _problems_for(ds, "malignant/")
+    assert ds.classes == ("normal", "benign") and ds.problems == []
+    assert any("malignant/" in n and "missing" in n for n in ds.notes)
+    assert ds.counts() == {"normal": info["counts"]["normal"], "benign": info["counts"]["benign"]}
+    ds.check(strict=True)  # a note is not a problem, even when strict
+    req = D.discover(root, require=True)
+    probs = _problems_for(req, "malignant/")
     assert len(probs) == 1 and probs[0].fatal and "missing" in probs[0].what
-    assert ds.counts()["malignant"] == 0
-    assert ds.counts()["benign"] == info["counts"]["benign"]
     with pytest.raises(D.DatasetError, match="malignant"):
-        ds.check()
+        req.check()
+    assert not _problems_for(D.discover(root, require=("benign",)), "malignant/")
 
 
-def test_empty_class_folder_is_fatal(busi_tree):
+def test_subset_of_classes_gets_consecutive_labels(busi_tree):
+    """BUS-BRA has benign and malignant only: labels index the present classes."""
+    root, info = busi_tree
+    shutil.rmtree(root / "normal")
+    ds = D.discover(root)
+    assert ds.classes == ("benign", "malignant")
+    assert set(ds.labels.tolist()) == {0, 1}
+    assert ds.counts() == {"benign": info["counts"]["benign"], "malignant": info["counts"]["malignant"]}
+    inv = D.inspect(ds)
+    assert inv["classes"] == ["benign", "malignant"] and inv["notes"]
+
+
+def test_empty_class_folder_is_fatal_when_required(busi_tree):
     root, _ = busi_tree
     for f in (root / "normal").iterdir():
         f.unlink()
     ds = D.discover(root)
+    assert "normal" not in ds.classes and any("normal/" in n for n in ds.notes)
+    ds = D.discover(root, require=("normal",))
     probs = _problems_for(ds, "normal/")
     assert len(probs) == 1 and probs[0].fatal and "no images" in probs[0].what
     with pytest.raises(D.DatasetError, match="normal"):
         ds.check()
+
+
+def test_no_class_folder_suggests_the_right_folder(busi_tree):
+    root, _ = busi_tree
+    above = D.discover(root.parent)          # one level above the dataset
+    fatal = [p for p in above.problems if p.fatal]
+    assert len(fatal) == 1 and f"found class folders in {root}" in fatal[0].fix
+    below = D.discover(root / "benign")      # one level below (a class folder)
+    fatal = [p for p in below.problems if p.fatal]
+    assert len(fatal) == 1 and f"found class folders in {root.resolve()}" in fatal[0].fix
+    with pytest.raises(D.DatasetError, match="use that folder"):
+        below.check()
 
 
 def test_non_image_file_is_a_warning(busi_tree):

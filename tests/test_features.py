@@ -282,7 +282,8 @@ def test_other_backbone_refused_without_force(fresh, tmp_path):
     with pytest.raises(F.CacheError) as e:
         _extract(root, out, other)
     msg = str(e.value)
-    assert "backbone" in msg and "--force" in msg
+    assert "backbone" in msg and "extract with force" in msg and "--" not in msg
+    assert e.value.param == "force"
     assert _sha(out) == sha
     assert _leftovers(out.parent) == []
     s = _extract(root, out, other, force=True)
@@ -302,7 +303,7 @@ def test_unreadable_cache_refused(busi_tree, tmp_path, tiny_backbone):
     root, _ = busi_tree
     out = tmp_path / "broken.h5"
     out.write_bytes(b"not hdf5")
-    with pytest.raises(F.CacheError, match="--force"):
+    with pytest.raises(F.CacheError, match="rebuild the cache"):
         _extract(root, out, tiny_backbone)
     assert out.read_bytes() == b"not hdf5"
 
@@ -332,8 +333,13 @@ def test_fatal_dataset_problem_raises(busi_tree, tmp_path, tiny_backbone):
     for f in (root / "normal").iterdir():
         f.unlink()
     with pytest.raises(D.DatasetError):
-        _extract(root, tmp_path / "c.h5", tiny_backbone)
+        _extract(root, tmp_path / "c.h5", tiny_backbone, require=("normal",))
     assert not (tmp_path / "c.h5").exists()
+    # not required: a cache of the classes present, which records them
+    s = _extract(root, tmp_path / "c.h5", tiny_backbone, views=())
+    assert s["classes"] == ["benign", "malignant"] and s["notes"]
+    with F.FeatureCache(tmp_path / "c.h5") as cache:
+        assert cache.classes == ("benign", "malignant") and set(cache.labels.tolist()) == {0, 1}
 
 
 def test_interrupted_run_keeps_previous_cache(fresh, tiny_backbone, monkeypatch):
@@ -379,7 +385,7 @@ def test_feature_cache_missing(tmp_path, monkeypatch):
     missing = tmp_path / "none.h5"
     with pytest.raises(F.CacheError) as e:
         F.FeatureCache(missing)
-    assert "busi-lite extract" in str(e.value) and str(missing) in str(e.value)
+    assert "extract" in str(e.value) and str(missing) in str(e.value) and "--" not in str(e.value)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(F.CacheError, match="extract"):
         F.FeatureCache()
@@ -389,7 +395,7 @@ def test_feature_cache_incomplete(tmp_path):
     p = tmp_path / "partial.h5"
     with h5py.File(p, "w") as f:
         f.attrs["views"] = "raw"
-    with pytest.raises(F.CacheError, match="--force"):
+    with pytest.raises(F.CacheError, match="rebuild the cache"):
         F.FeatureCache(p)
 
 
