@@ -314,7 +314,10 @@ function details(entry, rec) {
   if (rec.flags.length) {
     for (const f of rec.flags) flags.append(el("li", { "data-flag": f.name }, el("b", { text: f.name }), ": " + f.reason));
   } else {
-    flags.append(el("li", { class: "none", text: "no flag raised: confident, consistent, usual input" }));
+    const by = (v) => Object.keys(rec.checks || {}).filter((k) => rec.checks[k] === v);
+    const parts = [["passed", by("passed")], ["not applicable", by("not_applicable")], ["disabled", by("disabled")]]
+      .filter(([, names]) => names.length).map(([what, names]) => `${what}: ${names.join(", ")}`);
+    flags.append(el("li", { class: "none", text: "no flag raised" + (parts.length ? ` (${parts.join("; ")})` : "") }));
   }
   box.append(flags);
   if (rec.notes && rec.notes.length) box.append(el("p", { class: "notes", text: rec.notes.join("; ") }));
