@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .errors import ConfigError
 from .heads import get_head, head_kinds
 from .paper import PAPER
@@ -52,6 +54,8 @@ class Config:
         if not _is_number(self.lr) or self.lr <= 0:
             bad("lr", "the learning rate must be a finite number > 0", "e.g. lr=1e-4")
         for p in ("batch", "epochs", "per_class", "hidden"):
+            if isinstance(getattr(self, p), np.integer):  # NumPy ints are fine; stored as int
+                object.__setattr__(self, p, int(getattr(self, p)))
             if not _is_int(getattr(self, p)) or getattr(self, p) < 1:
                 bad(p, "must be an integer >= 1", f"give {p} as a whole number >= 1")
         if not isinstance(self.masks, bool):
