@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from . import register_head
+from .registry import register_head
 from .base import Head, HeadOutput, _bce_logits, _ce, _sigmoid, _trunc_normal
 
 
