@@ -16,14 +16,16 @@ CLASSES = ("normal", "benign", "malignant")
 
 
 def predict(paths, model=None, backbone=None, threshold_malignant: float | None = None, flags=None,
-            overlay_dir=None) -> list:
-    """Classify breast-ultrasound images.
+            overlay_dir=None, frame: int | None = None) -> list:
+    """Classify breast-ultrasound images and DICOM files.
 
     Parameters
     ----------
     paths : str | Path | list of them
-        Image files (PNG, JPEG, BMP, TIFF) and/or folders (their image files, sorted,
-        not recursive, lesion masks ``*_mask*`` skipped).
+        Image files (PNG, JPEG, BMP, TIFF), DICOM files (``.dcm``/``.dicom``, or any
+        file with the ``DICM`` preamble; needs ``pip install "busi-lite[dicom]"``)
+        and/or folders (their image and DICOM files, sorted, not recursive, lesion
+        masks ``*_mask*`` and hidden files skipped).
     model : str | Path | busi_lite.model.Model | None
         Model stem ``NAME`` (``NAME.npz`` + ``NAME.json``); default ``$BUSI_LITE_MODEL``,
         then the shipped default model.
@@ -36,15 +38,24 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
     flags : busi_lite.flags.FlagConfig | None
         Which safety flags to raise and threshold overrides; default: all, calibrated.
     overlay_dir : str | Path | None
-        When given, write ``<stem>_overlay.png`` per image there.
+        When given, write ``<stem>_overlay.png`` per image there (DICOM frames:
+        ``<stem>_f<frame>_overlay.png`` for a multi-frame file).
+    frame : int >= 0 | None
+        DICOM files: predict only this 0-based frame (a file without it fails);
+        default every frame, one Prediction each. Other images ignore it.
 
     Returns
     -------
     list[busi_lite.inference.Prediction]
         One per image, in argument order. ``ok`` is False (with ``error``) for an image
         that could not be read; the others are still predicted. ``proba`` maps class ->
-        probability, ``label`` is the most probable class, ``flags`` lists safety flags
-        with reasons; ``to_dict()`` gives JSON-ready data.
+        probability, ``label`` is the most probable class, ``malignant_alert`` is the
+        high-sensitivity screen p(malignant) >= ``malignant_threshold`` (it can be True
+        when the label is normal or benign), ``flags`` lists safety flags with reasons;
+        ``to_dict()`` gives JSON-ready data. DICOM frames also carry ``frame``,
+        ``n_frames``, ``sop_instance_uid`` and ``dicom_crop`` (the ultrasound region
+        used); ``crop_box``/``lesion_bbox`` are in the stored frame's pixels. A
+        prediction the model cannot make (non-finite probabilities) is ``ok=False``.
 
     Example
     -------
@@ -55,4 +66,4 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
     from .inference import predict_images
 
     return predict_images(paths, model=model, backbone=backbone, threshold_malignant=threshold_malignant,
-                          flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir)
+                          flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir, frame=frame)

@@ -1,4 +1,4 @@
-"""Predict: class probabilities, malignant verdict, lesion map and safety flags per image.
+"""Predict: class probabilities, malignant screen, lesion map and safety flags per image.
 
 :class:`Predictor` loads a model and the backbone once; ``predict(paths)`` expands
 files and folders, decodes images in a small thread pool, runs the backbone in
@@ -6,6 +6,17 @@ batches and returns one :class:`Prediction` per image (in argument order). An
 image that cannot be read becomes ``ok=False`` with its error; the rest still run.
 Flags come from :mod:`busi_lite.flags` (the same function ``evaluate`` measures),
 overlays from :mod:`busi_lite.overlay`. Serving only: nothing here imports training.
+
+Inputs: PNG/JPEG/BMP/TIFF, and DICOM (:mod:`busi_lite.dicom`: ``*.dcm``/``*.dicom``
+or any file with the ``DICM`` preamble). A DICOM file gives one Prediction per
+frame (or only ``frame``), each naming its file, frame and SOP Instance UID and
+nothing about the patient. Its pixels are cropped to the ultrasound region first
+(``dicom_crop``); ``size`` is the size of that region, and ``crop_box`` /
+``lesion_bbox`` are given in the ORIGINAL FRAME's pixels (offset by the region's
+origin), so they can be drawn on the frame as stored.
+
+A prediction whose probabilities (or lesion map) are not finite is an error for
+that image (``ok=False``), never a label: the model is damaged.
 """
 
 from __future__ import annotations
@@ -18,18 +29,22 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
-from .backbone import GRID, Backbone, center_box, preprocess
-from .errors import BusiError
+from . import dicom
+from .backbone import GRID, Backbone, center_box, file_sha256, preprocess
+from .errors import BusiError, ConfigError
 from .flags import (FLAG_NAMES, Flag, FlagConfig, compute_flags, pixel_issues, pixel_stats,  # noqa: F401
                     thresholds)
 from .geometry import lesion_geometry
 from .overlay import OverlayWriter, render_overlay, verdict_line  # noqa: F401  (re-exported API)
 
 BATCH = 16
+NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
 
 
 @dataclass
 class Prediction:
+    """One image (or one DICOM frame). Coordinates are [left, top, right, bottom], exclusive,
+    in the pixels of the file as stored (for DICOM: the frame, before the region crop)."""
     path: str
     ok: bool
     error: str | None = None
@@ -41,17 +56,26 @@ class Prediction:
     lesion_peak: float | None = None
     lesion_present: bool | None = None
     lesion_area: float | None = None    # fraction of the centre crop with lesion probability >= 0.5
-    lesion_bbox: list | None = None     # [left, top, right, bottom] in original pixels, exclusive
+    lesion_bbox: list | None = None     # box of the cells >= 0.5, original (frame) pixels
     flags: list = field(default_factory=list)
     checks: dict = field(default_factory=dict)   # flag name -> flagged | passed | disabled | not_applicable
     ood_score: float | None = None
-    size: list | None = None            # [width, height] after EXIF orientation
-    crop_box: list | None = None        # centre crop the backbone sees, original pixels
+    size: list | None = None            # [width, height] of the pixels used (EXIF applied; DICOM: the region)
+    crop_box: list | None = None        # centre crop the backbone sees, original (frame) pixels
     overlay: str | None = None          # path of the overlay PNG, when written
+    frame: int | None = None            # DICOM: 0-based frame index; None for other images
+    n_frames: int | None = None         # DICOM: frames in the file
+    sop_instance_uid: str | None = None  # DICOM: SOP Instance UID (the only DICOM identifier reported)
+    dicom_crop: list | None = None      # DICOM: ultrasound region [x0, y0, x1, y1] applied first, or None
 
     @property
     def flagged(self) -> bool:
         return bool(self.flags)
+
+    @property
+    def name(self) -> str:
+        """The file, plus ``[frame i/n]`` for a DICOM frame."""
+        return self.path if self.frame is None else f"{self.path} [frame {self.frame}/{self.n_frames}]"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,24 +85,32 @@ class Prediction:
 
 # ---------------------------------------------------------------- inputs
 
-def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
-    """Files and folders -> (image paths, error predictions for unusable arguments).
+def _is_input_file(f: Path) -> bool:
+    """A folder member worth predicting: an image (not a mask) or a DICOM file; never hidden."""
+    if f.name.startswith(".") or not f.is_file():
+        return False
+    if f.suffix.lower() in D.IMAGE_EXTS:
+        return not D.is_mask_file(f)
+    return dicom.is_dicom(f)   # *.dcm / *.dicom, or any other name with the DICM preamble
 
-    A folder expands to its image files (sorted, not recursive), skipping lesion
-    masks (:func:`busi_lite.data.is_mask_file`: ``x_mask.png``, ``x_mask_2.png``) and hidden files.
+
+def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
+    """Files and folders -> (input paths, error predictions for unusable arguments).
+
+    A folder expands to its image and DICOM files (sorted, not recursive), skipping
+    lesion masks (:func:`busi_lite.data.is_mask_file`: ``x_mask.png``, ``x_mask_2.png``)
+    and hidden files. A file argument is taken as it is (its content decides how it is read).
     """
     paths, errors = [], []
     for item in inputs:
         p = Path(item)
         try:
             if p.is_dir():
-                found = sorted((f for f in p.iterdir() if f.is_file() and f.suffix.lower() in D.IMAGE_EXTS
-                                and not D.is_mask_file(f) and not f.name.startswith(".")),
-                               key=lambda f: D._natural_key(f.name))
+                found = sorted((f for f in p.iterdir() if _is_input_file(f)), key=lambda f: D._natural_key(f.name))
                 if not found:
-                    errors.append(Prediction(str(p), False, f"{p}: folder holds no image files "
-                                             f"({', '.join(sorted(D.IMAGE_EXTS))}) -> pass image files or "
-                                             "another folder"))
+                    kinds = ", ".join(sorted(D.IMAGE_EXTS | dicom.DICOM_SUFFIXES))
+                    errors.append(Prediction(str(p), False, f"{p}: folder holds no image or DICOM files "
+                                             f"({kinds}) -> pass image files or another folder"))
                 paths += found
             elif p.is_file():
                 paths.append(p)
@@ -92,29 +124,70 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
 
 @dataclass
 class _Input:
+    """One image ready for the backbone. ``x`` [224,224,3] float32; ``size`` (w, h) of the
+    pixels used; ``offset`` (x, y) of those pixels in the stored frame (DICOM region crop)."""
     path: Path
     x: np.ndarray
     size: tuple
     pixel: list
     rgb: np.ndarray | None = None
+    offset: tuple = (0, 0)
+    frame: dicom.DicomFrame | None = None   # DICOM metadata (its rgb is dropped when not kept)
 
 
-def _load(path: Path, keep_rgb: bool) -> _Input:
-    rgb = D.read_rgb(path, D.MAX_PIXELS)
+def _input(path: Path, rgb: np.ndarray, keep_rgb: bool, frame: dicom.DicomFrame | None = None) -> _Input:
     x = preprocess(rgb)
-    return _Input(path, x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x)), rgb if keep_rgb else None)
+    off = (0, 0) if frame is None or frame.crop is None else (int(frame.crop[0]), int(frame.crop[1]))
+    return _Input(path, x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x)),
+                  rgb if keep_rgb else None, off, frame)
+
+
+def _load(path: Path, keep_rgb: bool, frame: int | None = None) -> list[_Input]:
+    """One file -> its inputs: one for an image, one per (chosen) frame for DICOM."""
+    if dicom.is_dicom(path):
+        return [_input(path, f.rgb, keep_rgb, f) for f in dicom.read_frames(path, frame)]
+    return [_input(path, D.read_rgb(path, D.MAX_PIXELS), keep_rgb)]
+
+
+def _error_text(path, e: Exception) -> str:
+    if isinstance(e, BusiError):
+        msg = str(e)
+        return msg if str(path) in msg else f"{path}: {msg}"
+    return f"{path}: cannot be processed ({type(e).__name__}: {e}) -> check or re-export the file"
+
+
+def check_frame(frame) -> int | None:
+    """``frame``: None (every frame) or a 0-based index; raises ConfigError otherwise."""
+    if frame is None:
+        return None
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
+        raise ConfigError(f"frame must be a 0-based frame index (int >= 0) or None, got {frame!r}",
+                          "give e.g. 0 for the first frame, or None for every frame", param="frame")
+    return int(frame)
 
 
 # ---------------------------------------------------------------- predictor
 
 class Predictor:
-    """Loads the model and the backbone once; ``predict(paths)`` -> list[Prediction]."""
+    """Loads the model and the backbone once; ``predict(paths)`` -> list[Prediction].
+
+    ``model_path`` / ``model_sha256`` / ``model_source`` say which model answered
+    (path None for a model passed as an object); :meth:`describe` prints them with the backbone.
+    """
 
     def __init__(self, model=None, backbone=None, threshold_malignant: float | None = None,
                  flags: FlagConfig = FlagConfig(), batch_size: int = BATCH):
         from .model import Model
+        from .resources import resolve
 
-        self.model = model if isinstance(model, Model) else Model.load(model)
+        if isinstance(model, Model):
+            self.model, self.model_path, self.model_sha256, self.model_source = model, None, None, "object"
+        else:
+            self.model = Model.load(model)
+            r = resolve("model", model)
+            stem = r.path.with_suffix("") if r.path.suffix in (".npz", ".json") else r.path
+            npz = stem.with_name(stem.name + ".npz")
+            self.model_path, self.model_sha256, self.model_source = str(stem), file_sha256(npz), r.source
         self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
         self.model.check_backbone(self.backbone.sha256, f"backbone {self.backbone.path}")
         cal = self.model.meta.get("calibration", {})
@@ -130,12 +203,23 @@ class Predictor:
         self.thresholds = thresholds(self.model, flags)
         self.batch_size = batch_size
 
-    def predict(self, paths, overlay_dir=None, on_result=None) -> list[Prediction]:
-        """Predict every image (files or folders); failures become ``ok=False`` entries.
+    def describe(self) -> str:
+        """One line: which model and backbone answer (path, short SHA-256, where the path came from)."""
+        if self.model_path is None:
+            model = "model (in memory)"
+        else:
+            model = f"model {self.model_path} (sha256 {self.model_sha256[:12]}, {self.model_source})"
+        return f"{model}; backbone {self.backbone.path} (sha256 {self.backbone.sha256[:12]})"
 
-        Results follow the arguments' order (a folder's files in sorted order).
-        ``overlay_dir``: write one overlay PNG per image there. ``on_result``: callback per Prediction.
+    def predict(self, paths, overlay_dir=None, on_result=None, frame: int | None = None) -> list[Prediction]:
+        """Predict every image / DICOM frame (files or folders); failures become ``ok=False`` entries.
+
+        Results follow the arguments' order (a folder's files in sorted order, a DICOM
+        file's frames in frame order). ``frame``: for DICOM files, predict only this
+        0-based frame (a file without it fails); images ignore it. ``overlay_dir``: write
+        one overlay PNG per prediction there. ``on_result``: callback per Prediction.
         """
+        frame = check_frame(frame)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         results = []
@@ -144,33 +228,41 @@ class Predictor:
             files, errs = expand_inputs([item])
             ordered += [("err", e) for e in errs] + [("file", f) for f in files]
         writer = OverlayWriter(overlay_dir, [f for k, f in ordered if k == "file"]) if overlay_dir else None
+
+        def emit(p):
+            results.append(p)
+            if on_result:
+                on_result(p)
+
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
             for s in range(0, len(ordered), self.batch_size):
                 chunk = ordered[s:s + self.batch_size]
-                futs = [pool.submit(_load, f, writer is not None) if k == "file" else None for k, f in chunk]
-                loaded, out = [], [None] * len(chunk)
-                for j, ((k, item), fut) in enumerate(zip(chunk, futs)):
+                futs = [pool.submit(_load, f, writer is not None, frame) if k == "file" else None for k, f in chunk]
+                slots = []  # per chunk item: a Prediction (error) or the list of its inputs
+                for (k, item), fut in zip(chunk, futs):
                     if fut is None:
-                        out[j] = item
+                        slots.append(item)
                         continue
                     try:
-                        loaded.append((j, fut.result()))
-                    except D.ImageError as e:
-                        out[j] = Prediction(str(item), False, str(e))
-                    except Exception as e:  # anything else about one file must not stop the batch
-                        out[j] = Prediction(str(item), False, f"{item}: cannot be processed "
-                                            f"({type(e).__name__}: {e}) -> check or re-export the file")
-                if loaded:
-                    preds = self._predict_inputs([inp for _, inp in loaded])
-                    for (j, inp), p in zip(loaded, preds):
-                        out[j] = p
-                        if writer is not None:
+                        slots.append(fut.result())
+                    except Exception as e:  # anything about one file must not stop the batch
+                        slots.append(Prediction(str(item), False, _error_text(item, e)))
+                inputs = [inp for slot in slots if isinstance(slot, list) for inp in slot]
+                preds = []
+                for b in range(0, len(inputs), self.batch_size):
+                    preds += self._predict_inputs(inputs[b:b + self.batch_size])
+                done = iter(zip(inputs, preds))
+                for slot in slots:
+                    if isinstance(slot, Prediction):
+                        emit(slot)
+                        continue
+                    for _ in slot:
+                        inp, p = next(done)
+                        if writer is not None and p.ok:
                             writer.write(inp.path, inp.rgb, p)
-                for p in out:
-                    results.append(p)
-                    if on_result:
-                        on_result(p)
+                        inp.rgb = None
+                        emit(p)
         return results
 
     def predict_arrays(self, rgbs, names=None) -> list[Prediction]:
@@ -178,10 +270,8 @@ class Predictor:
         names = names or [f"array{i}" for i in range(len(rgbs))]
         out = []
         for s in range(0, len(rgbs), self.batch_size):
-            inputs = []
-            for rgb, name in zip(rgbs[s:s + self.batch_size], names[s:s + self.batch_size]):
-                x = preprocess(rgb)
-                inputs.append(_Input(Path(name), x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x))))
+            inputs = [_input(Path(name), rgb, False)
+                      for rgb, name in zip(rgbs[s:s + self.batch_size], names[s:s + self.batch_size])]
             out += self._predict_inputs(inputs)
         return out
 
@@ -189,20 +279,40 @@ class Predictor:
         m = self.model
         feats = self.backbone.features(np.stack([i.x for i in inputs]))
         r = m.predict_features(feats)
-        proba, lesion = r["proba"], r["lesion"]
+        proba, lesion = np.asarray(r["proba"], np.float64), r["lesion"]
+        finite = np.isfinite(proba).all(axis=1)
+        if lesion is not None:
+            finite &= np.isfinite(lesion).all(axis=1)
         ood = m.ood.score(r["pooled"]) if m.ood is not None else None
-        flags, checks = compute_flags(proba, lesion, ood, m.classes, self.thresholds, self.flag_config,
+        # damaged rows are reported as errors below; neutral values keep the flag rules quiet for them
+        safe_p = np.where(finite[:, None], np.nan_to_num(proba), 1.0 / proba.shape[1])
+        safe_l = None if lesion is None else np.where(finite[:, None], np.nan_to_num(lesion), 0.0)
+        safe_o = None if ood is None else np.nan_to_num(ood, nan=0.0, posinf=0.0, neginf=0.0)
+        flags, checks = compute_flags(safe_p, safe_l, safe_o, m.classes, self.thresholds, self.flag_config,
                                       [i.pixel for i in inputs])
         lt = self.thresholds.get("lesion_threshold")
         preds = []
         for k, inp in enumerate(inputs):
-            p = proba[k].astype(np.float64)
+            pred = Prediction(str(inp.path), False)
+            if inp.frame is not None:
+                f = inp.frame
+                pred.frame, pred.n_frames, pred.sop_instance_uid = int(f.frame), int(f.n_frames), f.sop_instance_uid
+                pred.dicom_crop = None if f.crop is None else [int(v) for v in f.crop]
+            if not finite[k]:
+                pred.error = f"{pred.name}: {NON_FINITE}"
+                preds.append(pred)
+                continue
+            p = proba[k]
             w, h = inp.size
-            pred = Prediction(str(inp.path), True, proba={c: float(v) for c, v in zip(m.classes, p)},
-                              label=m.classes[int(p.argmax())], malignant_threshold=self.malignant_threshold,
-                              flags=flags[k], checks=checks[k],
-                              ood_score=None if ood is None else float(ood[k]), size=[w, h],
-                              crop_box=list(center_box(w, h)))
+            ox, oy = inp.offset
+            pred.ok = True
+            pred.proba = {c: float(v) for c, v in zip(m.classes, p)}
+            pred.label = m.classes[int(p.argmax())]
+            pred.malignant_threshold = self.malignant_threshold
+            pred.flags, pred.checks = flags[k], checks[k]
+            pred.ood_score = None if ood is None or not np.isfinite(ood[k]) else float(ood[k])
+            pred.size = [w, h]
+            pred.crop_box = _shift(center_box(w, h), ox, oy)
             if "malignant" in m.classes and self.malignant_threshold is not None:
                 pred.malignant_alert = bool(p[m.classes.index("malignant")] >= self.malignant_threshold)
             if lesion is not None:
@@ -210,12 +320,19 @@ class Predictor:
                 pred.lesion = np.round(g, 4).tolist()
                 pred.lesion_peak = float(g.max())
                 pred.lesion_present = bool(g.max() >= lt) if lt is not None else None
-                pred.lesion_area, pred.lesion_bbox = lesion_geometry(g, w, h)
+                pred.lesion_area, box = lesion_geometry(g, w, h)
+                pred.lesion_bbox = None if box is None else _shift(box, ox, oy)
             preds.append(pred)
         return preds
 
 
+def _shift(box, dx: int, dy: int) -> list:
+    l, t, r, b = box
+    return [int(l) + dx, int(t) + dy, int(r) + dx, int(b) + dy]
+
+
 def predict_images(paths, model=None, backbone=None, threshold_malignant: float | None = None,
-                   flags: FlagConfig = FlagConfig(), overlay_dir=None) -> list[Prediction]:
-    """Classify image files / folders; see :class:`Predictor` and :class:`Prediction`."""
-    return Predictor(model, backbone, threshold_malignant, flags).predict(paths, overlay_dir=overlay_dir)
+                   flags: FlagConfig = FlagConfig(), overlay_dir=None, frame: int | None = None) -> list[Prediction]:
+    """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`."""
+    return Predictor(model, backbone, threshold_malignant, flags).predict(paths, overlay_dir=overlay_dir,
+                                                                         frame=frame)

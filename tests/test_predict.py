@@ -289,7 +289,9 @@ def test_overlays_written_unique_and_inputs_untouched(world, tmp_path):
     assert all(p.read_bytes() == v for p, v in before.items())
     with Image.open(overlays[0]) as im:
         w, h = Image.open(a / "img.png").size
-        assert im.mode == "RGB" and im.size[0] == w and im.size[1] > h  # text band on top
+        # small images are enlarged (longer side 512) so the text stays legible; bands above and below
+        k = max(1.0, 512 / max(w, h))
+        assert im.mode == "RGB" and im.size[0] == round(w * k) and im.size[1] > round(h * k)
 
 
 def test_lesion_geometry_maps_to_original_pixels():

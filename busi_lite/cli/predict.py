@@ -40,13 +40,14 @@ def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mis
                       lesion_threshold=lesion_threshold, ood_threshold=ood_threshold)
 
 
-CSV_FIELDS = ("path", "ok", "label", "p_normal", "p_benign", "p_malignant", "malignant_alert", "malignant_threshold",
-              "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox", "ood_score", "flags", "flag_reasons",
-              "overlay", "error")
+CSV_FIELDS = ("path", "frame", "sop_instance_uid", "ok", "label", "p_normal", "p_benign", "p_malignant",
+              "malignant_alert", "malignant_threshold", "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox",
+              "ood_score", "flags", "flag_reasons", "overlay", "error")
 
 
 def _csv_row(p) -> dict:
-    row = {"path": p.path, "ok": int(p.ok), "error": p.error or ""}
+    row = {"path": p.path, "ok": int(p.ok), "error": p.error or "",
+           "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or ""}
     if p.ok:
         row.update({f"p_{c}": f"{v:.5f}" for c, v in p.proba.items()})
         row.update(label=p.label, malignant_alert="" if p.malignant_alert is None else int(p.malignant_alert),
@@ -62,11 +63,16 @@ def _csv_row(p) -> dict:
 
 
 def _human(p) -> str:
-    from ..overlay import verdict_line
+    from ..overlay import label_text, probs_text, screen_text
 
     if not p.ok:
-        return f"{p.path}\n  ERROR {p.error}"
-    lines = [p.path, "  " + verdict_line(p)]
+        return f"{p.name}\n  ERROR {p.error}"
+    lines = [p.name]
+    if p.sop_instance_uid:
+        lines.append(f"  SOP Instance UID {p.sop_instance_uid}")
+    if p.dicom_crop:
+        lines.append(f"  ultrasound region (x0,y0,x1,y1) {tuple(p.dicom_crop)} of the frame used")
+    lines += [f"  {label_text(p)}   [{probs_text(p)}]", f"  {screen_text(p)}"]
     if p.lesion is not None:
         if p.lesion_bbox:
             lines.append(f"  lesion map: peak {p.lesion_peak:.2f} ({'lesion' if p.lesion_present else 'no lesion'}), "
@@ -98,18 +104,24 @@ def _human(p) -> str:
               help="Write OUTDIR/<name>_overlay.png per image: lesion heat map, verdict and flags.")
 @click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
+@click.option("--frame", type=click.IntRange(min=0), default=None,
+              help="DICOM cine: predict only this 0-based frame (default: every frame). Images ignore it.")
 @_flag_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per backbone run.")
-def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, low_confidence,
+def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, low_confidence,
             lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
-    """Classify ultrasound images: label, alert, lesion map, flags.
+    """Classify ultrasound images and DICOM files: label, screen, lesion map, flags.
 
-    For image files or folders: class probabilities, label, malignant alert at the
-    operating point, lesion map (multi-task models) and safety flags.
+    For image files (PNG, JPEG, BMP, TIFF), DICOM files (.dcm, or any file with
+    the DICM preamble; every frame of a cine, or --frame N) or folders: class
+    probabilities, the label (most probable class), the malignant screen (an
+    alert when p(malignant) >= the model's high-sensitivity operating point, so
+    it can fire on a NORMAL or BENIGN label), lesion map (multi-task models) and
+    safety flags. DICOM results name the file, frame and SOP Instance UID only.
 
-    A folder expands to its image files (sorted, not recursive, lesion masks
-    *_mask*.png skipped). Files that cannot be read are reported and skipped;
-    the exit code is 1 when any failed.
+    A folder expands to its image and DICOM files (sorted, not recursive, lesion
+    masks *_mask*.png and hidden files skipped). Files that cannot be read are
+    reported and skipped; the exit code is 1 when any failed.
 
     \b
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
@@ -122,6 +134,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
         raise click.BadParameter(f"{overlay_dir} exists and is not a folder", param_hint="--overlay")
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     pr = Predictor(model, backbone, threshold_malignant, flags, batch_size)
+    log(f"using {pr.describe()}")
 
     def each(p):
         if not p.ok:
@@ -129,7 +142,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
         elif not (as_json or as_csv):
             click.echo(_human(p))
 
-    results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each)
+    results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each, frame=frame)
     if as_json:
         click.echo(dump([p.to_dict() for p in results]))
     elif as_csv:
@@ -142,7 +155,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     failed = [p for p in results if not p.ok]
     ok = len(results) - len(failed)
     flagged = sum(1 for p in results if p.ok and p.flags)
-    log(f"{ok} image(s) predicted, {flagged} flagged, {len(failed)} failed")
+    log(f"{ok} image(s)/frame(s) predicted, {flagged} flagged, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 
 
