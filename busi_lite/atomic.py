@@ -8,12 +8,15 @@ OS errors become a one-line :class:`BusiError` naming the path.
 Temp files left by a killed process (kill -9) are removed by
 :func:`clean_stale` on the next write to the same destination.
 :func:`sigterm_as_exit` makes SIGTERM clean up like Ctrl-C for long writers.
+:class:`LatchedFile` is the temp file for writers (h5py) that must never see a
+failed write: disk full is kept and raised by the caller, not by the library.
 """
 
 from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import secrets
 import signal
@@ -121,6 +124,73 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class LatchedFile(io.RawIOBase):
+    """A new binary file for libraries that must never see a failed write (h5py's
+    'fileobj' driver: after a failed native write h5py crashes the interpreter at exit).
+
+    The first OS error of a write (disk full) is kept in ``error`` and every later
+    write is dropped, so the library can still close cleanly; the caller calls
+    :meth:`check` (raises that error) after each step and after closing.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._f = open(path, "w+b", buffering=0)
+        self.error: OSError | None = None
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=0):
+        return self._f.seek(pos, whence)
+
+    def tell(self):
+        return self._f.tell()
+
+    def readinto(self, b):
+        return self._f.readinto(b)
+
+    def write(self, b):
+        n = len(memoryview(b).cast("B"))
+        if self.error is None:
+            try:
+                view, done = memoryview(b).cast("B"), 0
+                while done < n:  # a raw write may be short when the disk fills up
+                    k = self._f.write(view[done:])
+                    if not k:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += k
+            except OSError as e:
+                self.error = e
+        return n
+
+    def truncate(self, size=None):
+        if self.error is None:
+            try:
+                return self._f.truncate(size)
+            except OSError as e:
+                self.error = e
+        return size
+
+    def flush(self):
+        pass  # unbuffered; atomic_path fsyncs the finished file
+
+    def close(self):
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
 
 
 def write_bytes(dest, data: bytes) -> Path:

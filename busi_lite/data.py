@@ -10,7 +10,7 @@ Contracts:
 - Any subset of the class folders may be present (BUS-BRA has no ``normal``);
   ``Dataset.classes`` lists the present ones and labels index into it. A missing
   or empty class folder is a note, fatal only for classes the caller requires.
-- Only regular files are read (a FIFO named ``x.png`` never blocks); every bad
+- Only regular files are read (imread: a FIFO named ``x.png`` never blocks); every bad
   file (dangling symlink, symlink loop, unreadable, corrupt, decompression bomb)
   is a named per-file :class:`Problem` and the rest is processed.
 """
@@ -18,29 +18,36 @@ Contracts:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from . import CLASSES
 from .errors import BusiError
 
+# reading lives in imread; re-exported so callers keep using data.read_rgb etc.
+from .imread import (  # noqa: F401
+    MAX_PIXELS,
+    ImageError,
+    _to_rgb,
+    content_sha256,
+    file_kind,
+    open_regular,
+    os_reason,
+    read_gray,
+    read_rgb,
+)
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$", re.IGNORECASE)
 
 
 class DatasetError(BusiError):
     """The dataset cannot be used at all (e.g. missing folder); the message says what to do."""
-
-
-class ImageError(BusiError):
-    """One image file cannot be used; ``what`` names the file, ``fix`` says what to do."""
 
 
 def mask_of(path) -> tuple[str, int] | None:
@@ -56,53 +63,6 @@ def mask_of(path) -> tuple[str, int] | None:
 def is_mask_file(path) -> bool:
     """True when ``path`` is a lesion mask by the one mask-file rule (see :func:`mask_of`)."""
     return mask_of(path) is not None
-
-
-def open_regular(path):
-    """Open ``path`` for binary reading, only if it is a regular file (symlinks followed).
-
-    Never blocks on a FIFO or device (opened non-blocking, then checked with
-    fstat). Raises ImageError naming the file on a dangling symlink, a symlink
-    loop, a missing or unreadable file, or anything that is not a regular file.
-    """
-    path = Path(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise ImageError(f"{path}: cannot be opened ({_os_reason(path, e)})",
-                         "fix or remove the file (check the link target and permissions)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"{path}: not a regular file ({_kind(st.st_mode)})",
-                             "remove it or replace it with the image file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _os_reason(path: Path, e: OSError) -> str:
-    import errno
-
-    if e.errno == errno.ELOOP:
-        return "symlink loop"
-    if e.errno == errno.ENOENT and path.is_symlink():
-        return "dangling symlink"
-    return e.strerror or str(e)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -183,12 +143,12 @@ def discover(root, classes=CLASSES, require=()) -> Dataset:
         raise DatasetError(f"{root}: dataset folder not found",
                            f"give the folder that holds the class folders {', '.join(c + '/' for c in classes)}"
                            + _suggest(root, classes))
-    samples, problems, notes, present = [], [], [], []
+    samples, problems, notes, present, other = [], [], [], [], []
     for entry in sorted(root.iterdir(), key=lambda p: _natural_key(p.name)):
         if entry.name.startswith(".") or entry.name in classes or not entry.is_dir():
             continue
         near = [c for c in classes if c.lower() == entry.name.lower()]
-        problems.append(Problem(f"{entry.name}/", "folder is not a class folder (ignored)",
+        other.append(Problem(f"{entry.name}/", "folder is not a class folder (ignored)",
                                 f"rename it to {near[0]}/" if near else
                                 f"move its images into one of {', '.join(c + '/' for c in classes)}, "
                                 "or name it among the classes"))
@@ -213,10 +173,12 @@ def discover(root, classes=CLASSES, require=()) -> Dataset:
         for stem, rel in images.items():
             mp = tuple(r for _, r in sorted(masks.get(stem, [])))
             samples.append(Sample(rel, label, mp))
-    if not present:
+    if not present:  # the wrong folder: say only that, and where the right one is
+        problems = [p for p in problems if p.fatal]
         problems.append(Problem(f"{root}/", f"no class folder with images ({', '.join(c + '/' for c in classes)})",
                                 "give the dataset folder that holds them" + _suggest(root, classes), True))
-    return Dataset(root, tuple(present), samples, problems, notes)
+        return Dataset(root, (), [], problems, [])
+    return Dataset(root, tuple(present), samples, other + problems, notes)
 
 
 def _absent(cls, path, what, fix, required, problems, notes):
@@ -240,7 +202,7 @@ def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
         try:
             mode = f.stat().st_mode  # follows symlinks
         except OSError as e:
-            problems.append(Problem(rel, f"cannot be read ({_os_reason(f, e)}; ignored)",
+            problems.append(Problem(rel, f"cannot be read ({os_reason(f, e)}; ignored)",
                                     "fix the link or remove it"))
             continue
         if stat.S_ISDIR(mode):
@@ -252,7 +214,7 @@ def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
                                     "remove it or move it out of the dataset folder"))
             continue
         if not stat.S_ISREG(mode):
-            problems.append(Problem(rel, f"not a regular file ({_kind(mode)}; ignored)",
+            problems.append(Problem(rel, f"not a regular file ({file_kind(mode)}; ignored)",
                                     "remove it or replace it with the image file"))
             continue
         m = mask_of(f)
@@ -292,63 +254,11 @@ def _suggest(root: Path, classes) -> str:
         cands = [root.resolve().parent]
     if not cands:
         return ""
-    return f" (found class folders in {', '.join(str(c) for c in cands[:3])}: use that folder)"
+    which = "that folder" if len(cands) == 1 else "one of them"
+    return f" (found class folders in {', '.join(str(c) for c in cands[:3])}: use {which})"
 
 
-# ---------------------------------------------------------------- reading
-
-def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode any supported image to RGB uint8 [H,W,3], EXIF orientation applied.
-
-    Alpha is composited on black, palette/grayscale/CMYK converted. 16-bit
-    grey is scaled by its bit depth, judged from its maximum: a maximum
-    <= 4095 is 12-bit data (x * 255 / 4095), otherwise 16-bit (x * 255 / 65535,
-    i.e. x / 257). Only regular files are read; images over ``max_pixels`` are
-    refused before decoding. Raises ImageError naming the file.
-    """
-    path = Path(path)
-    with open_regular(path) as fh:
-        try:
-            with Image.open(fh) as im:
-                _check_pixels(path, im, max_pixels)
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
-        except ImageError:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-                Image.DecompressionBombError) as e:
-            raise ImageError(f"{path}: cannot be read as an image ({e})",
-                             "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
-
-
-def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:
-    w, h = im.size
-    if w * h > max_pixels:
-        raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
-                         "(possible decompression bomb)", "downscale the image first")
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(im).astype(np.float64)
-        top = float(a.max()) if a.size else 0.0
-        if top > 65535:                    # 32-bit integer image: stretch its range
-            a = a * (65535.0 / top)
-        scale = 4095.0 if top <= 4095 else 65535.0   # 12-bit data in a 16-bit container
-        g = np.clip(np.round(a * (255.0 / scale)), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        g = np.clip(np.round(a * (255.0 / max(a.max(), 1e-12))), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if im.mode == "P":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        im = Image.alpha_composite(bg, im)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
+# ---------------------------------------------------------------- masks
 
 def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
     """Union of the sample's masks as bool [H,W]; None when it has none.
@@ -361,7 +271,7 @@ def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
     out = np.zeros((size[1], size[0]), dtype=bool)
     for rel in sample.mask_paths:
         path = Path(root) / rel
-        a = _read_gray(path)
+        a = read_gray(path)
         if (a.shape[1], a.shape[0]) != tuple(size):
             raise ImageError(f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
                              f"{size[0]}x{size[1]}", "re-export the mask at the image's size")
@@ -372,32 +282,6 @@ def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
                              "save it with black (0) background and white (255) lesion only")
         out |= a > 0
     return out
-
-
-def _read_gray(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Mask file -> uint8 [H,W] (max over colour channels; alpha ignored).
-
-    Same guards as :func:`read_rgb`: regular files only, a pixel limit."""
-    with open_regular(path) as fh:
-        try:
-            with Image.open(fh) as im:
-                _check_pixels(path, im, max_pixels)
-                im = ImageOps.exif_transpose(im)
-                if im.mode in ("1", "L", "P"):
-                    return np.asarray(im.convert("L"))
-                return np.asarray(im.convert("RGB")).max(axis=2)
-        except ImageError:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-                Image.DecompressionBombError) as e:
-            raise ImageError(f"{path}: mask cannot be read ({e})", "re-export it as a PNG") from None
-
-
-def content_sha256(rgb: np.ndarray) -> str:
-    """SHA-256 of the decoded pixels and their shape (robust to re-compression)."""
-    h = hashlib.sha256(str(rgb.shape).encode())
-    h.update(np.ascontiguousarray(rgb).tobytes())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- duplicates

@@ -22,10 +22,8 @@ into what they return. A damaged file gives a CacheError saying to rebuild.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
-import io
 import os
 import sys
 import time
@@ -40,7 +38,7 @@ from PIL import Image
 
 from . import CLASSES, __version__
 from . import data as D
-from .atomic import atomic_path, clean_stale, os_error, sigterm_as_exit
+from .atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit
 from .backbone import GRID, PREPROCESS_VERSION, SIZE, Backbone, center_crop, preprocess
 from .errors import BusiError
 from .views import VIEWS, make_views
@@ -126,73 +124,6 @@ def _lock(out: Path):
         yield
 
 
-class _Sink(io.RawIOBase):
-    """The temp file h5py writes through (its 'fileobj' driver).
-
-    The first OS error of a write (disk full) is kept in ``error`` and every
-    later write is dropped, so HDF5 itself never sees a failed write: it can
-    still close the file cleanly (after a failed native write h5py crashes the
-    interpreter at exit). The writer checks ``error`` after each batch.
-    """
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self._f = open(path, "w+b", buffering=0)
-        self.error: OSError | None = None
-
-    def readable(self):
-        return True
-
-    def writable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def seek(self, pos, whence=0):
-        return self._f.seek(pos, whence)
-
-    def tell(self):
-        return self._f.tell()
-
-    def readinto(self, b):
-        return self._f.readinto(b)
-
-    def write(self, b):
-        n = len(memoryview(b).cast("B"))
-        if self.error is None:
-            try:
-                view, done = memoryview(b).cast("B"), 0
-                while done < n:  # a raw write may be short when the disk fills up
-                    k = self._f.write(view[done:])
-                    if not k:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    done += k
-            except OSError as e:
-                self.error = e
-        return n
-
-    def truncate(self, size=None):
-        if self.error is None:
-            try:
-                return self._f.truncate(size)
-            except OSError as e:
-                self.error = e
-        return size
-
-    def flush(self):
-        pass  # unbuffered; atomic_path fsyncs the finished file
-
-    def close(self):
-        if not self.closed:
-            self._f.close()
-        super().close()
-
-    def check(self):
-        if self.error is not None:
-            raise self.error
-
-
 def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
     """Return the reusable old cache (h5py.File) or None."""
     if force or not out.exists():
@@ -269,7 +200,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
-    with _Sink(tmp) as sink, h5py.File(sink, "w") as f:
+    with LatchedFile(tmp) as sink, h5py.File(sink, "w") as f:
         f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name,
                        preprocess_version=PREPROCESS_VERSION, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),

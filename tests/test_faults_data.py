@@ -170,7 +170,7 @@ def test_reading_never_blocks_on_a_fifo_and_names_the_file(tree):
         with pytest.raises(D.ImageError, match="FIFO"):
             F.source_sha256(root, D.Sample("benign/fifo.png", 0))
         with pytest.raises(D.ImageError, match="FIFO"):
-            D._read_gray(root / "benign" / "fifo.png")
+            D.read_gray(root / "benign" / "fifo.png")
 
 
 def test_files_turned_bad_after_discovery_are_problems(tree, tmp_path, tiny_backbone):
@@ -207,11 +207,11 @@ def test_files_turned_bad_after_discovery_are_problems(tree, tmp_path, tiny_back
 
 
 def test_decompression_bomb_mask_is_an_image_error(tmp_path):
-    """Before: data._read_gray had no pixel limit: DecompressionBombError escaped."""
+    """Before: data._read_gray (now imread.read_gray) had no pixel limit: DecompressionBombError escaped."""
     p = _bomb_png(tmp_path / "x_mask.png")
     assert p.stat().st_size < 100
     with pytest.raises(D.ImageError, match="x_mask.png"):
-        D._read_gray(p)
+        D.read_gray(p)
     with pytest.raises(D.ImageError, match="x_mask.png"):
         D.read_rgb(p)
 
@@ -283,14 +283,14 @@ def test_disk_full_is_one_line_and_keeps_the_old_cache(tree, tmp_path, tiny_back
     shutil.copy(small, out)
     before = _sha(out)
 
-    real_write = F._Sink.write
+    real_write = atomic.LatchedFile.write
 
     def full(self, b):  # the first write past 4 kB fails as on a full disk
         if self._f.tell() > 4096 and self.error is None:
             self.error = OSError(errno.ENOSPC, "No space left on device")
         return real_write(self, b)
 
-    monkeypatch.setattr(F._Sink, "write", full)
+    monkeypatch.setattr(atomic.LatchedFile, "write", full)
     with pytest.raises(F.BusiError, match="disk full"):
         _extract(root, out, tiny_backbone, force=True)
     assert _sha(out) == before and _temps(tmp_path) == []

@@ -38,7 +38,7 @@ def data_check(directory, strict, as_json, classes, sheet):
     directory = directory or os.environ.get(ENV_DATA)
     if not directory:
         fail(f"give the dataset folder: busi-lite data check DIR (or set {ENV_DATA})")
-    ds = D.discover(directory, tuple(classes.split(",")), require=True)
+    ds = D.discover(directory, tuple(classes.split(",")))  # any subset of the classes (issue 11.1)
     inv = D.inspect(ds)
     if as_json:
         click.echo(dump(inv))
@@ -53,6 +53,8 @@ def data_check(directory, strict, as_json, classes, sheet):
                    f"{sum(len(g) for g in dup)} images")
         for g in inv["mixed_label_groups"]:
             click.echo(f"  MIXED LABELS, kept out of training and evaluation: {', '.join(g)}")
+        for n in inv["notes"]:
+            click.echo(f"note: {n}")
         click.echo(f"problems: {len(inv['problems'])}")
         for p in inv["problems"]:
             click.echo(f"  {'ERROR' if p['fatal'] or strict else 'warning'} {p['path']}: {p['what']} -> {p['fix']}")
