@@ -21,8 +21,9 @@ def data():
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--strict", is_flag=True, help="Treat every problem (also skippable ones) as an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
-@click.option("--classes", default="normal,benign,malignant", show_default=True,
-              help="Class folder names, comma-separated.")
+@click.option("--classes", default=None,
+              help="Class folder names, comma-separated, all required. Default: normal,benign,malignant, "
+                   "any subset present (a missing class is a note).")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a contact-sheet PNG of the duplicate groups (mixed-label groups first, "
                    "captions in red) to check them by eye.")
@@ -38,7 +39,7 @@ def data_check(directory, strict, as_json, classes, sheet):
     directory = directory or os.environ.get(ENV_DATA)
     if not directory:
         fail(f"give the dataset folder: busi-lite data check DIR (or set {ENV_DATA})")
-    ds = D.discover(directory, tuple(classes.split(",")))  # any subset of the classes (issue 11.1)
+    ds = D.discover(directory, tuple(classes.split(",")) if classes else D.CLASSES, require=bool(classes))
     inv = D.inspect(ds)
     if as_json:
         click.echo(dump(inv))
