@@ -74,8 +74,8 @@ class Prediction:
 
     @property
     def name(self) -> str:
-        """The file, plus ``[frame i/n]`` for a DICOM frame."""
-        return self.path if self.frame is None else f"{self.path} [frame {self.frame}/{self.n_frames}]"
+        """The file, plus ``[frame i of n]`` (0-based i) for a DICOM frame."""
+        return self.path if self.frame is None else f"{self.path} [frame {self.frame} of {self.n_frames}]"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -278,7 +278,8 @@ class Predictor:
     def _predict_inputs(self, inputs: list[_Input]) -> list[Prediction]:
         m = self.model
         feats = self.backbone.features(np.stack([i.x for i in inputs]))
-        r = m.predict_features(feats)
+        with np.errstate(invalid="ignore", over="ignore"):  # a damaged model is reported per image below
+            r = m.predict_features(feats)
         proba, lesion = np.asarray(r["proba"], np.float64), r["lesion"]
         finite = np.isfinite(proba).all(axis=1)
         if lesion is not None:

@@ -10,9 +10,10 @@ the same name; names come from the file name only, never from DICOM attributes.
 :func:`verdict_line`, :func:`label_text` and :func:`screen_text` are the verdict
 texts the CLI prints too.
 
-Drawing: the lesion map is translucent (no colour below p 0.2, at most 50% opacity,
-yellow -> red) with an opaque red outline where p >= 0.5, so the tissue under it
-stays visible; the centre crop is a dashed grey frame (it is where the model looks,
+Drawing: with a lesion map the picture is two panels, the plain image on the left
+and the same image with the map on the right, so the map never hides the lesion;
+the map is translucent (no colour below p 0.2, at most 35% opacity, yellow -> red)
+with an opaque red outline where p >= 0.5; the centre crop is a dashed grey frame (it is where the model looks,
 not a finding); the lesion-map box is cyan. For DICOM the image drawn is the
 ultrasound region (``dicom_crop``) and boxes are shifted from frame pixels into it.
 """
@@ -30,7 +31,8 @@ from .geometry import SEG_THRESHOLD, upsample
 if TYPE_CHECKING:
     from .inference import Prediction
 
-HEAT_FLOOR, HEAT_ALPHA = 0.2, 0.5      # no colour below HEAT_FLOOR; opacity at p = 1
+HEAT_FLOOR, HEAT_ALPHA = 0.2, 0.35     # no colour below HEAT_FLOOR; opacity at p = 1
+GAP = 6                                # px between the plain image and the lesion-map panel
 MIN_SIDE = 512                         # small images are enlarged so the text stays legible
 WHITE, GREY, RED, GREEN, ORANGE = (255, 255, 255), (170, 170, 170), (255, 90, 90), (120, 220, 120), (255, 170, 60)
 CROP, OUTLINE, BOX = (200, 200, 200), (255, 40, 40), (0, 220, 255)
@@ -69,13 +71,13 @@ class OverlayWriter:
 
 # ---------------------------------------------------------------- texts
 
-def _p(x: float, t: float | None = None) -> str:
-    """x with 3 decimals, more when needed so 'x >= t' / 'x < t' reads true."""
+def _pair(x: float, t: float) -> tuple[str, str]:
+    """x and t with the same decimals (3, more when needed) so 'x >= t' / 'x < t' reads true."""
     for nd in (3, 5, 8):
-        s = f"{x:.{nd}f}"
-        if t is None or (float(s) >= float(f"{t:.{nd}f}")) == (x >= t):
-            return s
-    return repr(x)
+        a, b = f"{x:.{nd}f}", f"{t:.{nd}f}"
+        if (float(a) >= float(b)) == (x >= t):
+            return a, b
+    return repr(x), repr(t)
 
 
 def label_text(pred: "Prediction") -> str:
@@ -92,10 +94,10 @@ def screen_parts(pred: "Prediction") -> list[str]:
     t = pred.malignant_threshold
     if pred.malignant_alert is None or t is None:
         return ["screen: none -", "this model has no malignant operating point"]
-    pm = pred.proba["malignant"]
+    pm, pt = _pair(pred.proba["malignant"], t)
     if pred.malignant_alert:
-        return ["screen: MALIGNANT ALERT -", f"p(malignant) {_p(pm, t)} >= {_p(t)},", "high-sensitivity threshold"]
-    return ["screen: no malignant alert -", f"p(malignant) {_p(pm, t)} < {_p(t)},", "high-sensitivity threshold"]
+        return ["screen: MALIGNANT ALERT -", f"p(malignant) {pm} >= {pt},", "high-sensitivity threshold"]
+    return ["screen: no malignant alert -", f"p(malignant) {pm} < {pt},", "high-sensitivity threshold"]
 
 
 def screen_text(pred: "Prediction") -> str:
@@ -190,7 +192,8 @@ def render_overlay(rgb: np.ndarray, pred: "Prediction", max_side: int = 1024):
         return [int(round((v - o) * scale)) for v, o in zip(box, (ox, oy, ox, oy))]
 
     l, t, r, b = sc(pred.crop_box)
-    base = im.convert("RGBA")
+    plain = im.convert("RGBA")
+    base = plain
     has_map = pred.lesion is not None and r > l and b > t
     if has_map:
         heat = np.clip(upsample(np.asarray(pred.lesion, np.float32), r - l, b - t), 0, 1)
@@ -204,6 +207,11 @@ def render_overlay(rgb: np.ndarray, pred: "Prediction", max_side: int = 1024):
     if pred.lesion_bbox:
         bl, bt, br, bb = sc(pred.lesion_bbox)
         d.rectangle([bl, bt, max(bl, br - 1), max(bt, bb - 1)], outline=BOX + (255,), width=2)
+    if has_map:  # plain image | image with the map
+        pair = Image.new("RGBA", (2 * base.size[0] + GAP, base.size[1]), (0, 0, 0, 255))
+        pair.paste(plain, (0, 0))
+        pair.paste(base, (base.size[0] + GAP, 0))
+        base = pair
 
     W = base.size[0]
     size = max(12, min(18, W // 40))
@@ -242,19 +250,26 @@ def _legend_rows(font, width: float, has_map: bool, has_box: bool, size: int) ->
     if has_map:
         bar_w, bar_h = int(min(260, width * 0.45)), size
 
+        small = _font(max(10, size - 3))
+
         def scale_row(canvas, d, x, y):
             d.text((x, y), "lesion map p:", fill=WHITE + (255,), font=font)
             x0 = x + int(font.getlength("lesion map p: ")) + 4
             v = np.linspace(0, 1, bar_w, dtype=np.float32)[None, :].repeat(bar_h, 0)
             grey = Image.new("RGBA", (bar_w, bar_h), (110, 110, 110, 255))
             canvas.paste(Image.alpha_composite(grey, Image.fromarray(heat_rgba(v), "RGBA")), (x0, y))
+            d.line([(x0 + int(SEG_THRESHOLD * (bar_w - 1)), y), (x0 + int(SEG_THRESHOLD * (bar_w - 1)), y + bar_h)],
+                   fill=OUTLINE + (255,), width=2)
             for val in (0, HEAT_FLOOR, SEG_THRESHOLD, 1):
                 tx = x0 + int(val * (bar_w - 1))
                 d.line([(tx, y + bar_h), (tx, y + bar_h + 3)], fill=WHITE + (255,))
-            d.text((x0 + bar_w + 6, y), "0 ... 1 (none below 0.2)", fill=GREY + (255,), font=font)
-        rows.append((bar_h + 8, scale_row))
+                label = f"{val:g}"
+                d.text((tx - small.getlength(label) / 2, y + bar_h + 3), label, fill=GREY + (255,), font=small)
+            d.text((x0 + bar_w + 10, y), "(no colour below 0.2)", fill=GREY + (255,), font=small)
+        rows.append((bar_h + size + 6, scale_row))
     items = []
     if has_map:
+        items.append(("none", GREY, "left: the image; right: with the lesion map"))
         items.append(("outline", OUTLINE, "red outline: lesion map p >= 0.5"))
     if has_box:
         items.append(("box", BOX, "cyan box: around the p >= 0.5 area"))

@@ -289,9 +289,10 @@ def test_overlays_written_unique_and_inputs_untouched(world, tmp_path):
     assert all(p.read_bytes() == v for p, v in before.items())
     with Image.open(overlays[0]) as im:
         w, h = Image.open(a / "img.png").size
-        # small images are enlarged (longer side 512) so the text stays legible; bands above and below
+        # small images are enlarged (longer side 512) so the text stays legible; bands above and below;
+        # with a lesion map two panels side by side: the plain image | the image with the map
         k = max(1.0, 512 / max(w, h))
-        assert im.mode == "RGB" and im.size[0] == round(w * k) and im.size[1] > round(h * k)
+        assert im.mode == "RGB" and im.size[0] == 2 * round(w * k) + 6 and im.size[1] > round(h * k)
 
 
 def test_lesion_geometry_maps_to_original_pixels():
@@ -373,6 +374,40 @@ def test_unreadable_argument_fails_only_that_file(world, predictor, monkeypatch)
     assert [p.ok for p in preds] == [True, False, False, False, True]
     assert "cannot be read" in preds[2].error and "Permission denied" in preds[2].error
     assert str(denied) in preds[3].error and "Permission denied" in preds[3].error
+
+
+def test_non_finite_probabilities_are_an_error_not_a_label(world):
+    model = Model.load(world["model"])
+    model.head.params["W2"] = np.full_like(model.head.params["W2"], np.nan)   # damaged in memory, not via load
+    pr = Predictor(model, world["backbone"])
+    preds = pr.predict(world["good"][:3]) + pr.predict_arrays([noise_image()])
+    msg = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
+    for p in preds:
+        assert not p.ok and p.label is None and p.proba is None and p.malignant_alert is None
+        assert msg in p.error and p.path in p.error
+        json.dumps(p.to_dict(), allow_nan=False)
+    # inf is as bad as NaN; a healthy model in the same process still answers
+    model.head.params["W2"] = np.full_like(model.head.params["W2"], np.inf)
+    assert not any(p.ok for p in Predictor(model, world["backbone"]).predict(world["good"][:1]))
+    assert all(p.ok for p in Predictor(world["model"], world["backbone"]).predict(world["good"][:1]))
+
+
+def test_verdict_keeps_label_and_screen_apart(world, predictor, tmp_path):
+    from busi_lite.overlay import screen_text, verdict_line
+
+    p = predictor.predict(world["good"][:1])[0]
+    p.label, p.proba = "normal", {"normal": 0.74, "benign": 0.23, "malignant": 0.03}
+    p.malignant_threshold, p.malignant_alert = 0.028, True
+    assert verdict_line(p) == ("label: NORMAL (p 0.74) | screen: MALIGNANT ALERT - p(malignant) 0.030 >= 0.028, "
+                               "high-sensitivity threshold")
+    p.proba["malignant"], p.malignant_alert = 0.02799, False   # rounding never makes the comparison read false
+    assert "p(malignant) 0.02799 < 0.02800" in screen_text(p)
+    r = _run(world["good"][:1] + ["--model", world["model"], "--backbone", world["backbone"]])
+    assert r.exit_code == 0
+    assert "label: " in r.stdout and "screen: " in r.stdout and "high-sensitivity threshold" in r.stdout
+    using = [ln for ln in r.stderr.splitlines() if ln.startswith("using model")]
+    assert len(using) == 1 and str(world["model"]) in using[0] and "sha256" in using[0]
+    assert str(world["backbone"]) in using[0]
 
 
 def test_serving_imports_no_training():

@@ -188,7 +188,7 @@ def test_wrapped_equals_png_and_nothing_identifying_leaks(serving, wrapped, tmp_
     assert [row["frame"] for row in rows] == [""] * len(pngs) + ["0"] * len(dcms)
     assert all(row["sop_instance_uid"] for row in rows[len(pngs):])
     human = runs["human"].stdout.decode()
-    assert "SOP Instance UID" in human and "[frame 0/1]" in human
+    assert "SOP Instance UID" in human and "[frame 0 of 1]" in human
     # privacy: no fake patient value anywhere (text outputs: every value; overlays: the long ones)
     for mode, r in runs.items():
         for v in FAKE_VALUES:
