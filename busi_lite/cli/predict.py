@@ -92,16 +92,17 @@ def _human(p) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(short_help="Classify images and DICOM files: label, screen, flags.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="Model stem NAME (NAME.npz + NAME.json); default $BUSI_LITE_MODEL or weights/busi_lite_default.")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
               help="ONNX backbone (default $BUSI_LITE_BACKBONE, then weights/mobilenet_v2_035_224.onnx).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (one object per image).")
-@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (one object per image or DICOM frame).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image or DICOM frame).")
 @click.option("--overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write OUTDIR/<name>_overlay.png per image: lesion heat map, verdict and flags.")
+              help="Write OUTDIR/<name>_overlay.png per image (cine: <name>_f<frame>_overlay.png): "
+                   "verdict, flags, lesion map beside the plain image, legend.")
 @click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
 @click.option("--frame", type=click.IntRange(min=0), default=None,
