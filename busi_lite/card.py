@@ -8,6 +8,7 @@ damaged or hand-edited sidecar is refused at load, before any array is read.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -72,9 +73,9 @@ class OODInfo(Record):
     @classmethod
     def from_json(cls, d, where="ood") -> "OODInfo":
         d = _obj(d, where)
-        rv, thr = _num(d, "resid_var", where, finite=True), _num(d, "threshold", where)
-        if rv <= 0 or thr != thr:
-            _fail(where, f"resid_var must be > 0 and threshold not NaN, got {rv}, {thr}")
+        rv, thr = _num(d, "resid_var", where, finite=True), _num(d, "threshold", where, finite=True)
+        if rv <= 0:
+            _fail(where, f"resid_var must be > 0, got {rv}")
         return cls(rv, thr)
 
 
@@ -83,7 +84,7 @@ class ModelCard(Record):
     """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
     DOCUMENT: ClassVar[bool] = True
-    _omit_none: ClassVar[tuple] = ("selection", "ood")
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings")
     config: Config
     classes: list
     backbone_sha256: str
@@ -102,6 +103,8 @@ class ModelCard(Record):
     format: int = FORMAT
     head: dict = field(default_factory=dict)   # head.config(): kind, n_features, n_hidden, n_classes, ...
     ood: OODInfo | None = None
+    weights_sha256: str | None = None  # SHA-256 of NAME.npz's bytes (set by Model.save, checked by Model.load)
+    warnings: list | None = None       # loud caveats found at training, e.g. an out-of-fold AUC at chance
 
     @classmethod
     def _record_fields(cls) -> dict:
@@ -136,6 +139,12 @@ class ModelCard(Record):
             if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
                 _fail(f"{where}.head", f"{k} must be a finite number, got {v!r}")
         sel, ood = d.get("selection"), d.get("ood")
+        sha = _str(d, "weights_sha256", where, none_ok=True, default=None)
+        if sha is not None and not re.fullmatch("[0-9a-f]{64}", sha):
+            _fail(where, f"weights_sha256 must be 64 hex digits, got {sha!r}")
+        warns = _list(d, "warnings", where, default=[]) if d.get("warnings") is not None else None
+        if warns is not None and not all(isinstance(w, str) for w in warns):
+            _fail(where, "warnings must be a list of strings")
         card = cls(
             config=_config(d, "config", where), classes=classes, backbone_sha256=_str(d, "backbone_sha256", where),
             backbone_file=_str(d, "backbone_file", where, none_ok=True, default=None),
@@ -150,7 +159,7 @@ class ModelCard(Record):
             total_seconds=_num(d, "total_seconds", where),
             selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
             format=_int(d, "format", where), head=dict(head),
-            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"))
+            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
         if card.config.head != head["kind"]:
             _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card

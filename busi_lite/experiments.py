@@ -25,10 +25,10 @@ from .errors import BusiError
 from .features import FeatureCache
 from .model import OOD, Model
 from .paper import PAPER, paper_figures  # noqa: F401
-from .records import (Interval, RecordError, RunResult, SelectionRow, SplitInfo, SummaryRow,
+from .records import (Interval, RecordError, RunResult, SelectionResult, SelectionRow, SplitInfo, SummaryRow,
                       SweepResult, check_split, jsonable)
-from .training import (build_xy, calibrate, evaluate_rows, lesion_scores, make_head, out_of_fold,  # noqa: F401
-                       predict_rows, recall_at_far, split_for, train_head, training_rows)
+from .training import (build_xy, calibrate, chance_warnings, evaluate_rows, lesion_scores, make_head,  # noqa: F401
+                       out_of_fold, predict_rows, recall_at_far, split_for, train_head, training_rows)
 
 
 def run_one(cache: FeatureCache, config: Config, seed: int, fraction: float = 1.0,
@@ -79,22 +79,26 @@ def aggregate(results: list[RunResult]) -> list[SummaryRow]:
     return rows
 
 
-def sweep(cache: FeatureCache, configs, seeds, fractions=(1.0,), log=None, done=None, on_run=None) -> SweepResult:
+def sweep(cache: FeatureCache, configs, seeds, fractions=(1.0,), log=None, done=None, on_run=None,
+          test_fraction: float = 0.15) -> SweepResult:
     """Every config x fraction x seed. ``done``: runs of an earlier, interrupted sweep on the same
-    cache (see resume_runs) that are kept instead of rerun; ``on_run(results)`` after each run."""
+    cache (see resume_runs) that are kept instead of rerun, only when made with this
+    ``test_fraction`` on the very split this cache gives for their seed (split digest), so a
+    resumed sweep never averages runs of different test sets; ``on_run(results)`` after each run."""
     configs = list(configs)
     if not configs:
         raise BusiError("no configurations to sweep", "choose at least one config")
     wanted = {(c.name, f, s) for c in configs for f in fractions for s in seeds}
     done = [r if isinstance(r, RunResult) else RunResult.from_json(r) for r in done or []]
-    results = [r for r in done if r.key in wanted]
+    digests = {s: split_for(cache, s, test_fraction).digest(cache.paths) for s in {r.seed for r in done}}
+    results = [r for r in done if r.key in wanted and r.test_fraction == test_fraction and r.split == digests[r.seed]]
     have = {r.key for r in results}
     for config in configs:
         for frac in fractions:
             for seed in seeds:
                 if (config.name, frac, seed) in have:
                     continue
-                r = run_one(cache, config, seed, frac)
+                r = run_one(cache, config, seed, frac, test_fraction)
                 results.append(r)
                 if on_run:
                     on_run(results)
@@ -159,6 +163,8 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
               folds: int = 5, target_recall: float = 0.95, log=None) -> tuple[Model, ModelCard]:
     """Train ``config`` on split ``seed``'s training images, calibrate thresholds on
     out-of-fold training predictions, fit OOD statistics, evaluate once on the test images.
+    A diverging fit raises heads.TrainingError (nothing is returned to save). An out-of-fold
+    malignant AUC at chance (training.chance_warnings) is logged and listed in card.warnings.
     Returns (model, its card)."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
@@ -168,6 +174,9 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     t_train = time.perf_counter() - t0
     log(f"trained {config.name} on {hist['n_train']} samples ({len(rows)} images) in {t_train:.1f}s")
     oof = out_of_fold(cache, rows, config, seed, folds)
+    warnings = chance_warnings(oof)
+    for w in warnings:
+        log(f"WARNING: {config.name}: {w}")
     cal = calibrate(oof, target_recall)
     ood = OOD.fit(cache.pooled("raw", rows))
     ood.threshold = cal.ood_threshold
@@ -186,23 +195,51 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
         test_predictions=TestPredictions([cache.paths[i] for i in sp.test], test_pred.y,
                                          np.round(test_pred.proba, 5)),
         history=hist, train_seconds=t_train, total_seconds=time.perf_counter() - t0,
-        head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold))
+        head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings or None)
     return Model(head, card, ood), card
 
 
 # ---------------------------------------------------------------- model selection
 
+SELECTION_MARGIN = 0.01  # OOF recall within this of the best = tied (about 2 of BUSI's ~180 training malignant images)
+
+
+def complexity(config: Config, n_classes: int) -> tuple:
+    """Sort key, simplest first: trainable parameters, then masks off before on, then fewer views."""
+    n_params = int(sum(p.size for p in make_head(config, n_classes, 0).params.values()))
+    return n_params, bool(config.masks), len(config.views) if config.masks else 0
+
+
+def rank(rows: list[SelectionRow], configs: dict, n_classes: int,
+         margin: float = SELECTION_MARGIN) -> tuple[list[SelectionRow], list[str]]:
+    """Best first by a rule fixed in advance: candidates whose OOF recall@FAR is within ``margin``
+    of the best are tied; among them the simpler one wins (complexity), then OOF AUC, then name.
+    The others follow by recall, AUC, name. Returns (ranking, names of the tied, best first)."""
+    if not rows:
+        return [], []
+    best = max(r.oof_recall_at_far for r in rows)
+    tied = [r for r in rows if r.oof_recall_at_far >= best - margin - 1e-12]
+    rest = [r for r in rows if all(r is not t for t in tied)]
+    tied.sort(key=lambda r: (complexity(configs[r.name], n_classes), -r.oof_auc, r.name))
+    rest.sort(key=lambda r: (-r.oof_recall_at_far, -r.oof_auc, r.name))
+    return tied + rest, [r.name for r in tied]
+
+
 def select(cache: FeatureCache, candidates, seed: int = 0, folds: int = 5, far_cap: float = 0.10,
-           log=None) -> list[SelectionRow]:
+           log=None, margin: float = SELECTION_MARGIN) -> SelectionResult:
     """Score each candidate config by a criterion fixed in advance and computed on the
-    TRAINING images of split ``seed`` only: out-of-fold malignant recall at FAR <= far_cap
-    (ties broken by out-of-fold malignant AUC). Returns rows sorted best first."""
+    TRAINING images of split ``seed`` only: out-of-fold malignant recall at FAR <= far_cap.
+    Candidates within ``margin`` of the best recall are tied and the simplest of them wins
+    (see rank). Returns a SelectionResult, ranking best first, with the margin and the tie."""
     candidates = list(candidates)
     if not candidates:
         raise BusiError("no candidate configurations to select from", "choose at least one config")
     if not 0 <= far_cap <= 1:
         raise BusiError(f"far_cap must be within [0, 1], got {far_cap!r}", "give a false-alarm rate such as 0.1",
                         param="far_cap")
+    if not 0 <= margin < 1:
+        raise BusiError(f"margin must be within [0, 1), got {margin!r}", "give a recall margin such as 0.01",
+                        param="margin")
     sp = split_for(cache, seed)
     rows = []
     for config in candidates:
@@ -214,9 +251,13 @@ def select(cache: FeatureCache, candidates, seed: int = 0, folds: int = 5, far_c
                            oof_recall_at_far=recall_at_far(y_bin, oof["proba"][:, 2], far_cap),
                            oof_auc=M.roc_auc(y_bin, oof["proba"][:, 2]),
                            oof_accuracy=M.accuracy(oof["y"], oof["proba"].argmax(1)),
-                           far_cap=far_cap, seconds=time.perf_counter() - t0)
+                           far_cap=far_cap, seconds=time.perf_counter() - t0,
+                           n_params=complexity(config, len(cache.classes))[0])
         rows.append(row)
         if log:
             log(f"{config.name:18s} OOF recall@FAR<={far_cap:g} {row.oof_recall_at_far:.3f}  "
                 f"AUC {row.oof_auc:.3f}  acc {row.oof_accuracy:.3f}  ({row.seconds:.1f}s)")
-    return sorted(rows, key=lambda r: (-r.oof_recall_at_far, -r.oof_auc))
+    ranking, tied = rank(rows, {c.name: c for c in candidates}, len(cache.classes), margin)
+    criterion = (f"{folds}-fold OOF malignant recall at FAR <= {far_cap} on the training split; candidates within "
+                 f"{margin} of the best are tied and the simplest wins (fewer parameters, no masks), then OOF AUC")
+    return SelectionResult(criterion=criterion, seed=seed, ranking=ranking, margin=margin, tied=tied)

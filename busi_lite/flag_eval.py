@@ -41,21 +41,19 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     or comes from another backbone. ``per_image``: keep each test image's label and flags.
     """
     from .model import ModelError
+    from .records import SplitMismatch
 
     model.check_backbone(cache.backbone_sha256, f"cache {cache.path}")
-    sp_meta = model.meta.get("split") or {}
-    if "seed" not in sp_meta:
-        raise ModelError("the model's sidecar has no split (seed, test_fraction) -> retrain it with this version")
+    if model.card is None:
+        raise ModelError("the model has no card (no split)", "load a saved model or build it with fit_model")
     if tuple(cache.classes) != tuple(model.classes):
-        raise ModelError(f"cache {cache.path} has classes {cache.classes}, the model {model.classes} -> "
+        raise ModelError(f"cache {cache.path} has classes {cache.classes}, the model {model.classes}",
                          "use the cache the model was trained on")
-    sp = cache.split(int(sp_meta["seed"]), float(sp_meta.get("test_fraction", 0.15)))
+    try:  # the one split check (records.check_split)
+        sp = model.card.split.check(cache, "the model")
+    except SplitMismatch as e:
+        raise ModelError(e.what, e.fix) from None
     digest = sp.digest(cache.paths)
-    if sp_meta.get("digest") and digest != sp_meta["digest"]:
-        raise ModelError(f"cache {cache.path} gives split {digest} for seed {sp_meta['seed']}, the model was "
-                         f"trained on split {sp_meta['digest']}: the cache holds other images, so its 'test' "
-                         "images may have been used for training -> evaluate with the cache the model was "
-                         "trained on (or retrain on this cache)")
     rows = sp.test
     y = cache.labels[rows]
     r = model.predict_features(cache.spatial("raw", rows))

@@ -7,7 +7,7 @@ feature cache (:func:`busi_lite.flag_eval.evaluate_flags`), so what
 
 Flags (each with a one-line reason):
 
-* ``low_confidence`` - the highest class probability is below the model's
+* ``low_confidence`` - the highest class probability is at or below the model's
   calibrated ``low_confidence`` threshold (chosen on out-of-fold training
   predictions so that half of the training errors fall below it);
 * ``mismatch``       - lesion-map models only, clear disagreement only: benign/malignant
@@ -130,11 +130,11 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
             c["low_confidence"] = "disabled"
         else:
             t = thr["low_confidence"]
-            hit = conf[i] < t
+            hit = conf[i] <= t  # <=: a constant-probability model (conf == t) is flagged
             c["low_confidence"] = "flagged" if hit else "passed"
             if hit:
                 f.append(Flag("low_confidence", f"highest probability {conf[i]:.2f} ({classes[pred[i]]}) is "
-                                                f"below {t:.2f}: the classes are hard to tell apart here"))
+                                                f"at or below {t:.2f}: the classes are hard to tell apart here"))
         # 2. mismatch between label and lesion map
         if not config.mismatch:
             c["mismatch"] = "disabled"

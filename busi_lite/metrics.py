@@ -277,6 +277,54 @@ def threshold_for_recall(y_bin, score, target: float = 0.95) -> float:
     return float(pos[np.argmax(reached)])
 
 
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion k / n (k successes of n trials).
+
+    (nan, nan) when n == 0. Stays inside [0, 1] and is sensible at k = 0 or k = n.
+    """
+    for name, v in (("k", k), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+    if k > n:
+        raise ValueError(f"k must be <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
+
+def bootstrap_auc_interval(y_bin, score, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95 % interval of the ROC AUC by a stratified bootstrap.
+
+    y_bin: 0/1 labels [N]; score: finite scores [N]. Each of ``n_resamples``
+    resamples draws the positives and the negatives with replacement separately
+    (class counts fixed, so every resample has both classes), from
+    ``np.random.default_rng(seed)``: positives first, then negatives.
+    Returns (2.5th, 97.5th percentile); (nan, nan) when a class is absent.
+    """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n_resamples!r}")
+    y = _binary(y_bin)
+    s = _scores(score, y.size)
+    pos, neg = s[y == 1], s[y == 0]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    lab = np.r_[np.ones(pos.size, np.int64), np.zeros(neg.size, np.int64)]
+    aucs = np.empty(int(n_resamples))
+    for b in range(int(n_resamples)):
+        sp = pos[rng.integers(0, pos.size, pos.size)]
+        sn = neg[rng.integers(0, neg.size, neg.size)]
+        aucs[b] = roc_auc(lab, np.r_[sp, sn])
+    lo, hi = np.percentile(aucs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------- #
 # segmentation, repeated runs, summary
 # --------------------------------------------------------------------------- #

@@ -1,18 +1,25 @@
 """A trained model: head + model card (operating point, flag thresholds, metadata) + OOD statistics.
 
-Saved as two files side by side, each written atomically (busi_lite.atomic):
+Saved as two files side by side, each written atomically (busi_lite.atomic), the .npz FIRST:
   NAME.npz   arrays only (head params "head.<name>", OOD statistics "ood.<name>")
   NAME.json  the model card (busi_lite.card.ModelCard): config, class names, backbone SHA-256,
-             feature shape, preprocessing version, split seed and digest, metrics, curves, thresholds
-Loading validates the card strictly, then checks every array's shape from the .npz member
-headers against the card BEFORE reading it, and reads only the expected members
-(never with pickle).
+             feature shape, preprocessing version, split seed and digest, metrics, curves,
+             thresholds, and ``weights_sha256``: the SHA-256 of the .npz bytes.
+The pair is tied by that hash: a reader that meets a half-done re-save (new .npz, old
+.json) is refused, never given one model's weights with another's thresholds.
+Loading validates the card strictly (finite thresholds, OOD statistics present), opens the
+.npz ONCE (one file handle: hash and arrays come from the same bytes), refuses a file
+much larger than its expected members, checks the hash, checks every array's shape
+from the member headers against the card BEFORE reading it, reads only the expected
+members (never with pickle), and refuses weights or OOD statistics that are not finite.
+Every refusal is a ModelError naming the file and the field or array.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +35,9 @@ from .heads import get_head
 from .records import RecordError
 
 _jsonable = jsonable  # old name, used by the CLI
+DAMAGED = "the model is damaged; retrain or reinstall it"
+TORN = "save again or reinstall"
+_NPZ_SLACK = 1 << 20  # bytes an .npz may hold beyond its expected members (zip directory, .npy headers)
 DEFAULT_MODEL = "busi_lite_default"  # stem of the packaged default model (busi_lite.resources)
 ENV_MODEL = "BUSI_LITE_MODEL"
 
@@ -108,20 +118,29 @@ class Model:
 
     # ------------------------------------------------------------ persistence
     def save(self, path) -> tuple[Path, Path]:
-        """Write NAME.npz and NAME.json (each via a unique temp file + rename)."""
+        """Write NAME.npz, then NAME.json (each via a unique temp file + rename); the card
+        records the SHA-256 of the .npz bytes, so a reader never mixes two saves."""
         if self.card is None:
             raise ModelError("a model without a card cannot be saved", "build it with experiments.fit_model")
+        if self.ood is None:
+            raise ModelError("a model without OOD statistics cannot be saved", "build it with experiments.fit_model")
         npz, js = _paths(path)
         arrays = {f"head.{k}": v for k, v in self.head.params.items()}
-        if self.ood is not None:
-            arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components,
-                           "ood.scales": self.ood.scales})
-        ood = None if self.ood is None else OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
-        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood)
-        with atomic_path(npz) as tmp_npz, atomic_path(js) as tmp_js:
-            with open(tmp_npz, "wb") as fh:
-                np.savez(fh, **arrays)
-            tmp_js.write_text(json.dumps(card.to_json(), indent=1, allow_nan=True))
+        arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components, "ood.scales": self.ood.scales})
+        bad = [k for k, v in arrays.items() if not np.isfinite(v).all()]
+        if bad:
+            raise ModelError(f"array {bad[0]!r} is not finite (NaN/inf)", "retrain with a lower learning rate")
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = buf.getvalue()
+        ood = OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
+        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood,
+                       weights_sha256=hashlib.sha256(blob).hexdigest())
+        text = json.dumps(card.to_json(), indent=1, allow_nan=True)
+        with atomic_path(npz) as tmp:
+            tmp.write_bytes(blob)
+        with atomic_path(js) as tmp:
+            tmp.write_text(text)
         return npz, js
 
     @classmethod
@@ -155,15 +174,23 @@ class Model:
             shapes = {f"head.{k}": v for k, v in head_cls.param_shapes(card.head).items()}
         except ConfigError as e:
             raise ModelError(f"{js}: head config is invalid ({e})", "retrain the model") from None
+        if card.ood is None:
+            raise ModelError(f"{js}: the model card has no 'ood' (out-of-distribution statistics)", DAMAGED)
+        if card.weights_sha256 is None:
+            raise ModelError(f"{js}: the model card records no weights_sha256 (written by an older busi-lite), so "
+                             "its weights cannot be verified", "retrain the model or reinstall busi-lite")
         try:
-            with zipfile.ZipFile(npz) as zf:
+            with open(npz, "rb") as fh:  # one handle: the hash and the arrays come from the same bytes
+                zf = zipfile.ZipFile(fh)
+                comp = _npz_header(zf, "ood.components", npz)[0]
+                if len(comp) != 2 or comp[1] != N_FEATURES or not 1 <= comp[0] <= N_FEATURES:
+                    raise ModelError(f"{npz}: ood.components has shape {comp}, expected [k,{N_FEATURES}]", DAMAGED)
                 want = dict(shapes)
-                if card.ood is not None:
-                    comp = _npz_header(zf, "ood.components", npz)[0]
-                    if len(comp) != 2 or comp[1] != N_FEATURES or not 1 <= comp[0] <= N_FEATURES:
-                        raise ModelError(f"{npz}: ood.components has shape {comp}, expected [k,{N_FEATURES}]",
-                                         "retrain the model")
-                    want.update({"ood.mean": (N_FEATURES,), "ood.components": comp, "ood.scales": (comp[0],)})
+                want.update({"ood.mean": (N_FEATURES,), "ood.components": comp, "ood.scales": (comp[0],)})
+                _check_size(fh, zf, want, npz)
+                if card.weights_sha256 != _sha256(fh):
+                    raise ModelError(f"{npz} and {js}: weights and sidecar do not belong together "
+                                     "(half-written save? the weights' SHA-256 is not the one the sidecar records)", TORN)
                 for k, shape in want.items():
                     got, dtype = _npz_header(zf, k, npz)
                     if got != tuple(shape) or dtype.kind != "f":
@@ -171,15 +198,16 @@ class Model:
                                          "(float)", "the weights do not belong to this card: retrain the model")
                 arrays = {k: _npz_read(zf, k) for k in want}
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-            raise ModelError(f"{npz}: weights file is damaged ({e})", "retrain the model") from e
+            raise ModelError(f"{npz}: weights file is damaged ({e})", DAMAGED) from e
+        for k, v in arrays.items():
+            if not np.isfinite(v).all():
+                raise ModelError(f"{npz}: array {k!r} holds NaN or inf", DAMAGED)
         try:
             head = head_cls.from_params(card.head, {k[5:]: v for k, v in arrays.items() if k.startswith("head.")})
         except ValueError as e:
             raise ModelError(f"{npz}: head does not match its card ({e})", "retrain the model") from e
-        ood = None
-        if card.ood is not None:
-            ood = OOD(arrays["ood.mean"], arrays["ood.components"], arrays["ood.scales"],
-                      card.ood.resid_var, card.ood.threshold)
+        ood = OOD(arrays["ood.mean"], arrays["ood.components"], arrays["ood.scales"],
+                  card.ood.resid_var, card.ood.threshold)
         return cls(head, card, ood)
 
     def check_backbone(self, sha256: str, what: str) -> None:
@@ -195,12 +223,35 @@ def _npz_header(zf: zipfile.ZipFile, key: str, where) -> tuple[tuple, np.dtype]:
     try:
         f = zf.open(f"{key}.npy")
     except KeyError:
-        raise ModelError(f"{where}: array {key!r} is missing", "retrain the model") from None
+        raise ModelError(f"{where}: array {key!r} is missing", DAMAGED) from None
     with f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
     return tuple(shape), np.dtype(dtype)
+
+
+def _check_size(fh, zf: zipfile.ZipFile, want: dict, where) -> None:
+    """Refuse an .npz much larger than its expected members (e.g. an added multi-GB member):
+    it is neither hashed nor decompressed."""
+    expected = 0
+    for k in want:
+        try:
+            expected += zf.getinfo(f"{k}.npy").compress_size
+        except KeyError:
+            raise ModelError(f"{where}: array {k!r} is missing", DAMAGED) from None
+    size = fh.seek(0, io.SEEK_END)
+    if size > expected + _NPZ_SLACK:
+        raise ModelError(f"{where}: weights file holds {size - expected} bytes besides the model's arrays",
+                         DAMAGED)
+
+
+def _sha256(fh) -> str:
+    fh.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
 
 
 def _npz_read(zf: zipfile.ZipFile, key: str) -> np.ndarray:

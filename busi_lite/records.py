@@ -411,8 +411,10 @@ class SweepResult(Record):
 
 @dataclass
 class SelectionRow(Record):
-    """One candidate of ``select``: out-of-fold scores on the training split."""
+    """One candidate of ``select``: out-of-fold scores on the training split, and its size
+    (trainable parameters; used to prefer the simpler of tied candidates)."""
     SCHEMA: ClassVar[str] = f"selection_row/{SCHEMA_VERSION}"
+    _omit_none: ClassVar[tuple] = ("n_params",)
     name: str
     config: Config
     oof_recall_at_far: float
@@ -420,26 +422,41 @@ class SelectionRow(Record):
     oof_accuracy: float
     far_cap: float
     seconds: float
+    n_params: int | None = None
 
     @classmethod
     def from_json(cls, d, where="selection row") -> "SelectionRow":
         d = _obj(d, where)
+        n_params = d.get("n_params")
         return cls(_str(d, "name", where), _config(d, "config", where), _num(d, "oof_recall_at_far", where),
                    _num(d, "oof_auc", where), _num(d, "oof_accuracy", where), _num(d, "far_cap", where),
-                   _num(d, "seconds", where))
+                   _num(d, "seconds", where), None if n_params is None else _int(d, "n_params", where, 1))
 
 
 @dataclass
 class SelectionResult(Record):
-    """How the default model was chosen: the criterion and the ranking, best first."""
+    """How the default model was chosen: the criterion and the ranking, best first.
+    ``margin``: candidates within this much out-of-fold recall of the best were tied;
+    ``tied``: their names (the simplest of them won). Both absent in older cards."""
     SCHEMA: ClassVar[str] = f"selection/{SCHEMA_VERSION}"  # versioned by the model card that holds it
+    _omit_none: ClassVar[tuple] = ("margin", "tied")
     criterion: str
     seed: int
     ranking: list                 # [SelectionRow]
+    margin: float | None = None
+    tied: list | None = None      # [name], best first
+
+    @property
+    def winner(self) -> SelectionRow:
+        return self.ranking[0]
 
     @classmethod
     def from_json(cls, d, where="selection") -> "SelectionResult":
         d = _obj(d, where)
         _schema(cls, d, where)
+        tied = d.get("tied")
+        if tied is not None and not (isinstance(tied, list) and all(isinstance(t, str) for t in tied)):
+            _fail(where, "tied must be a list of names")
         return cls(_str(d, "criterion", where), _int(d, "seed", where),
-                   [SelectionRow.from_json(r, f"{where}.ranking[{i}]") for i, r in enumerate(_list(d, "ranking", where))])
+                   [SelectionRow.from_json(r, f"{where}.ranking[{i}]") for i, r in enumerate(_list(d, "ranking", where))],
+                   _num(d, "margin", where, finite=True, none_ok=True, default=None), tied)

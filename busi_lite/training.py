@@ -161,7 +161,8 @@ def calibrate(oof: dict, target_recall: float = 0.95, error_share: float = 0.5,
     """Thresholds chosen on out-of-fold training predictions only (``oof`` as out_of_fold returns).
 
     - malignant_threshold: highest p(malignant) threshold with OOF recall >= target_recall;
-    - low_confidence: max-probability below which ``error_share`` of the OOF errors fall;
+    - low_confidence: max-probability at or below which ``error_share`` of the OOF errors fall
+      (the flag fires for conf <= threshold, so a constant-probability model is flagged);
     - lesion_threshold: max-cell lesion probability separating normal from lesion images
       (best balanced accuracy on OOF), for showing "lesion present";
     - lesion_absent / lesion_present: for the mismatch flag, only clear disagreement counts:
@@ -199,3 +200,29 @@ def recall_at_far(y_bin, score, far_cap: float) -> float:
     fpr, tpr, _ = M.roc_curve(y_bin, score)
     ok = fpr <= far_cap
     return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+CHANCE_AUC = 0.55  # an out-of-fold malignant AUC at or below this (or an interval reaching 0.5) = at chance
+
+
+def auc_interval(y_bin, score) -> tuple[float, float, float]:
+    """(AUC, lo, hi): ROC AUC with a 95 % interval from the Hanley-McNeil (1982) standard error;
+    (nan, nan, nan) when one class is missing."""
+    y_bin = np.asarray(y_bin, bool)
+    n1, n0 = int(y_bin.sum()), int((~y_bin).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan"), float("nan"), float("nan")
+    a = M.roc_auc(y_bin, score)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0))
+    return float(a), float(max(a - 1.96 * se, 0.0)), float(min(a + 1.96 * se, 1.0))
+
+
+def chance_warnings(oof: dict, malignant: int = 2) -> list[str]:
+    """Loud caveats about out-of-fold predictions (``oof`` as out_of_fold returns): a malignant
+    AUC at chance (<= CHANCE_AUC, undefined, or its 95 % interval reaching 0.5)."""
+    auc, lo, hi = auc_interval(oof["y"] == malignant, oof["proba"][:, malignant])
+    if not np.isfinite(auc) or auc <= CHANCE_AUC or lo <= 0.5:
+        return [f"out-of-fold malignant AUC {auc:.3f} [{lo:.3f}, {hi:.3f}] is at chance level: "
+                "this model does not separate malignant images; do not use it as a default"]
+    return []

@@ -400,10 +400,21 @@ def test_model_card_round_trip_and_strictness(fitted, tmp_path):
 def test_model_load_reads_only_expected_members(fitted, tmp_path):
     import zipfile
 
+    import hashlib
+
     model, _ = fitted
-    npz, _ = model.save(tmp_path / "m")
+    npz, js = model.save(tmp_path / "m")
+
+    def reseal():  # the sidecar records the weights' SHA-256: update it as a deliberate edit would
+        side = json.loads(js.read_text())
+        side["weights_sha256"] = hashlib.sha256(npz.read_bytes()).hexdigest()
+        js.write_text(json.dumps(side))
+
     with zipfile.ZipFile(npz, "a") as z:  # a member that is not even a valid .npy: never parsed
         z.writestr("junk.npy", b"\x00" * 1000)
+    with pytest.raises(ModelError, match="do not belong together"):  # not the bytes that were saved
+        Model.load(tmp_path / "m")
+    reseal()
     loaded = Model.load(tmp_path / "m")
     assert np.array_equal(loaded.head.params["W1"], model.head.params["W1"])
     with zipfile.ZipFile(npz) as z:
@@ -412,6 +423,7 @@ def test_model_load_reads_only_expected_members(fitted, tmp_path):
     with zipfile.ZipFile(npz, "w") as z:
         for n, b in members.items():
             z.writestr(n, b)
+    reseal()
     with pytest.raises(ModelError, match="'head.ws' is missing"):
         Model.load(tmp_path / "m")
 

@@ -217,19 +217,38 @@ def evaluate_table(res) -> str:
 @_flag_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--per-image", is_flag=True, help="With --json: include every test image's label and flags.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Evaluate on EVERY image of this labelled folder (another site; any subset of the classes) "
+                   "instead of the held-out split; --cache is then the folder's cache (default "
+                   "cache/<folder name>_features.h5, extracted when missing).")
+@click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --data: ONNX backbone for extraction (default $BUSI_LITE_BACKBONE, then the packaged one).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --data: write a per-image CSV (path, true class, probabilities, label, alert, flags).")
 def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
-             no_mismatch, no_ood, no_pixel, as_json, per_image):
+             no_mismatch, no_ood, no_pixel, as_json, per_image, data_dir, backbone, csv_path):
     """Do the safety flags catch the errors?
 
     Rebuilds the model's split from its sidecar and, on the held-out test images
     only, compares accuracy and error shares of flagged and unflagged images (per
     flag and for any flag), plus the malignant operating point's test recall / FAR.
+
+    With --data DIR (another site): every image of that labelled folder instead,
+    plus AUC with a bootstrap interval, recall/FAR/precision with Wilson intervals
+    at argmax and at the operating point, and the confusion matrix.
     """
     from ..features import FeatureCache
     from ..flag_eval import evaluate_flags
     from ..model import Model
 
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
+    if data_dir is not None:
+        from .site import evaluate_folder
+
+        return evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path,
+                               per_image)
+    if backbone is not None or csv_path is not None:
+        raise click.UsageError("--backbone and --csv go with --data")
     m = Model.load(model)
     fc = FeatureCache(cache)
     res = evaluate_flags(m, fc, flags, threshold_malignant, per_image=per_image)

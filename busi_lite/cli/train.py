@@ -78,6 +78,28 @@ def print_metrics(title, res, classes):
 
 
 CACHE_HELP = "Feature cache (default $BUSI_LITE_CACHE or cache/busi_features.h5)."
+MODELS_DIR = Path("models")  # where train and select write by default (never the package's weights/)
+
+
+def check_out(out: Path, force: bool) -> Path:
+    """Refuse to write into the installed package's weights folder (the shipped default model
+    and backbone) unless ``force``."""
+    from ..errors import BusiError
+    from ..resources import packaged_dir
+
+    stem = Path(out)
+    folder = stem.expanduser().parent.resolve()
+    if folder == packaged_dir().resolve() and not force:
+        raise BusiError(f"{stem} is in busi-lite's own weights folder ({folder}), which holds the shipped "
+                        "default model", "write elsewhere (the default is models/NAME), or pass --force to "
+                        "replace the shipped files", param="force")
+    return stem
+
+
+def warn(card) -> None:
+    """Print a card's warnings loudly on stderr."""
+    for w in card.warnings or ():
+        log(f"WARNING: {w}")
 
 
 # ---------------------------------------------------------------- train
@@ -86,28 +108,32 @@ CACHE_HELP = "Feature cache (default $BUSI_LITE_CACHE or cache/busi_features.h5)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Split, init and shuffling seed.")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help=CACHE_HELP)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Model path stem (default weights/NAME).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model path stem (default models/NAME in the current folder).")
+@click.option("--force", is_flag=True, help="Allow writing into busi-lite's own weights folder.")
 @click.option("--name", type=NameType(), default=None,
               help="Model name, letters/digits/._+- only (default from the options).")
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
-def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out, name, target_recall, as_json):
+def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out, force, name, target_recall, as_json):
     """Train one configuration, calibrate it, test once.
 
     Trains on the 85 % training split. Thresholds (malignant operating point,
     low-confidence, lesion, out-of-distribution) come from 5-fold out-of-fold
     predictions on the training images only; the held-out 15 % is touched once,
-    for the reported metrics.
+    for the reported metrics. A diverging run is an error and saves nothing.
     """
     from ..experiments import fit_model
     from ..features import FeatureCache
 
     name = name or default_name(head, lr, batch, epochs, masks, balance, seed)
+    out = check_out(out or MODELS_DIR / name, force)
     config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam)
     fc = FeatureCache(cache)
     model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log)
-    npz, js = model.save(out or Path("weights") / name)
+    npz, js = model.save(out)
+    warn(meta)
     if as_json:
         click.echo(dump(meta))
         return
@@ -192,20 +218,27 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
               help="Split whose TRAINING part is used.")
 @click.option("--far-cap", type=click.FloatRange(0, 1), default=0.10, show_default=True,
               help="Criterion: out-of-fold malignant recall at FAR <= this.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("weights/busi_lite_default"),
-              show_default=True, help="Where the chosen model is saved (NAME.npz + NAME.json).")
-@click.option("--json", "as_json", is_flag=True, help="Print the selection (criterion, ranking) as JSON.")
-def select(cache, heads, only, seed, far_cap, out, as_json):
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where the chosen model is saved, NAME.npz + NAME.json (default models/CONFIG-NAME).")
+@click.option("--force", is_flag=True, help="Allow replacing the shipped default model (--out in busi-lite's "
+              "weights folder) and saving a winner whose out-of-fold AUC is at chance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the selection (criterion, ranking, tie) as JSON.")
+def select(cache, heads, only, seed, far_cap, out, force, as_json):
     """Choose the default model on training data only.
 
     Every candidate is scored by a criterion fixed in advance: 5-fold out-of-fold
-    malignant recall at a FAR cap on the training images of split SEED (ties:
-    out-of-fold AUC); the winner is trained on the whole training split, tested
-    once on the held-out split, saved.
+    malignant recall at a FAR cap on the training images of split SEED. Candidates
+    within 0.01 recall of the best are tied and the simplest wins (fewer parameters,
+    no masks), then out-of-fold AUC. The winner is trained on the whole training
+    split, tested once on the held-out split and saved (not over the shipped default
+    unless --force).
     """
+    from ..errors import BusiError
     from ..experiments import fit_model, select as run
     from ..features import FeatureCache
 
+    if out is not None:
+        check_out(out, force)
     configs = _configs(heads, only)
     fc = FeatureCache(cache)
     progress = Progress(len(configs))
@@ -214,19 +247,25 @@ def select(cache, heads, only, seed, far_cap, out, as_json):
         progress.tick()
         log(progress.prefix(msg))
 
-    ranking = run(fc, configs, seed, far_cap=far_cap, log=each)
-    best = next(c for c in configs if c.name == ranking[0]["name"])
+    selection = run(fc, configs, seed, far_cap=far_cap, log=each)
+    best = selection.winner.config
     model, meta = fit_model(fc, best, seed, log=log)
-    meta["selection"] = {"criterion": f"5-fold OOF malignant recall at FAR <= {far_cap} on the training split",
-                         "seed": seed, "ranking": ranking}
-    model.meta = meta
-    npz, js = model.save(out)
+    meta.selection = selection
+    if meta.warnings and not force:
+        raise BusiError(f"the chosen model {best.name} is not saved: " + "; ".join(meta.warnings),
+                        "check the data and the candidates, or pass --force to save it anyway", param="force")
+    npz, js = model.save(check_out(out or MODELS_DIR / best.name, force))
+    warn(meta)
     if as_json:
-        click.echo(dump(meta["selection"]))
+        click.echo(dump(selection))
         return
-    click.echo(f"{'config':18s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s}")
-    for r in ranking:
-        click.echo(f"{r['name']:18s} {r['oof_recall_at_far']:14.3f} {r['oof_auc']:8.3f} {r['oof_accuracy']:8.3f}")
+    click.echo(f"{'config':18s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s} {'params':>8s}")
+    for r in selection.ranking:
+        click.echo(f"{r.name:18s} {r.oof_recall_at_far:14.3f} {r.oof_auc:8.3f} {r.oof_accuracy:8.3f} "
+                   f"{r.n_params:8d}")
+    if len(selection.tied) > 1:
+        click.echo(f"tie: {', '.join(selection.tied)} within {selection.margin} OOF recall of the best; "
+                   f"the simplest, {best.name}, was chosen")
     print_metrics(f"chosen {best.name}, test ({meta['split']['n_test']} images)", meta["metrics"]["test_argmax"],
                   fc.classes)
     click.echo(f"saved {npz} and {js}")

@@ -11,7 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import BusiError, ConfigError
+
+DIVERGENCE_FACTOR = 1e3  # an epoch's mean loss above this x the loss at init (at least ln C) = diverged
+
+
+class TrainingError(BusiError):
+    """Training failed in a way the user fixes with other hyper-parameters (e.g. divergence)."""
+
+
+def _diverged(epoch, loss, why="") -> TrainingError:
+    return TrainingError(f"training diverged at epoch {epoch + 1} (loss {loss:.4g}{why})",
+                         "lower the learning rate", param="lr")
+
+
+def _params_finite(head) -> bool:
+    return all(np.isfinite(p).all() for p in head.params.values())
 
 
 def _trunc_normal(rng, shape, fan_in, dtype):
@@ -269,7 +284,10 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
     batches of the unweighted classification CE / accuracy (so it compares with val); val_loss / val_acc =
     full pass on X_val after the epoch (empty lists without X_val); for each name s in head.extra_losses
     also train_{s}_loss (MTL: the seg term before lam, 0 without seg_target). on_epoch(epoch, history) is
-    called after each epoch, epoch from 0. No defaults for lr/batch_size/epochs: Config holds them."""
+    called after each epoch, epoch from 0. No defaults for lr/batch_size/epochs: Config holds them.
+    Divergence is an error, never a returned head: a non-finite loss or parameter, or an epoch's mean
+    loss above DIVERGENCE_FACTOR x the loss at init (the first batch's, at least ln C), raises
+    TrainingError (param "lr")."""
     X = head._check_X(X)
     N = len(X)
     y, w = head._check_y(y, N), head._check_w(sample_weight, N)
@@ -284,6 +302,7 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
     hist = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
     for s in head.extra_losses:
         hist[f"train_{s}_loss"] = []
+    limit = None  # DIVERGENCE_FACTOR x the loss at init, set by the first batch
     for epoch in range(epochs):
         order = rng.permutation(N)
         tot = {"ce": 0.0, "acc": 0.0, **{s: 0.0 for s in head.extra_losses}}
@@ -293,11 +312,24 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
             swb = None if sw is None else sw[b]
             xb = buf[:len(b)]
             xb[...] = X[b]  # gather + cast (X may be float16)
-            _, grads, stats = head._loss_grads(xb, y[b], w[b], tb, swb)
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):  # reported below as divergence
+                    _, grads, stats = head._loss_grads(xb, y[b], w[b], tb, swb)
+            except ValueError:
+                if _params_finite(head):
+                    raise
+                raise _diverged(epoch, float("nan"), ", weights NaN/inf") from None
+            if not math.isfinite(stats["ce"]):
+                raise _diverged(epoch, stats["ce"])
+            if limit is None:
+                limit = DIVERGENCE_FACTOR * max(stats["ce"], math.log(head.n_classes))
             opt.step(grads)
             for k in tot:
                 tot[k] += stats.get(k, 0.0) * len(b)
-        hist["train_loss"].append(tot["ce"] / N)
+        loss = tot["ce"] / N
+        if not math.isfinite(loss) or loss > limit or not _params_finite(head):
+            raise _diverged(epoch, loss, f" > {limit:.3g}" if loss > limit else "")
+        hist["train_loss"].append(loss)
         hist["train_acc"].append(tot["acc"] / N)
         for s in head.extra_losses:
             hist[f"train_{s}_loss"].append(tot[s] / N)

@@ -1,0 +1,127 @@
+"""CLI for another site: ``evaluate --data DIR`` (its implementation) and ``calibrate``.
+
+``evaluate --data DIR`` evaluates a model on EVERY image of a labelled folder
+(busi_lite.external); ``calibrate`` re-chooses the malignant threshold on a site's
+labelled cases and saves a NEW model (busi_lite.sitecal). Both find or build the
+folder's feature cache (default ``cache/<folder name>_features.h5``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import dump, log
+
+
+def _pct(r) -> str:
+    return "-" if r.value != r.value else f"{r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}] ({r.k}/{r.n})"
+
+
+def external_table(ev) -> str:
+    """Human summary of a :class:`busi_lite.external.ExternalEvaluation`."""
+    counts = ", ".join(f"{c} {n}" for c, n in ev.counts.items())
+    lines = [f"model {ev.model} on ALL {ev.n} images of {ev.data_root or ev.cache} ({counts}); cache {ev.cache}",
+             (f"malignant vs the rest: AUC {ev.auc:.3f} [{ev.auc_lo:.3f}, {ev.auc_hi:.3f}] "
+              f"(95 % {ev.auc_interval})"), ""]
+    head = f"{'decision rule':32s} {'recall':>30s} {'FAR':>30s} {'precision':>30s}"
+    lines += [head, "-" * len(head)]
+    for name, op in (("argmax", ev.argmax), (f"operating point p >= {ev.operating_point.threshold:.4f}",
+                                              ev.operating_point)):
+        lines.append(f"{name:32s} {_pct(op.recall):>30s} {_pct(op.far):>30s} {_pct(op.precision):>30s}")
+    lines.append("(intervals: Wilson 95 %)")
+    lines += ["", "confusion (rows: folder class, columns: model's argmax)",
+              f"{'':12s}" + "".join(f"{c:>11s}" for c in ev.model_classes)]
+    for c, row in zip(ev.dataset_classes, ev.confusion):
+        lines.append(f"{c:12s}" + "".join(f"{v:11d}" for v in row))
+    from .predict import evaluate_table
+
+    lines += ["", "flags on all images:", evaluate_table(ev.flags).replace("held-out test images", "images")
+              .replace("of the test images", "of the images")]
+    lines += [f"note: {n}" for n in ev.notes]
+    return "\n".join(lines)
+
+
+def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path, per_image):
+    """Implementation of ``busi-lite evaluate --data DIR`` (called by cli.predict.evaluate)."""
+    from ..atomic import write_text
+    from ..external import csv_text, ensure_cache, evaluate_external
+    from ..features import FeatureCache
+    from ..model import Model
+
+    m = Model.load(model)
+    path = ensure_cache(data_dir, cache, backbone, log=log)
+    with FeatureCache(path) as fc:
+        ev = evaluate_external(m, fc, threshold_malignant=threshold_malignant, flag_config=flags,
+                               data_root=Path(data_dir), per_image=True)
+    if csv_path is not None:
+        write_text(csv_path, csv_text(ev))
+        log(f"wrote {csv_path} ({ev.n} rows)")
+    if as_json:
+        if not per_image:
+            ev.per_image = None
+        click.echo(dump(ev))
+    else:
+        click.echo(external_table(ev))
+
+
+@click.command()
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model stem NAME to calibrate (default $BUSI_LITE_MODEL or weights/busi_lite_default).")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The site's labelled folder (BUSI layout, any subset of the classes).")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="The folder's feature cache (default cache/<folder name>_features.h5; extracted when missing).")
+@click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX backbone for extraction (default $BUSI_LITE_BACKBONE, then the packaged one).")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+              show_default=True, help="Malignant recall the threshold must reach on the site's cases.")
+@click.option("--name", "site", default=None, help="Site name recorded in the card (default: the folder's name).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Stem of the NEW model (default: <model>_site-<name> beside the model); never overwritten.")
+@click.option("--json", "as_json", is_flag=True, help="Print the site calibration record as JSON.")
+def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_json):
+    """Choose the malignant threshold on a new site's labelled cases; save a NEW model.
+
+    The threshold is the highest one whose malignant recall on the site's cases
+    reaches --target-recall. The new model is the same model (same weights) with
+    this threshold, the site, its case counts and the recall/FAR reached (Wilson
+    95 % intervals) in its card. A warning is printed and stored when there are
+    too few malignant cases to promise the target (fewer than 30, or the Wilson
+    lower bound of the recall below target - 0.05).
+    """
+    from ..external import ensure_cache
+    from ..features import FeatureCache
+    from ..model import Model
+    from ..resources import resolve
+    from ..sitecal import (
+        calibrate_on_cache,
+        calibrated_model,
+        default_out,
+        save_new_model,
+    )
+
+    site = site or Path(data_dir).resolve().name
+    m = Model.load(model)
+    dest = out if out is not None else default_out(_local_stem(resolve("model", model)), site)
+    path = ensure_cache(data_dir, cache, backbone, log=log)
+    with FeatureCache(path) as fc:
+        sc = calibrate_on_cache(m, fc, target_recall, site, Path(data_dir))
+    npz, js = save_new_model(calibrated_model(m, sc), dest)
+    if as_json:
+        click.echo(dump(sc))
+    else:
+        click.echo(f"site {sc.site}: {sc.n_cases} cases, {sc.n_malignant} malignant")
+        click.echo(f"malignant threshold {sc.threshold:.5f} (was {sc.previous_threshold:.5f}, chosen for recall "
+                   f"{sc.previous_target_recall:.2f} on the training site)")
+        click.echo(f"on the site's cases: recall {sc.recall:.3f} [{sc.recall_lo:.3f}, {sc.recall_hi:.3f}], "
+                   f"FAR {sc.far:.3f} [{sc.far_lo:.3f}, {sc.far_hi:.3f}] (Wilson 95 %; in-sample)")
+        click.echo(f"saved the new model {npz.with_suffix('')} ({npz.name} + {js.name})")
+    if sc.warning:
+        log(f"WARNING: {sc.warning}")
+
+
+def _local_stem(resolved) -> Path:
+    """Where a new model goes by default: beside the model, or ./weights for the packaged one."""
+    return Path("weights") / resolved.path.name if resolved.source == "packaged" else resolved.path
