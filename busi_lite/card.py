@@ -18,6 +18,7 @@ from .config import Config
 from .errors import ConfigError
 from .records import (SCHEMA_VERSION, Calibration, Metrics, Record, SelectionResult, SplitInfo, _config, _fail,
                       _get, _history, _int, _list, _num, _obj, _schema, _str, jsonable)
+from .sitecal import SiteCalibration
 
 __all__ = ["FORMAT", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions", "jsonable"]
 
@@ -84,7 +85,7 @@ class ModelCard(Record):
     """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
     DOCUMENT: ClassVar[bool] = True
-    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings")
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site")
     config: Config
     classes: list
     backbone_sha256: str
@@ -105,11 +106,13 @@ class ModelCard(Record):
     ood: OODInfo | None = None
     weights_sha256: str | None = None  # SHA-256 of NAME.npz's bytes (set by Model.save, checked by Model.load)
     warnings: list | None = None       # loud caveats found at training, e.g. an out-of-fold AUC at chance
+    site: SiteCalibration | None = None  # threshold re-chosen on another site's cases (busi_lite.sitecal)
 
     @classmethod
     def _record_fields(cls) -> dict:
         return {"split": SplitInfo, "calibration": Calibration, "metrics": TestMetrics,
-                "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo}
+                "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo,
+                "site": SiteCalibration}
 
     @classmethod
     def from_json(cls, d, where="model card") -> "ModelCard":
@@ -160,6 +163,8 @@ class ModelCard(Record):
             selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
             format=_int(d, "format", where), head=dict(head),
             ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
+        site = d.get("site")
+        card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
         if card.config.head != head["kind"]:
             _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card
