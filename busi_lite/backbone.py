@@ -42,11 +42,18 @@ def center_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + s, top + s
 
 
+def crop_resize(image: Image.Image, box=None, size: int = SIZE) -> Image.Image:
+    """The one crop-and-resize: region ``box`` (left, top, right, bottom; None: the
+    centred square, side min(H, W)) of a PIL image (any mode) resized to ``size`` x
+    ``size`` with antialiased bilinear (steps 2-3 above). Images, masks, lesion-box
+    crops and report thumbnails all go through it, so they align."""
+    return image.resize((size, size), Image.Resampling.BILINEAR,
+                        box=center_box(*image.size) if box is None else tuple(box))
+
+
 def center_crop(image: Image.Image, size: int = SIZE) -> Image.Image:
-    """The one centre crop: a PIL image (any mode) -> its centred square (side
-    min(H, W)) resized to ``size`` x ``size`` with antialiased bilinear (steps 2-3
-    above). Images, masks and report thumbnails all go through it, so they align."""
-    return image.resize((size, size), Image.Resampling.BILINEAR, box=center_box(*image.size))
+    """The centred square of ``image`` resized to ``size`` x ``size`` (:func:`crop_resize`)."""
+    return crop_resize(image, None, size)
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .backbone import PREPROCESS_VERSION, SIZE, center_box
+from .backbone import PREPROCESS_VERSION, center_box, crop_resize
 from .errors import BusiError, ConfigError
 
 V1 = PREPROCESS_VERSION  # "tm-centercrop-bilinear-aa-v1": the name caches and models already carry
@@ -94,7 +94,7 @@ def _resized(rgb: np.ndarray, box=None) -> np.ndarray:
     """uint8 [224,224,3]: centre square crop, or the lesion box + margin, resized (antialiased bilinear)."""
     h, w = rgb.shape[:2]
     region = center_box(w, h) if box is None else margin_box(box, w, h)
-    im = Image.fromarray(rgb).resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=region)
+    im = crop_resize(Image.fromarray(rgb), region)
     return np.asarray(im)
 
 

@@ -173,7 +173,7 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     the centre crop the model sees, the predicted 7x7 map upsampled, the true mask, Dice.
     Returns (examples, note)."""
     from .. import metrics as M
-    from ..backbone import SIZE, center_box
+    from ..backbone import SIZE, center_crop
     from ..data import ImageError, read_rgb
     from ..geometry import upsample
 
@@ -211,7 +211,7 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
             from PIL import Image
 
             im = Image.fromarray(rgb)
-            crop = np.asarray(im.resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=center_box(*im.size)))
+            crop = np.asarray(center_crop(im))
         except (ImageError, OSError):
             crop, missing = None, missing + 1
         out.append({"path": cache.paths[row], "label": cache.classes[cache.labels[row]],
