@@ -265,13 +265,22 @@ class Predictor:
                         emit(p)
         return results
 
-    def predict_arrays(self, rgbs, names=None) -> list[Prediction]:
-        """Predict decoded RGB uint8 arrays [H,W,3] (no files involved)."""
+    def predict_arrays(self, rgbs, names=None, frames=None) -> list[Prediction]:
+        """Predict decoded RGB uint8 arrays [H,W,3] (no files involved).
+
+        ``frames``: optional :class:`busi_lite.dicom.DicomFrame` (or None) per array, when the
+        arrays are DICOM frames: results then carry frame / SOP UID / dicom_crop and give
+        boxes in frame pixels, as :meth:`predict` does.
+        """
         names = names or [f"array{i}" for i in range(len(rgbs))]
+        frames = frames or [None] * len(rgbs)
+        if len(names) != len(rgbs) or len(frames) != len(rgbs):
+            raise ConfigError(f"names ({len(names)}) and frames ({len(frames)}) must match the {len(rgbs)} arrays",
+                              "give one name and one frame (or None) per array", param="names")
         out = []
         for s in range(0, len(rgbs), self.batch_size):
-            inputs = [_input(Path(name), rgb, False)
-                      for rgb, name in zip(rgbs[s:s + self.batch_size], names[s:s + self.batch_size])]
+            sl = slice(s, s + self.batch_size)
+            inputs = [_input(Path(n), rgb, False, f) for rgb, n, f in zip(rgbs[sl], names[sl], frames[sl])]
             out += self._predict_inputs(inputs)
         return out
 

@@ -125,6 +125,12 @@ def test_cine_frame_option_and_api(serving, tmp_path):
     assert res[1].ok and res[1].frame is None
     with pytest.raises(ConfigError, match="frame"):
         pr.predict([path], frame=-1)
+    # decoded frames through predict_arrays (as the web page does) give the same records
+    from busi_lite import dicom
+    frames = dicom.read_frames(path, 3)
+    arr = pr.predict_arrays([f.rgb for f in frames], names=[str(path)], frames=frames)[0]
+    assert (arr.frame, arr.sop_instance_uid, arr.crop_box) == (3, every[3].sop_instance_uid, every[3].crop_box)
+    assert arr.proba == pytest.approx(every[3].proba, abs=1e-5)
     # overlays: one per frame, named from the file name
     res = pr.predict([path], overlay_dir=tmp_path / "ov", frame=None)
     names = sorted(Path(p.overlay).name for p in res)
