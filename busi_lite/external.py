@@ -345,6 +345,11 @@ def evaluate_external(model, cache, *, threshold_malignant: float | None = None,
     if shared:
         notes.append(f"{shared} image(s) have the same relative path as held-out test images of the model: if this "
                      "folder is (part of) its training dataset, these figures are not external")
+    site = getattr(model.card, "site", None)
+    if site is not None and site.data_root and data_root is not None and \
+            Path(site.data_root).resolve() == Path(data_root).resolve():
+        notes.append(f"the model's malignant threshold was chosen on this folder (site calibration '{site.site}'): "
+                     "the operating-point figures are in-sample")
     dcls = list(cache.classes)
     conf = np.zeros((len(dcls), len(classes)), np.int64)
     np.add.at(conf, (cache.labels, pred), 1)

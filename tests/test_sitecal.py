@@ -15,7 +15,7 @@ from test_external import make_site, site_world  # noqa: F401  (session fixture 
 from busi_lite import metrics as M
 from busi_lite import sitecal as S
 from busi_lite.cli import main
-from busi_lite.external import MALIGNANT, predict_cache
+from busi_lite.external import MALIGNANT, evaluate_external, predict_cache
 from busi_lite.features import FeatureCache
 from busi_lite.model import Model
 from busi_lite.records import RecordError
@@ -106,6 +106,10 @@ def test_cli_calibrate_new_model_never_overwrites(site_world, tmp_path):  # noqa
     mal = list(new.classes).index(MALIGNANT)
     y = pr.y == mal
     assert (pr.proba[y, mal] >= new.card.calibration.malignant_threshold).mean() >= 0.9
+    # evaluating the new model on the same folder says the operating point is in-sample
+    with FeatureCache(site_world["site_cache"]) as fc:
+        ev = evaluate_external(new, fc, n_resamples=10, data_root=site_world["site"])
+    assert any("in-sample" in n for n in ev.notes) and ev.operating_point.recall.value >= 0.9
     # a second run refuses to overwrite and leaves the files as they were
     before = {p: p.read_bytes() for p in (out.with_suffix(".npz"), out.with_suffix(".json"))}
     r = CliRunner().invoke(main, args)

@@ -82,10 +82,10 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
               help="Stem of the NEW model (default: <model>_site-<name> beside the model); never overwritten.")
 @click.option("--json", "as_json", is_flag=True, help="Print the site calibration record as JSON.")
 def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_json):
-    """Choose the malignant threshold on a new site's labelled cases; save a NEW model.
+    """Set the malignant threshold on a site's cases; new model.
 
-    The threshold is the highest one whose malignant recall on the site's cases
-    reaches --target-recall. The new model is the same model (same weights) with
+    The threshold is the highest one whose malignant recall on the site's
+    labelled cases reaches --target-recall. The new model is the same model (same weights) with
     this threshold, the site, its case counts and the recall/FAR reached (Wilson
     95 % intervals) in its card. A warning is printed and stored when there are
     too few malignant cases to promise the target (fewer than 30, or the Wilson
