@@ -144,21 +144,31 @@ def discover(root, classes=CLASSES, require=()) -> Dataset:
                            f"give the folder that holds the class folders {', '.join(c + '/' for c in classes)}"
                            + _suggest(root, classes))
     samples, problems, notes, present, other = [], [], [], [], []
-    for entry in sorted(root.iterdir(), key=lambda p: _natural_key(p.name)):
+    try:
+        top = sorted(root.iterdir(), key=lambda p: _natural_key(p.name))
+    except OSError as e:
+        raise DatasetError(f"{root}: dataset folder cannot be listed ({e.strerror or e})",
+                           "check its permissions") from None
+    for entry in top:
         if entry.name.startswith(".") or entry.name in classes or not entry.is_dir():
             continue
         near = [c for c in classes if c.lower() == entry.name.lower()]
         other.append(Problem(f"{entry.name}/", "folder is not a class folder (ignored)",
-                                f"rename it to {near[0]}/" if near else
-                                f"move its images into one of {', '.join(c + '/' for c in classes)}, "
-                                "or name it among the classes"))
+                             f"rename it to {near[0]}/" if near else
+                             f"move its images into one of {', '.join(c + '/' for c in classes)}, "
+                             "or name it among the classes"))
     for cls in classes:
         folder = root / cls
         if not folder.is_dir():
             _absent(cls, f"{cls}/", "class folder missing", f"create {folder} with the {cls} images",
                     cls in required, problems, notes)
             continue
-        images, masks = _scan_class(root, cls, problems)
+        try:
+            images, masks = _scan_class(root, cls, problems)
+        except OSError as e:  # the folder itself cannot be listed: never drop a class silently
+            problems.append(Problem(f"{cls}/", f"class folder cannot be listed ({e.strerror or e})",
+                                    "check its permissions", True))
+            continue
         for stem, found in masks.items():
             if stem not in images:
                 for _, rel in found:

@@ -160,6 +160,25 @@ def test_discover_names_bad_entries_and_keeps_the_rest(tree):
     ds.check()  # not fatal
 
 
+def test_unlistable_class_folder_is_a_fatal_problem(tree, monkeypatch):
+    """A class folder that cannot be listed is never dropped silently (nor a traceback)."""
+    root, _ = tree
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "benign":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    ds = D.discover(root)
+    probs = [p for p in ds.problems if p.path == "benign/"]
+    assert len(probs) == 1 and probs[0].fatal and "cannot be listed" in probs[0].what
+    assert ds.classes == ("normal", "malignant")
+    with pytest.raises(D.DatasetError, match="benign"):
+        ds.check()
+
+
 def test_reading_never_blocks_on_a_fifo_and_names_the_file(tree):
     """Before: read_rgb and source_sha256 opened a FIFO named .png and blocked forever."""
     root, _ = tree
