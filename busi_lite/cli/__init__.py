@@ -16,7 +16,10 @@ from .common import BusiGroup
 
 @click.group(cls=BusiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="busi-lite")
-def main():
+@click.option("--blas-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="BUSI_LITE_BLAS_THREADS", show_envvar=True,
+              help="BLAS threads for the heads' small matrix products; 1 is fastest on a busy laptop.")
+def main(blas_threads):
     """busi-lite: breast-ultrasound triage on a laptop CPU.
 
     \b

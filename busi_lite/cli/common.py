@@ -85,8 +85,12 @@ class BusiGroup(click.Group):
     """A click group that turns known errors into one line ``error: ...`` and exit code 2."""
 
     def invoke(self, ctx):
+        from ..threads import limit_blas
+
         try:
-            return super().invoke(ctx)
+            # The heads' matrices are small: one BLAS thread for every command (busi_lite/threads.py).
+            with limit_blas(ctx.params.get("blas_threads")):
+                return super().invoke(ctx)
         except _known_errors() as e:
             fail(error_text(e))
 
