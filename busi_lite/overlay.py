@@ -80,16 +80,16 @@ def _pair(x: float, t: float) -> tuple[str, str]:
     return repr(x), repr(t)
 
 
-def label_text(pred: "Prediction") -> str:
+def label_text(pred: Prediction) -> str:
     """'label: NORMAL (p 0.74)': the most probable class."""
     return f"label: {pred.label.upper()} (p {pred.proba[pred.label]:.2f})"
 
 
-def probs_text(pred: "Prediction") -> str:
+def probs_text(pred: Prediction) -> str:
     return "probabilities: " + ", ".join(f"{c} {v:.2f}" for c, v in pred.proba.items())
 
 
-def screen_parts(pred: "Prediction") -> list[str]:
+def screen_parts(pred: Prediction) -> list[str]:
     """The malignant screen as phrases (joined with spaces they read as one sentence)."""
     t = pred.malignant_threshold
     if pred.malignant_alert is None or t is None:
@@ -100,12 +100,12 @@ def screen_parts(pred: "Prediction") -> list[str]:
     return ["screen: no malignant alert -", f"p(malignant) {pm} < {pt},", "high-sensitivity threshold"]
 
 
-def screen_text(pred: "Prediction") -> str:
+def screen_text(pred: Prediction) -> str:
     """'screen: MALIGNANT ALERT - p(malignant) 0.030 >= 0.028, high-sensitivity threshold'."""
     return " ".join(screen_parts(pred))
 
 
-def verdict_line(pred: "Prediction") -> str:
+def verdict_line(pred: Prediction) -> str:
     """Label and screen on one line, kept apart by ' | '."""
     if not pred.ok:
         return f"ERROR {pred.error}"
@@ -176,7 +176,7 @@ def _dashed_rect(d, box, colour, dash: int = 6) -> None:
         d.line([(r, y), (r, min(y + dash, b))], fill=colour)
 
 
-def render_overlay(rgb: np.ndarray, pred: "Prediction", max_side: int = 1024):
+def render_overlay(rgb: np.ndarray, pred: Prediction, max_side: int = 1024):
     """The image with the lesion map on the centre crop, the crop's outline, the lesion box,
     the verdict and flags on a band at the top and a legend with a colour scale below."""
     from PIL import Image, ImageDraw

@@ -20,12 +20,13 @@ from click.testing import CliRunner
 
 pydicom = pytest.importorskip("pydicom")
 
-from busi_lite import data as D  # noqa: E402
-from busi_lite.cli import main  # noqa: E402
-from busi_lite.errors import ConfigError  # noqa: E402
-from busi_lite.inference import Predictor  # noqa: E402
-from dicom_synth import FAKE_ID, FAKE_NAME, FAKE_VALUES, wrap_png_as_dicom  # noqa: E402
-from synth import make_busi_tree  # noqa: E402
+from dicom_synth import FAKE_ID, FAKE_NAME, FAKE_VALUES, wrap_png_as_dicom
+from synth import make_busi_tree
+
+from busi_lite import data as D
+from busi_lite.cli import main
+from busi_lite.errors import ConfigError
+from busi_lite.inference import Predictor
 
 EXAMPLES = {"examples_palette.dcm": 1, "examples_ybr_color.dcm": 30, "examples_rgb_color.dcm": 1,
             "examples_jpeg2k.dcm": 1}
@@ -162,7 +163,7 @@ def wrapped(serving, tmp_path_factory):
 
 def _run(args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "busi_lite.cli", "predict"] + [str(a) for a in args],
-                          capture_output=True, timeout=600)
+                          capture_output=True, timeout=600, check=False)
 
 
 def test_wrapped_equals_png_and_nothing_identifying_leaks(serving, wrapped, tmp_path):
@@ -196,6 +197,7 @@ def test_wrapped_equals_png_and_nothing_identifying_leaks(serving, wrapped, tmp_
     human = runs["human"].stdout.decode()
     assert "SOP Instance UID" in human and "[frame 0 of 1]" in human
     # privacy: no fake patient value anywhere (text outputs: every value; overlays: the long ones)
+    assert FAKE_NAME.encode() in dcms[0].read_bytes() and FAKE_ID.encode() in dcms[0].read_bytes()  # they are there
     for mode, r in runs.items():
         for v in FAKE_VALUES:
             assert v.encode() not in r.stdout and v.encode() not in r.stderr, (mode, v)
@@ -236,6 +238,16 @@ def test_non_dicom_dcm_fails_only_that_file(serving, wrapped, tmp_path):
     assert [o["ok"] for o in out] == [True, False, True]
     assert str(bad) in out[1]["error"] and "->" in out[1]["error"]
     assert any(str(bad) in ln for ln in r.stderr.splitlines() if ln.startswith("error:"))
+    # a damaged DICOM (junk JPEG data) with a fake patient: its error names the file, never the patient
+    from dicom_synth import make_dataset, with_encapsulated, write
+    from pydicom.uid import JPEGBaseline8Bit
+
+    junk = write(with_encapsulated(make_dataset(np.zeros((64, 64), np.uint8)), JPEGBaseline8Bit), tmp_path / "junk.dcm")
+    r = _cli([junk, wrapped["pngs"][0], "--json"] + _args(serving))
+    out = json.loads(r.stdout)
+    assert r.exit_code == 1 and [o["ok"] for o in out] == [False, True] and str(junk) in out[0]["error"]
+    for v in FAKE_VALUES:
+        assert v not in r.stdout and v not in r.stderr
 
 
 def test_missing_pydicom_is_one_clear_error_per_file(serving, wrapped, monkeypatch):
