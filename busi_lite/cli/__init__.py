@@ -39,10 +39,11 @@ def _register():
     from .data import data, extract
     from .predict import evaluate, predict
     from .report import report
+    from .serve import serve
     from .site import calibrate
     from .train import select, sweep, train
 
-    for cmd in (data, extract, train, sweep, select, predict, evaluate, calibrate, report):
+    for cmd in (data, extract, train, sweep, select, predict, evaluate, calibrate, report, serve):
         main.add_command(cmd)
     # `busi-lite info` (versions, which model/backbone were found): registered when busi_lite.info exists
     if importlib.util.find_spec("busi_lite.info") is not None:

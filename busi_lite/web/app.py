@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import socket
 import threading
 import time
@@ -300,7 +299,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     ``echo``: prints a line (default: print, flushed)."""
     import uvicorn
 
-    from ..model import DEFAULT_MODEL, ENV_MODEL
+    from ..resources import resolve
 
     echo = echo or functools.partial(print, flush=True)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -308,7 +307,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
                           param="port")
     _check_limits(max_file_mb, max_request_mb)
     predictor = Predictor(model, backbone)
-    model_path = str(model or os.environ.get(ENV_MODEL) or DEFAULT_MODEL)
+    model_path = str(resolve("model", model).path)
     app = create_app(predictor, model_path=model_path, save_dir=save_dir, max_file_mb=max_file_mb,
                      max_request_mb=max_request_mb)
     sock = _listen(host, port)                # bound before the URL is printed: the URL answers
