@@ -5,6 +5,16 @@ extra masks ``<stem>_mask_1.png``, ``_mask_2.png`` ... (merged by union).
 The one mask-file rule is :func:`is_mask_file` (case-insensitive: ``x_Mask.png``
 is a mask too); every module that needs it calls it.
 
+DICOM images sit beside PNG/JPEG: ``<stem>.dcm``/``.dicom``, or a regular file named
+without an image extension that carries the ``DICM`` preamble (``dicom.is_dicom``, 132
+bytes; e.g. ``IM_0001``, ``1.2.840.5``: the whole name is the stem). Masks follow the
+same rule (``x_mask.png`` for ``x.dcm``); hidden files are skipped. A DICOM file is ONE
+image (imread.read_rgb: its frame cropped to the ultrasound 2D region); a cine, or any
+DICOM file when pydicom is missing, is a named per-file problem and the rest runs. A
+mask has the size of the image as used (after the crop); a mask of the full frame's
+size is cropped with the same region (:func:`read_mask`). Problems, notes and caches
+name the file path only, never a patient attribute.
+
 Contracts:
 - Nothing here ever writes to the dataset.
 - Any subset of the class folders may be present (BUS-BRA has no ``normal``);
@@ -33,8 +43,10 @@ from .errors import BusiError
 from .imread import (  # noqa: F401
     MAX_PIXELS,
     ImageError,
+    _dicom,
     _to_rgb,
     content_sha256,
+    dicom_region,
     file_kind,
     open_regular,
     os_reason,
@@ -43,6 +55,7 @@ from .imread import (  # noqa: F401
 )
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}   # as dicom.DICOM_SUFFIXES (that module builds on this one)
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$", re.IGNORECASE)
 
 
@@ -219,7 +232,8 @@ def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
             problems.append(Problem(rel + "/", "folder inside a class folder is not searched (ignored)",
                                     f"move its images up into {cls}/ or out of the dataset"))
             continue
-        if f.suffix.lower() not in IMAGE_EXTS:
+        key = _image_key(f, mode)
+        if key is None:
             problems.append(Problem(rel, "not an image file (ignored)",
                                     "remove it or move it out of the dataset folder"))
             continue
@@ -236,13 +250,27 @@ def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
                                         "remove one of them"))
                 continue
             masks.setdefault(stem, []).append((k, rel))
-        elif f.stem in images:
-            problems.append(Problem(rel, f"another image with the same name is used ({images[f.stem]}; ignored)",
+        elif key in images:
+            problems.append(Problem(rel, f"another image with the same name is used ({images[key]}; ignored)",
                                     "rename or remove one of them"))
         else:
-            images[f.stem] = rel
+            images[key] = rel
     images = dict(sorted(images.items(), key=lambda kv: _natural_key(kv[1].split("/", 1)[1])))
     return images, masks
+
+
+def _image_key(f: Path, mode: int) -> str | None:
+    """The stem masks pair with, or None when ``f`` is not an image file.
+
+    Image extensions and ``.dcm``/``.dicom`` by name: their stem. Any other name:
+    a regular file with the DICM preamble is a DICOM image keyed by its whole name
+    (scanner exports are often extensionless or named by UID, ``1.2.840.5``)."""
+    suffix = f.suffix.lower()
+    if suffix in IMAGE_EXTS or suffix in DICOM_SUFFIXES:
+        return f.stem
+    if stat.S_ISREG(mode) and _dicom().is_dicom(f):
+        return f.name
+    return None
 
 
 def _suggest(root: Path, classes) -> str:
@@ -273,18 +301,26 @@ def _suggest(root: Path, classes) -> str:
 def read_mask(root, sample: Sample, size: tuple[int, int]) -> np.ndarray | None:
     """Union of the sample's masks as bool [H,W]; None when it has none.
 
-    ``size`` is the image's (width, height); raises ImageError on a size
-    mismatch or a non-binary mask.
+    ``size`` is the image's (width, height) as used. For a DICOM image cropped to
+    its ultrasound region, a mask of the full frame's size is cropped with the same
+    region. Raises ImageError on any other size mismatch or a non-binary mask.
     """
     if not sample.mask_paths:
         return None
     out = np.zeros((size[1], size[0]), dtype=bool)
+    crop = None
     for rel in sample.mask_paths:
         path = Path(root) / rel
         a = read_gray(path)
         if (a.shape[1], a.shape[0]) != tuple(size):
-            raise ImageError(f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
-                             f"{size[0]}x{size[1]}", "re-export the mask at the image's size")
+            crop = crop or dicom_region(Path(root) / sample.path, size)
+            if crop is None or (a.shape[1], a.shape[0]) != crop[0]:
+                raise ImageError(f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is "
+                                 f"{size[0]}x{size[1]}" + (f" (its DICOM frame {crop[0][0]}x{crop[0][1]})"
+                                                           if crop else ""),
+                                 "re-export the mask at the image's size" + (" or the frame's" if crop else ""))
+            x0, y0, x1, y1 = crop[1]
+            a = a[y0:y1, x0:x1]
         counts = np.bincount(a.ravel(), minlength=256)
         odd = np.nonzero(counts[2:255])[0] + 2
         if len(odd):

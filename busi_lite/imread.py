@@ -4,6 +4,18 @@ Contracts: only regular files are opened (a FIFO never blocks, a dangling or
 looping symlink is a named error); images over MAX_PIXELS are refused before
 decoding (decompression bombs); every failure is an :class:`ImageError`
 naming the file, never a decoder's own exception. Nothing here writes.
+
+DICOM: :func:`read_rgb` reads a DICOM file (``busi_lite.dicom.is_dicom``: ``*.dcm``/
+``*.dicom`` or the ``DICM`` preamble, whatever the name) as ONE image, for datasets:
+a single-frame file gives its frame, cropped to the ultrasound 2D region
+(``dicom.read_frames``). A multi-frame (cine) file is refused with a named
+ImageError: a dataset row is one image with one label and one mask, and picking
+a frame silently would hide which one was used -> export the frame as its own
+file. (``predict`` reads every frame of a cine through ``dicom.read_frames``.)
+pydicom missing -> an ImageError naming the file with the install hint, so a
+dataset's other files are still processed. Messages carry the file path only,
+never a patient attribute. The ``dicom`` module is imported lazily (it builds
+on ``data``, which re-exports this module).
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ import errno
 import hashlib
 import os
 import stat
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +95,12 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     grey is scaled by its bit depth, judged from its maximum: a maximum
     <= 4095 is 12-bit data (x * 255 / 4095), otherwise 16-bit (x * 255 / 65535,
     i.e. x / 257). Only regular files are read; images over ``max_pixels`` are
-    refused before decoding. Raises ImageError naming the file.
+    refused before decoding. A DICOM file is read by :func:`read_dicom_image`
+    (one frame, region-cropped; a cine is refused). Raises ImageError naming the file.
     """
     path = Path(path)
+    if _dicom().is_dicom(path):
+        return read_dicom_image(path, max_pixels).rgb
     with open_regular(path) as fh:
         try:
             with Image.open(fh) as im:
@@ -96,6 +113,61 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 Image.DecompressionBombError) as e:
             raise ImageError(f"{path}: cannot be read as an image ({e})",
                              "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
+
+
+def _dicom():
+    from . import dicom  # lazy: dicom imports data, which imports this module
+    return dicom
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """A DICOM dataset file read as one image. ``rgb`` uint8 [H,W,3] (after the crop);
+    ``crop`` (x0, y0, x1, y1) half-open in frame pixels, or None (whole frame)."""
+    rgb: np.ndarray = field(repr=False)
+    crop: tuple[int, int, int, int] | None
+
+
+def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> DicomImage:
+    """A single-frame DICOM file -> :class:`DicomImage` (frame cropped to its 2D ultrasound region).
+
+    Raises ImageError (a DicomError for decoding failures) naming the file: a
+    multi-frame cine, pydicom missing, a cropped image over ``max_pixels``.
+    """
+    path = Path(path)
+    dicom = _dicom()
+    try:
+        f = dicom.read_frames(path, frame=0)[0]
+    except ImageError:
+        raise
+    except BusiError as e:  # pydicom missing or too old: this file fails, the others run
+        raise ImageError(f"{path}: a DICOM file; {e.what}", e.fix or dicom.INSTALL) from None
+    if f.n_frames > 1:
+        raise ImageError(f"{path}: a {f.n_frames}-frame cine; datasets take one image per file",
+                         "export the frame you want as its own file")
+    h, w = f.rgb.shape[:2]
+    if w * h > max_pixels:
+        raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit", "downscale the image first")
+    return DicomImage(f.rgb, f.crop)
+
+
+def dicom_region(image, size) -> tuple | None:
+    """((frame width, height), crop box) when ``image`` is a DICOM file read as ``size``
+    (width, height) after its region crop; None otherwise (not DICOM, no crop, unknown frame)."""
+    if not _dicom().is_dicom(image):
+        return None
+    crop = read_dicom_image(image).crop
+    if crop is None or (crop[2] - crop[0], crop[3] - crop[1]) != tuple(size):
+        return None
+    try:
+        import pydicom
+
+        with warnings.catch_warnings():  # pydicom warnings can quote element values
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(image, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        return (int(ds.Columns), int(ds.Rows)), crop
+    except Exception:  # noqa: BLE001 - untrusted header: "unknown" is the answer
+        return None
 
 
 def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:

@@ -105,6 +105,30 @@ def test_discover_counts_masks_and_natural_order(tree):
     assert list(ds.labels) == sorted(ds.labels)
 
 
+def test_discover_dicom_names_without_decoding(tmp_path):
+    """DICOM files are found by name (.dcm) or by the DICM preamble (no pydicom needed here)."""
+    d = tmp_path / "benign"
+    d.mkdir()
+    dicm = b"\0" * 128 + b"DICM" + b"\0" * 64
+    (d / "a.dcm").write_bytes(b"anything")                # .dcm: an image by its name
+    (d / "a_mask.png").write_bytes(b"")
+    (d / "IM_0001").write_bytes(dicm)                      # extensionless, found by its preamble
+    (d / "IM_0001_mask.png").write_bytes(b"")
+    (d / "1.2.840.5").write_bytes(dicm)                   # UID-named: the whole name is the stem
+    (d / "1.2.840.5_mask.png").write_bytes(b"")
+    (d / "b.png").write_bytes(b"")
+    (d / "b.dcm").write_bytes(dicm)                        # same stem: the PNG is used
+    (d / "notes").write_bytes(b"\0" * 128 + b"TEXT")       # no preamble: not an image
+    (d / ".hidden").write_bytes(dicm)                      # hidden: skipped silently
+    ds = D.discover(tmp_path)
+    got = {s.path: s.mask_paths for s in ds.samples}
+    assert got == {"benign/1.2.840.5": ("benign/1.2.840.5_mask.png",), "benign/a.dcm": ("benign/a_mask.png",),
+                   "benign/b.png": (), "benign/IM_0001": ("benign/IM_0001_mask.png",)}
+    assert {p.path: p.what for p in ds.problems} == {
+        "benign/b.dcm": "another image with the same name is used (benign/b.png; ignored)",
+        "benign/notes": "not an image file (ignored)"}
+
+
 def test_read_mask_unions_extra_masks(tree):
     root, info = tree
     ds = D.discover(root)
