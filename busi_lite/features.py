@@ -2,12 +2,20 @@
 
 Layout (N rows, one per image, in discovery order):
   /index/{path, label, source_sha256, content_sha256, phash, has_mask, group, width, height}
-  /features/<view>  [N,7,7,1280] float16   spatial out_relu features ('raw' + mask views)
+  /features/<view>  [N,7,7,1280] float16   spatial out_relu features ('raw' + views.ALL_VIEWS chosen)
   /pooled/<view>    [N,1280]     float32   global average pool of the above
   /grid/<view>      [N,7,7]      float16   lesion fraction per cell of the view's 224x224 input
   /valid/<view>     [N]          bool      row holds this view (views need a lesion mask)
   /mask224          [N,224,224]  bool      the lesion mask of the raw view's 224x224 crop
   attrs: backbone_sha256, preprocess_version, package_version, views, classes, dataset_root
+
+``preprocess_version`` is the NAME of the preprocessing (busi_lite.preprocess: v1 =
+Teachable Machine's, v2 = contrast-normalised) every view went through; an incremental
+extract into a cache of another preprocessing, backbone or view list is refused (force
+rebuilds). Default file names: ``default_cache(preprocess)`` = cache/busi_features.h5 for v1,
+cache/busi_features_v2.h5 for v2, so the two never collide. Views (busi_lite.views):
+``raw`` always; ``flip`` every image; mask-fused and box views only for images with a
+lesion mask (``valid``). Their grids are the mask's lesion fraction in that view's input.
 
 Writes go to a temporary file next to the cache (atomic.atomic_path), renamed
 over it only when complete, under an exclusive lock: an interrupted (Ctrl-C,
@@ -39,9 +47,10 @@ from PIL import Image
 from . import CLASSES, __version__
 from . import data as D
 from .atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit
-from .backbone import GRID, PREPROCESS_VERSION, SIZE, Backbone, center_crop, preprocess
+from .backbone import GRID, SIZE, Backbone, center_crop, crop_resize
 from .errors import BusiError
-from .views import VIEWS, make_views
+from .preprocess import SHORT, V1, Preprocessing, margin_box, mask_box, mirror
+from .views import ALL_VIEWS, VIEWS, make_views, view_boxes
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
 ENV_CACHE = "BUSI_LITE_CACHE"
@@ -49,6 +58,13 @@ BATCH = 32
 
 
 REBUILD = "rebuild the cache (extract with force)"
+
+
+def default_cache(preprocess=V1, stem: str = "busi") -> Path:
+    """cache/<stem>_features.h5 for v1, cache/<stem>_features_v2.h5 for v2 (never the same file)."""
+    pp = Preprocessing.named(preprocess)
+    suffix = "" if pp.name == V1 else "_" + next(k for k, v in SHORT.items() if v == pp.name)
+    return DEFAULT_CACHE.parent / f"{stem}_features{suffix}.h5"
 
 
 class CacheError(BusiError):
@@ -72,10 +88,11 @@ def source_sha256(root: Path, sample: D.Sample) -> str:
     return h.hexdigest()
 
 
-def grid_fraction(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def grid_fraction(mask: np.ndarray, region=None) -> tuple[np.ndarray, np.ndarray]:
     """Mask bool [H,W] -> (lesion fraction per 7x7 cell [7,7], mask at 224x224 [224,224] bool),
-    both of the same centre crop the backbone sees."""
-    m224 = np.asarray(center_crop(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
+    both of the same centre crop the backbone sees (or of ``region`` (l, t, r, b) resized to 224)."""
+    im = Image.fromarray(mask.astype(np.uint8) * 255)
+    m224 = np.asarray(center_crop(im) if region is None else crop_resize(im, region)) >= 128
     cell = SIZE // GRID
     frac = m224.reshape(GRID, cell, GRID, cell).mean(axis=(1, 3))
     return frac.astype(np.float32), m224
@@ -94,17 +111,28 @@ class _Item:
     has_mask: bool        # a non-empty lesion mask (anywhere in the image)
 
 
-def _prepare(root: Path, sample: D.Sample, index: int, views) -> _Item:
+def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing) -> _Item:
     rgb = D.read_rgb(root / sample.path)
     size = (rgb.shape[1], rgb.shape[0])
     mask = D.read_mask(root, sample, size)
     if mask is None:
         mask = np.zeros(rgb.shape[:2], dtype=bool)
-    inputs, grids = {"raw": preprocess(rgb)}, {}
+    inputs, grids = {"raw": pp(rgb)}, {}
     grids["raw"], m224 = grid_fraction(mask)
-    for v, (vrgb, vmask) in make_views(rgb, mask, views).items():
-        inputs[v] = preprocess(vrgb)
+    if "flip" in views:
+        inputs["flip"], grids["flip"] = mirror(inputs["raw"]), grids["raw"][:, ::-1].copy()
+    for v, (vrgb, vmask) in make_views(rgb, mask, [v for v in views if v in VIEWS]).items():
+        inputs[v] = pp(vrgb)
         grids[v] = grid_fraction(vmask)[0]
+    box = mask_box(mask)
+    if box is not None:
+        for base, b in view_boxes(box, size[0], size[1], sample.path, views).items():
+            x = pp(rgb, box=b)
+            g = grid_fraction(mask, margin_box(b, size[0], size[1]))[0]
+            if base in views:
+                inputs[base], grids[base] = x, g
+            if base + "_flip" in views:
+                inputs[base + "_flip"], grids[base + "_flip"] = mirror(x), g[:, ::-1].copy()
     return _Item(index, inputs, grids, m224, D.content_sha256(rgb), D.phash(rgb), size, bool(mask.any()))
 
 
@@ -124,7 +152,7 @@ def _lock(out: Path):
         yield
 
 
-def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
+def _open_old(out: Path, backbone: Backbone, views, force: bool, log, pp: Preprocessing):
     """Return the reusable old cache (h5py.File) or None."""
     if force or not out.exists():
         return None
@@ -134,8 +162,8 @@ def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
         reason = None
         if a.get("backbone_sha256") != backbone.sha256:
             reason = f"it was built with another backbone (sha256 {str(a.get('backbone_sha256'))[:12]}...)"
-        elif a.get("preprocess_version") != PREPROCESS_VERSION:
-            reason = f"it used preprocessing {a.get('preprocess_version')!r}"
+        elif a.get("preprocess_version") != pp.name:
+            reason = f"it was extracted with preprocessing {a.get('preprocess_version')!r}, this run uses {pp.name!r}"
         elif sorted(a.get("views", "").split(",")) != sorted(("raw",) + tuple(views)):
             reason = f"it holds views {a.get('views')!r}"
     except (OSError, KeyError) as e:
@@ -147,9 +175,12 @@ def _open_old(out: Path, backbone: Backbone, views, force: bool, log):
     return old
 
 
-def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=False, strict=False,
-            classes=CLASSES, batch_size=BATCH, log=None, progress=True, require=()) -> dict:
-    """Extract features of every valid image (and its mask views) into ``out``.
+def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=False, strict=False,
+            classes=CLASSES, batch_size=BATCH, log=None, progress=True, require=(), preprocess=V1) -> dict:
+    """Extract features of every valid image (and its views) into ``out``.
+
+    ``preprocess``: 'v1' | 'v2' (or a full name, busi_lite.preprocess), stored as the
+    cache's ``preprocess_version``. ``views``: any of views.ALL_VIEWS ('raw' is always there).
 
     Incremental: rows whose image and mask bytes are unchanged are copied from
     the existing cache. ``classes``/``require`` as in data.discover: the cache
@@ -159,10 +190,11 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=Fals
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
+    pp = Preprocessing.named(preprocess)
     views = tuple(v for v in views if v != "raw")
     for v in views:
-        if v not in VIEWS:
-            raise ValueError(f"unknown view {v!r}; choose from {', '.join(VIEWS)}")
+        if v not in ALL_VIEWS:
+            raise ValueError(f"unknown view {v!r}; choose from {', '.join(ALL_VIEWS)}")
     ds = D.discover(data_root, classes, require)
     ds.check(strict)
     for n in ds.notes:
@@ -180,29 +212,30 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=VIEWS, force=Fals
         # under the lock no other extract writes this cache: every temp of it is an orphan
         for p in clean_stale(out, only_dead=False):
             log(f"note: removed {p.name}, left by an interrupted run")
-        old = _open_old(out, bb, views, force, log)
+        old = _open_old(out, bb, views, force, log, pp)
         try:
             small = _read_small(old) if old is not None else {}
             old_rows = {(p, s): i for i, (p, s) in enumerate(zip(small.get("index/path", []),
                                                                  small.get("index/source_sha256", [])))}
             with atomic_path(out, "writing the feature cache") as tmp:
                 summary = _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log,
-                                 progress)
+                                 progress, pp)
         finally:
             if old is not None:
                 old.close()
-    summary.update(seconds=time.perf_counter() - t0, cache=str(out), classes=list(ds.classes),
+    summary.update(seconds=time.perf_counter() - t0, cache=str(out), classes=list(ds.classes), preprocess=pp.name,
+                   views=["raw", *views],
                    notes=list(ds.notes), problems=[str(p) for p in ds.problems] + summary["problems"])
     return summary
 
 
-def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress) -> dict:
+def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress, pp) -> dict:
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
     with LatchedFile(tmp) as sink, h5py.File(sink, "w") as f:
         f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name,
-                       preprocess_version=PREPROCESS_VERSION, package_version=__version__,
+                       preprocess_version=pp.name, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
                        dataset_root=str(Path(root).resolve()))
         feat = {v: f.create_dataset(f"features/{v}", (0, GRID, GRID, 1280), "f2", maxshape=(None, GRID, GRID, 1280),
@@ -248,7 +281,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
         batches = [list(range(p, min(p + batch_size, n))) for p in range(0, n, batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1))) as pool:
             def submit(batch):  # decoding runs ahead of the backbone by one batch
-                return {i: pool.submit(_prepare, root, ds.samples[i], i, views) for i in batch if i in todo}
+                return {i: pool.submit(_prepare, root, ds.samples[i], i, views, pp) for i in batch if i in todo}
 
             pending = submit(batches[0]) if batches else {}
             for k, batch in enumerate(batches):
@@ -407,6 +440,7 @@ class FeatureCache:
             self.classes = tuple(self.attrs["classes"].split(","))
             self.views = tuple(self.attrs["views"].split(","))
             self.backbone_sha256 = self.attrs["backbone_sha256"]
+            self.preprocess_version = self.attrs["preprocess_version"]
         except (OSError, KeyError, ValueError) as e:
             self._f.close()
             raise CacheError(f"{path}: not a complete busi-lite cache ({e})", REBUILD, param="force") from None

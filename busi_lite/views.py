@@ -1,4 +1,6 @@
-"""Mask-fused views: extra TRAINING images built from an image and its lesion mask.
+"""Cache views: the extra network inputs extracted per image beside ``raw``.
+
+Mask-fused views: extra TRAINING images built from an image and its lesion mask.
 
 - ``roi``:    square crop around the mask's bounding box plus a margin;
 - ``masked``: tissue outside a dilated mask darkened to a quarter (// DARKEN);
@@ -8,14 +10,56 @@
 Each view also returns its lesion mask in its own coordinates, so the 7x7
 segmentation target can be computed for it. Views exist only for images with
 a non-empty lesion mask and are never used for evaluation.
+
+Input views (the network input itself is transformed, see busi_lite.preprocess):
+
+- ``flip``: the mirrored network input of the raw image (every image); flip averaging
+  trains on raw + flip and averages the two probabilities at evaluation.
+- ``box`` / ``box_flip``: the lesion mask's bounding box + BOX_MARGIN, resized to 224
+  (Preprocessing(name)(rgb, box=mask_box(mask))), and its mirror. Images with a mask only.
+- ``box_j0``, ``box_j1`` (+ ``_flip``): TRAINING boxes, the mask box jittered by
+  JITTER_TRAIN (shift and scale), so a hand-drawn box works as well.
+- ``box_s10``, ``box_s20``, ``box_s30``: EVALUATION-only sloppy boxes (jitter 0.1, 0.2, 0.3)
+  for measuring what a sloppy box costs; never trained on.
+Jitter draws come from ``box_rng(view, path)``: a fixed seed per view and the image's
+relative path, so extraction is deterministic and an incremental extract reuses rows exactly.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 VIEWS = ("roi", "masked", "mask")
+JITTER_TRAIN = 0.2
+BOX_JITTER = {"box_j0": JITTER_TRAIN, "box_j1": JITTER_TRAIN, "box_s10": 0.1, "box_s20": 0.2, "box_s30": 0.3}
+BOX_SEEDS = {"box_j0": 1101, "box_j1": 1102, "box_s10": 2110, "box_s20": 2120, "box_s30": 2130}
+BOX_VIEWS = ("box", "box_flip", "box_j0", "box_j1", "box_j0_flip", "box_j1_flip", "box_s10", "box_s20", "box_s30")
+TRAIN_BOX_VIEWS = ("box_j0", "box_j1", "box_j0_flip", "box_j1_flip")  # what a box head trains on (with box, box_flip)
+EVAL_BOX_VIEWS = ("box_s10", "box_s20", "box_s30")  # sloppy boxes: evaluation only
+INPUT_VIEWS = ("flip",) + BOX_VIEWS
+ALL_VIEWS = VIEWS + INPUT_VIEWS  # every view a cache may hold besides 'raw' (extract's default)
+
+
+def box_rng(view: str, path: str) -> np.random.Generator:
+    """The jitter generator of a box view for one image: fixed seed per view + crc32 of its relative path."""
+    return np.random.default_rng([BOX_SEEDS[view], zlib.crc32(str(path).encode())])
+
+
+def view_boxes(box, width: int, height: int, path: str, views) -> dict:
+    """{box view base name (no _flip): lesion box (x0, y0, x1, y1)} for the box views in ``views``;
+    ``box`` is the mask box itself, the others jittered (busi_lite.preprocess.jitter_box)."""
+    from .preprocess import jitter_box
+
+    out = {}
+    for v in views:
+        base = v[:-5] if v.endswith("_flip") else v
+        if base in out or not base.startswith("box"):
+            continue
+        out[base] = box if base == "box" else jitter_box(box, width, height, box_rng(base, path), BOX_JITTER[base])
+    return out
 ROI_MARGIN = 0.25     # of the bounding box's longer side, on each side
 DILATE = 0.04         # dilation radius for `masked`, as a share of the image's shorter side
 DARKEN = 4          # outside the dilated mask, pixels are divided by this

@@ -13,10 +13,12 @@ import busi_lite
 from busi_lite import data as D
 from busi_lite import features as F
 from busi_lite.backbone import PREPROCESS_VERSION, Backbone, preprocess
+from busi_lite import views as V
+from busi_lite.preprocess import Preprocessing, margin_box, mask_box, mirror
 from busi_lite.views import VIEWS
 from synth import make_busi_tree, make_tiny_onnx
 
-ALL_VIEWS = ("raw",) + VIEWS
+ALL_VIEWS = ("raw",) + V.ALL_VIEWS
 
 
 def _sha(path) -> str:
@@ -412,3 +414,60 @@ def test_views_selection_raw_only(busi_tree, tmp_path, tiny_backbone):
         cache.spatial("roi")
     with pytest.raises(ValueError, match="unknown view"):
         _extract(root, tmp_path / "x.h5", tiny_backbone, views=("bogus",))
+
+
+# --------------------------------------------------------------------------- input views (issue 11)
+def test_flip_and_box_views_are_the_named_inputs(extracted, tiny_backbone):
+    """flip = backbone(mirror(raw input)) on every image; box = backbone(input of the mask box +
+    margin) on lesion images; jittered boxes differ from the true box and from each other."""
+    root, info, out, _ = extracted
+    cache = F.FeatureCache(out)
+    assert cache.valid("flip").all()
+    for v in V.BOX_VIEWS:
+        np.testing.assert_array_equal(cache.valid(v), cache.has_mask)
+    bb = Backbone(tiny_backbone, threads=1)
+    pp = Preprocessing.named("v1")
+    i = cache.paths.index(info["multi_mask"][0])
+    s = D.discover(root).samples[i]
+    rgb = D.read_rgb(root / s.path)
+    mask = D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
+    box = mask_box(mask)
+
+    def feat(x):
+        return bb.features(x[None])[0].reshape(49, 1280)
+
+    def got(v):
+        return cache.spatial(v, [i])[0].astype(np.float32)
+
+    np.testing.assert_allclose(got("flip"), feat(mirror(pp(rgb))), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(got("box"), feat(pp(rgb, box=box)), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(got("box_flip"), feat(mirror(pp(rgb, box=box))), rtol=2e-3, atol=2e-3)
+    j0 = V.view_boxes(box, rgb.shape[1], rgb.shape[0], s.path, ["box_j0"])["box_j0"]
+    assert j0 != box
+    np.testing.assert_allclose(got("box_j0"), feat(pp(rgb, box=j0)), rtol=2e-3, atol=2e-3)
+    pooled = {v: cache.pooled(v, [i])[0] for v in V.BOX_VIEWS}
+    for a, b in (("box", "box_j0"), ("box_j0", "box_j1"), ("box_s10", "box_s30"), ("box", "box_flip")):
+        assert not np.allclose(pooled[a], pooled[b]), (a, b)
+    # grids: flip is the mirrored raw grid; box grids are that view's lesion share
+    np.testing.assert_array_equal(cache.grid("flip").reshape(-1, 7, 7), cache.grid("raw").reshape(-1, 7, 7)[:, :, ::-1])
+    g = F.grid_fraction(mask, margin_box(box, rgb.shape[1], rgb.shape[0]))[0].reshape(49)
+    np.testing.assert_allclose(cache.grid("box", [i])[0], g, atol=1e-3)
+
+
+def test_box_jitter_is_seeded_by_view_and_path():
+    box, w, h = (40, 50, 120, 110), 300, 200
+    a = V.view_boxes(box, w, h, "benign/a.png", V.BOX_VIEWS)
+    assert a == V.view_boxes(box, w, h, "benign/a.png", V.BOX_VIEWS)  # deterministic
+    assert a["box"] == box and set(a) == {"box", "box_j0", "box_j1", "box_s10", "box_s20", "box_s30"}
+    assert len({a[k] for k in a}) == len(a)  # every jittered box is its own draw
+    assert a != V.view_boxes(box, w, h, "benign/b.png", V.BOX_VIEWS)  # another image, other draws
+    # the sloppier the box, the further it moves from the true one (on average over images)
+    shift = {k: np.mean([np.abs(np.subtract(V.view_boxes(box, w, h, f"x{n}.png", [k])[k], box)).sum()
+                         for n in range(200)]) for k in ("box_s10", "box_s20", "box_s30")}
+    assert shift["box_s10"] < shift["box_s20"] < shift["box_s30"]
+
+
+def test_default_cache_names_do_not_collide():
+    assert F.default_cache("v1") == F.DEFAULT_CACHE
+    assert F.default_cache("v2") != F.default_cache("v1")
+    assert F.default_cache("v2").name == "busi_features_v2.h5"
