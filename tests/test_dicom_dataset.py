@@ -233,3 +233,33 @@ def test_cli_data_check_and_extract(dcm_copy, tiny_backbone, tmp_path):
     for text in (r.output, r2.output, r3.output):
         assert not _leaks(text)
     assert not [x for x in SECRETS if x.encode() in out.read_bytes()]
+
+
+def test_cli_evaluate_data_on_dicom_tree_equals_png_tree(trees, tiny_backbone, tmp_path):
+    from busi_lite.experiments import Config, fit_model
+    from busi_lite.features import FeatureCache
+
+    train_root, train_cache = tmp_path / "train", tmp_path / "train.h5"
+    make_busi_tree(train_root, n_per_class=(4, 6, 5), seed=11, extras=False)
+    F.extract(train_root, train_cache, backbone=tiny_backbone, views=(), progress=False, log=lambda m: None)
+    with FeatureCache(train_cache) as fc:
+        model, _ = fit_model(fc, Config(name="tiny", epochs=10, head="plain", hidden=8, lr=1e-3, batch=8), seed=0)
+    model.save(tmp_path / "tiny")
+    png_root, dcm_root, renamed, _ = trees
+    got = {}
+    for name, root in (("png", png_root), ("dcm", dcm_root)):
+        r = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "tiny"), "--data", str(root),
+                                      "--cache", str(tmp_path / f"eval_{name}.h5"), "--backbone",
+                                      str(tiny_backbone), "--json", "--per-image"])
+        assert r.exit_code == 0, r.output
+        assert not _leaks(r.output)
+        got[name] = json.loads(r.stdout)
+    a, b = got["png"], got["dcm"]
+    assert a["n"] == b["n"] == 12
+    rows_b = {row["path"]: row for row in b["per_image"]}
+    for row in a["per_image"]:
+        other = rows_b[renamed.get(row["path"], row["path"])]
+        assert {k: v for k, v in other.items() if k != "path"} == {k: v for k, v in row.items() if k != "path"}
+    assert renamed["benign/benign (2).png"] in rows_b
+    assert all(len(row["proba"]) == 3 for row in a["per_image"])     # probabilities were compared
+    assert a["auc"] == b["auc"] and a["confusion"] == b["confusion"]
