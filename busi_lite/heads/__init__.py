@@ -34,5 +34,8 @@ from .registry import HEADS, get_head, head_kinds, make_head, register_head
 from .mtl import MTLHead
 from .plain import PlainHead
 
-__all__ = ["HEADS", "Adam", "Head", "HeadOutput", "MTLHead", "PlainHead", "evaluate", "fit", "get_head",
+# the lesion-box head is a Model's optional second head, not a registered main head
+from .box import BoxHead
+
+__all__ = ["HEADS", "Adam", "BoxHead", "Head", "HeadOutput", "MTLHead", "PlainHead", "evaluate", "fit", "get_head",
            "head_kinds", "make_head", "register_head"]
