@@ -16,7 +16,7 @@ CLASSES = ("normal", "benign", "malignant")
 
 
 def predict(paths, model=None, backbone=None, threshold_malignant: float | None = None, flags=None,
-            overlay_dir=None, frame: int | None = None) -> list:
+            overlay_dir=None, frame: int | None = None, box=None, boxes=None) -> list:
     """Classify breast-ultrasound images and DICOM files.
 
     Parameters
@@ -43,6 +43,13 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
     frame : int >= 0 | None
         DICOM files: predict only this 0-based frame (a file without it fails);
         default every frame, one Prediction each. Other images ignore it.
+    box : "x0,y0,x1,y1" | four numbers | None
+        Lesion box for ONE image file (its pixels as stored; x1, y1 exclusive): lesion-box
+        mode. With a model that has a box head the result adds ``box``, ``box_proba``
+        (benign, malignant) and ``box_malignant_alert``; a model without one ignores the
+        box with a note in ``notes``. A box outside the image fails that image.
+    boxes : dict {image path: box} | None
+        Boxes for several images (``busi_lite.boxes.read_boxes_csv`` reads a boxes.csv).
 
     Returns
     -------
@@ -66,4 +73,5 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
     from .inference import predict_images
 
     return predict_images(paths, model=model, backbone=backbone, threshold_malignant=threshold_malignant,
-                          flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir, frame=frame)
+                          flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir, frame=frame,
+                          box=box, boxes=boxes)

@@ -3,6 +3,10 @@
 Records as in :mod:`busi_lite.records`; ``ModelCard.from_json`` validates strictly (types,
 finite thresholds, a class list matching the head's outputs, integer head sizes), so a
 damaged or hand-edited sidecar is refused at load, before any array is read.
+
+Optional ``box`` section (:class:`BoxInfo`): the model's lesion-box head (busi_lite.heads.box),
+its classes (benign, malignant), its own malignant threshold (calibrated on out-of-fold
+training predictions), how it was trained and its held-out figures. Absent = no box mode.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from .records import (SCHEMA_VERSION, Calibration, Metrics, Record, SelectionRes
                       _get, _history, _int, _list, _num, _obj, _schema, _str, jsonable)
 from .sitecal import SiteCalibration
 
-__all__ = ["FORMAT", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions", "jsonable"]
+__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions", "jsonable"]
 
 
 # ---------------------------------------------------------------- model card
@@ -81,11 +85,68 @@ class OODInfo(Record):
 
 
 @dataclass
+class BoxInfo(Record):
+    """The lesion-box head of a model (the card's ``box`` section); arrays ``box_head.*`` in the .npz."""
+    SCHEMA: ClassVar[str] = f"box_head/{SCHEMA_VERSION}"
+    head: dict                    # BoxHead.config(): kind "box", n_features, n_classes 2, C
+    classes: list                 # ["benign", "malignant"]
+    malignant_threshold: float    # p(malignant) of the box head at or above which box_malignant_alert is set
+    target_recall: float          # the OOF recall that threshold was chosen for
+    oof_recall: float             # reached out of fold (training images, jittered boxes)
+    oof_far: float
+    oof_auc: float
+    calibration_view: str         # box view the OOF predictions used (a jittered, hand-drawn-like box)
+    n_train_images: int           # lesion images (benign + malignant) of the training split
+    n_train_samples: int
+    train_views: list             # box views trained on (each paired with raw, or flip for *_flip)
+    flip: bool                    # prediction averages [raw, crop] and [mirror, mirrored crop]
+    margin: float                 # share of the box's width/height added on each side before the resize
+    test_auc: dict                # {box view: benign-vs-malignant AUC on the held-out lesion images}
+    n_test: int
+
+    @classmethod
+    def from_json(cls, d, where="box") -> "BoxInfo":
+        from .heads.box import BoxHead
+
+        d = _obj(d, where)
+        _schema(cls, d, where)
+        head = _obj(_get(d, "head", where), f"{where}.head")
+        if head.get("kind") != BoxHead.kind:
+            _fail(f"{where}.head", f"kind must be {BoxHead.kind!r}, got {head.get('kind')!r}")
+        _int(head, "n_features", f"{where}.head", 1)
+        if _int(head, "n_classes", f"{where}.head", 1) != 2:
+            _fail(f"{where}.head", "n_classes must be 2 (benign, malignant)")
+        if _num(head, "C", f"{where}.head", finite=True) <= 0:
+            _fail(f"{where}.head", "C must be > 0")
+        classes = _list(d, "classes", where)
+        if classes != list(BoxHead.classes):
+            _fail(where, f"classes must be {list(BoxHead.classes)}, got {classes!r}")
+        thr = _num(d, "malignant_threshold", where, finite=True)
+        if not 0 <= thr <= 1:
+            _fail(where, f"malignant_threshold must be within [0, 1], got {thr}")
+        views = _list(d, "train_views", where)
+        auc = _obj(_get(d, "test_auc", where), f"{where}.test_auc")
+        if not views or not all(isinstance(v, str) and v.startswith("box") for v in views + list(auc)):
+            _fail(where, "train_views and test_auc must name box views")
+        flip = _get(d, "flip", where)
+        if not isinstance(flip, bool):
+            _fail(where, f"flip must be true or false, got {flip!r}")
+        return cls(head=dict(head), classes=classes, malignant_threshold=thr,
+                   target_recall=_num(d, "target_recall", where, finite=True),
+                   oof_recall=_num(d, "oof_recall", where), oof_far=_num(d, "oof_far", where),
+                   oof_auc=_num(d, "oof_auc", where), calibration_view=_str(d, "calibration_view", where),
+                   n_train_images=_int(d, "n_train_images", where, 1), n_train_samples=_int(d, "n_train_samples", where, 1),
+                   train_views=views, flip=flip, margin=_num(d, "margin", where, finite=True),
+                   test_auc={str(k): _num(auc, k, f"{where}.test_auc") for k in auc},
+                   n_test=_int(d, "n_test", where, 0))
+
+
+@dataclass
 class ModelCard(Record):
     """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
     DOCUMENT: ClassVar[bool] = True
-    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site")
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box")
     config: Config
     classes: list
     backbone_sha256: str
@@ -107,12 +168,13 @@ class ModelCard(Record):
     weights_sha256: str | None = None  # SHA-256 of NAME.npz's bytes (set by Model.save, checked by Model.load)
     warnings: list | None = None       # loud caveats found at training, e.g. an out-of-fold AUC at chance
     site: SiteCalibration | None = None  # threshold re-chosen on another site's cases (busi_lite.sitecal)
+    box: BoxInfo | None = None         # optional lesion-box head (busi_lite.heads.box); arrays box_head.*
 
     @classmethod
     def _record_fields(cls) -> dict:
         return {"split": SplitInfo, "calibration": Calibration, "metrics": TestMetrics,
                 "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo,
-                "site": SiteCalibration}
+                "site": SiteCalibration, "box": BoxInfo}
 
     @classmethod
     def from_json(cls, d, where="model card") -> "ModelCard":
@@ -132,7 +194,7 @@ class ModelCard(Record):
             get_head(head.get("kind"))
         except ConfigError as e:
             _fail(f"{where}.head", str(e))
-        for k in ("n_features", "n_hidden", "n_classes"):
+        for k in ("n_features", "n_classes") + (("n_hidden",) if "n_hidden" in head else ()):  # logreg: none
             _int(head, k, f"{where}.head", 1)
         if head["n_classes"] != len(classes):
             _fail(f"{where}.head", f"n_classes {head['n_classes']} != {len(classes)} class names {classes}")
@@ -165,6 +227,8 @@ class ModelCard(Record):
             ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
         site = d.get("site")
         card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
+        box = d.get("box")
+        card.box = None if box is None else BoxInfo.from_json(box, f"{where}.box")
         if card.config.head != head["kind"]:
             _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card

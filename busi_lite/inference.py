@@ -17,6 +17,21 @@ origin), so they can be drawn on the frame as stored.
 
 A prediction whose probabilities (or lesion map) are not finite is an error for
 that image (``ok=False``), never a label: the model is damaged.
+
+Serving follows the model: images go through the model's own preprocessing
+(``model.preprocessing``: v1 Teachable Machine's, v2 contrast-normalised), and a model
+trained with flip averaging (``model.flip``) is run on the image and its mirror, the two
+probabilities averaged (the mirror's lesion map mirrored back before averaging).
+
+Lesion-box mode: a box (busi_lite.boxes.LesionBox, stored-file pixels) per image. With a
+model that has a box head (``supports_box``), the box plus 30 % margin is resized to
+224x224 and the box head (benign vs malignant, its own threshold) answers from
+[whole image, lesion crop] features, averaged with the mirrored pair when the box head was
+trained so: ``box``, ``box_proba``, ``box_malignant_alert``. The main head's answer is
+unchanged. A model without a box head ignores the box and says so in ``notes``. A box
+outside its image fails that image (``ok=False``) with an error naming the box's source.
+A model with a lesion map also proposes a box (``proposed_box`` = ``lesion_bbox``), which
+the user can correct.
 """
 
 from __future__ import annotations
@@ -30,15 +45,20 @@ import numpy as np
 
 from . import data as D
 from . import dicom
-from .backbone import GRID, Backbone, center_box, file_sha256, preprocess
+from .backbone import GRID, Backbone, center_box, file_sha256
+from .boxes import LesionBox, box_in_image, make_box
 from .errors import BusiError, ConfigError
 from .flags import (FLAG_NAMES, Flag, FlagConfig, compute_flags, pixel_issues, pixel_stats,  # noqa: F401
                     thresholds)
 from .geometry import lesion_geometry
 from .overlay import OverlayWriter, render_overlay, verdict_line  # noqa: F401  (re-exported API)
+from .preprocess import V1, Preprocessing, mirror
 
 BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
+NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
+PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
+                 "before using it as a lesion box")
 
 
 @dataclass
@@ -67,6 +87,12 @@ class Prediction:
     n_frames: int | None = None         # DICOM: frames in the file
     sop_instance_uid: str | None = None  # DICOM: SOP Instance UID (the only DICOM identifier reported)
     dicom_crop: list | None = None      # DICOM: ultrasound region [x0, y0, x1, y1] applied first, or None
+    box: list | None = None             # lesion box as used (clamped), original (frame) pixels; None = no box mode
+    box_proba: dict | None = None       # box head: {benign, malignant} from [whole image, lesion crop]
+    box_malignant_alert: bool | None = None   # box head p(malignant) >= box_malignant_threshold
+    box_malignant_threshold: float | None = None
+    proposed_box: list | None = None    # lesion-map models: a box to start from (coarse), original pixels
+    notes: list = field(default_factory=list)  # plain-language remarks, e.g. a box that was ignored
 
     @property
     def flagged(self) -> bool:
@@ -133,20 +159,49 @@ class _Input:
     rgb: np.ndarray | None = None
     offset: tuple = (0, 0)
     frame: dicom.DicomFrame | None = None   # DICOM metadata (its rgb is dropped when not kept)
+    box: tuple | None = None        # lesion box in the decoded pixels (clamped), when used
+    xb: np.ndarray | None = None    # [224,224,3] the lesion crop's network input, when used
+    notes: list = field(default_factory=list)
 
 
-def _input(path: Path, rgb: np.ndarray, keep_rgb: bool, frame: dicom.DicomFrame | None = None) -> _Input:
-    x = preprocess(rgb)
+@dataclass(frozen=True)
+class _Prep:
+    """How inputs are made: the model's preprocessing; use_box = the model has a box head."""
+    pp: Preprocessing = Preprocessing(V1)
+    use_box: bool = False
+
+
+def _input(path: Path, rgb: np.ndarray, keep_rgb: bool, frame: dicom.DicomFrame | None = None,
+           prep: _Prep = _Prep(), box: LesionBox | None = None) -> _Input:
+    x = prep.pp(rgb)
     off = (0, 0) if frame is None or frame.crop is None else (int(frame.crop[0]), int(frame.crop[1]))
-    return _Input(path, x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x)),
-                  rgb if keep_rgb else None, off, frame)
+    inp = _Input(path, x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x)),
+                 rgb if keep_rgb else None, off, frame)
+    if box is not None and not prep.use_box:
+        inp.notes.append(NO_BOX_NOTE)
+    elif box is not None:
+        inp.box = box_in_image(box, rgb.shape[1], rgb.shape[0], *off)   # BoxError naming box.source
+        inp.xb = prep.pp(rgb, box=inp.box)
+    return inp
 
 
-def _load(path: Path, keep_rgb: bool, frame: int | None = None) -> list[_Input]:
+def _load(path: Path, keep_rgb: bool, frame: int | None = None, prep: _Prep = _Prep(),
+          box: LesionBox | None = None) -> list[_Input]:
     """One file -> its inputs: one for an image, one per (chosen) frame for DICOM."""
     if dicom.is_dicom(path):
-        return [_input(path, f.rgb, keep_rgb, f) for f in dicom.read_frames(path, frame)]
-    return [_input(path, D.read_rgb(path, D.MAX_PIXELS), keep_rgb)]
+        return [_input(path, f.rgb, keep_rgb, f, prep, box) for f in dicom.read_frames(path, frame)]
+    return [_input(path, D.read_rgb(path, D.MAX_PIXELS), keep_rgb, None, prep, box)]
+
+
+def check_boxes(boxes) -> dict:
+    """``boxes``: None or {image path: box (LesionBox, "x0,y0,x1,y1" or four numbers)} -> {resolved Path: LesionBox}."""
+    if boxes is None:
+        return {}
+    if not isinstance(boxes, dict):
+        raise ConfigError(f"boxes must be a dict {{image path: box}}, got {type(boxes).__name__}",
+                          "give e.g. {'img.png': (x0, y0, x1, y1)}, or read one with busi_lite.boxes.read_boxes_csv",
+                          param="boxes")
+    return {Path(k).resolve(): make_box(v, f"box of {k}") for k, v in boxes.items()}
 
 
 def _error_text(path, e: Exception) -> str:
@@ -199,9 +254,20 @@ class Predictor:
             raise BusiError(f"batch_size must be an integer >= 1, got {batch_size!r}", "give e.g. 16",
                             param="batch_size")
         self.malignant_threshold = None if t is None else float(t)
+        self.preprocessing = self.model.preprocessing
+        self.flip = self.model.flip
+        info = self.model.card.box if self.model.supports_box else None
+        self.box_threshold = None if info is None else float(info.malignant_threshold)
+        self.box_flip = bool(info.flip) if info is not None else False
+        self._prep = _Prep(self.preprocessing, self.model.supports_box)
         self.flag_config = flags
         self.thresholds = thresholds(self.model, flags)
         self.batch_size = batch_size
+
+    @property
+    def supports_box(self) -> bool:
+        """The model has a lesion-box head: boxes given to predict / predict_arrays are used."""
+        return self.model.supports_box
 
     def describe(self) -> str:
         """One line: which model and backbone answer (path, short SHA-256, where the path came from)."""
@@ -211,15 +277,18 @@ class Predictor:
             model = f"model {self.model_path} (sha256 {self.model_sha256[:12]}, {self.model_source})"
         return f"{model}; backbone {self.backbone.path} (sha256 {self.backbone.sha256[:12]})"
 
-    def predict(self, paths, overlay_dir=None, on_result=None, frame: int | None = None) -> list[Prediction]:
+    def predict(self, paths, overlay_dir=None, on_result=None, frame: int | None = None,
+                boxes=None) -> list[Prediction]:
         """Predict every image / DICOM frame (files or folders); failures become ``ok=False`` entries.
 
         Results follow the arguments' order (a folder's files in sorted order, a DICOM
         file's frames in frame order). ``frame``: for DICOM files, predict only this
         0-based frame (a file without it fails); images ignore it. ``overlay_dir``: write
         one overlay PNG per prediction there. ``on_result``: callback per Prediction.
+        ``boxes``: {image path: lesion box} (see :func:`check_boxes`); files without one get none.
         """
         frame = check_frame(frame)
+        boxes = check_boxes(boxes)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         results = []
@@ -238,7 +307,8 @@ class Predictor:
         with ThreadPoolExecutor(workers) as pool:
             for s in range(0, len(ordered), self.batch_size):
                 chunk = ordered[s:s + self.batch_size]
-                futs = [pool.submit(_load, f, writer is not None, frame) if k == "file" else None for k, f in chunk]
+                futs = [pool.submit(_load, f, writer is not None, frame, self._prep, boxes.get(Path(f).resolve()))
+                        if k == "file" else None for k, f in chunk]
                 slots = []  # per chunk item: a Prediction (error) or the list of its inputs
                 for (k, item), fut in zip(chunk, futs):
                     if fut is None:
@@ -265,30 +335,64 @@ class Predictor:
                         emit(p)
         return results
 
-    def predict_arrays(self, rgbs, names=None, frames=None) -> list[Prediction]:
+    def predict_arrays(self, rgbs, names=None, frames=None, boxes=None) -> list[Prediction]:
         """Predict decoded RGB uint8 arrays [H,W,3] (no files involved).
 
         ``frames``: optional :class:`busi_lite.dicom.DicomFrame` (or None) per array, when the
         arrays are DICOM frames: results then carry frame / SOP UID / dicom_crop and give
-        boxes in frame pixels, as :meth:`predict` does.
+        boxes in frame pixels, as :meth:`predict` does. ``boxes``: optional lesion box (or
+        None) per array, in the array's (frame's) pixels; a box outside its array raises BoxError.
         """
         names = names or [f"array{i}" for i in range(len(rgbs))]
         frames = frames or [None] * len(rgbs)
-        if len(names) != len(rgbs) or len(frames) != len(rgbs):
-            raise ConfigError(f"names ({len(names)}) and frames ({len(frames)}) must match the {len(rgbs)} arrays",
-                              "give one name and one frame (or None) per array", param="names")
+        boxes = [None] * len(rgbs) if boxes is None else [None if b is None else make_box(b, f"box of {n}")
+                                                          for b, n in zip(boxes, names)]
+        if len(names) != len(rgbs) or len(frames) != len(rgbs) or len(boxes) != len(rgbs):
+            raise ConfigError(f"names ({len(names)}), frames ({len(frames)}) and boxes ({len(boxes)}) must match "
+                              f"the {len(rgbs)} arrays", "give one name, frame (or None) and box (or None) per array",
+                              param="names")
         out = []
         for s in range(0, len(rgbs), self.batch_size):
             sl = slice(s, s + self.batch_size)
-            inputs = [_input(Path(n), rgb, False, f) for rgb, n, f in zip(rgbs[sl], names[sl], frames[sl])]
+            inputs = [_input(Path(n), rgb, False, f, self._prep, b)
+                      for rgb, n, f, b in zip(rgbs[sl], names[sl], frames[sl], boxes[sl])]
             out += self._predict_inputs(inputs)
         return out
 
+    def _features(self, inputs: list[_Input]):
+        """One backbone run for the batch: whole inputs, their mirrors (flip averaging, or the box
+        head's mirrored pair), lesion crops and their mirrors. -> (whole, whole_mirrored | None,
+        crop | None, crop_mirrored | None, rows with a crop)."""
+        xs = np.stack([i.x for i in inputs])
+        brows = [k for k, i in enumerate(inputs) if i.xb is not None]
+        parts = [xs]
+        need_m = bool(self.flip or (brows and self.box_flip))
+        if need_m:
+            parts.append(mirror(xs))
+        if brows:
+            xb = np.stack([inputs[k].xb for k in brows])
+            parts += [xb, mirror(xb)] if self.box_flip else [xb]
+        feats = self.backbone.features(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        n, nb = len(inputs), len(brows)
+        whole = feats[:n]
+        whole_m = feats[n:2 * n] if need_m else None
+        at = 2 * n if need_m else n
+        crop = feats[at:at + nb] if brows else None
+        crop_m = feats[at + nb:at + 2 * nb] if brows and self.box_flip else None
+        return whole, whole_m, crop, crop_m, brows
+
     def _predict_inputs(self, inputs: list[_Input]) -> list[Prediction]:
         m = self.model
-        feats = self.backbone.features(np.stack([i.x for i in inputs]))
+        feats, feats_m, crop, crop_m, brows = self._features(inputs)
         with np.errstate(invalid="ignore", over="ignore"):  # a damaged model is reported per image below
-            r = m.predict_features(feats)
+            r = m.predict_features(feats, feats_m if self.flip else None)
+            box_p = {}
+            if brows:
+                pool = lambda f: f.reshape(len(f), -1, f.shape[-1]).mean(axis=1)  # noqa: E731
+                bp = m.predict_box(pool(feats[brows]), pool(crop),
+                                   None if crop_m is None else pool(feats_m[brows]),
+                                   None if crop_m is None else pool(crop_m))
+                box_p = {k: bp[j] for j, k in enumerate(brows)}
         proba, lesion = np.asarray(r["proba"], np.float64), r["lesion"]
         finite = np.isfinite(proba).all(axis=1)
         if lesion is not None:
@@ -303,12 +407,12 @@ class Predictor:
         lt = self.thresholds.get("lesion_threshold")
         preds = []
         for k, inp in enumerate(inputs):
-            pred = Prediction(str(inp.path), False)
+            pred = Prediction(str(inp.path), False, notes=list(inp.notes))
             if inp.frame is not None:
                 f = inp.frame
                 pred.frame, pred.n_frames, pred.sop_instance_uid = int(f.frame), int(f.n_frames), f.sop_instance_uid
                 pred.dicom_crop = None if f.crop is None else [int(v) for v in f.crop]
-            if not finite[k]:
+            if not finite[k] or (k in box_p and not np.isfinite(box_p[k]).all()):
                 pred.error = f"{pred.name}: {NON_FINITE}"
                 preds.append(pred)
                 continue
@@ -332,6 +436,15 @@ class Predictor:
                 pred.lesion_present = bool(g.max() >= lt) if lt is not None else None
                 pred.lesion_area, box = lesion_geometry(g, w, h)
                 pred.lesion_bbox = None if box is None else _shift(box, ox, oy)
+                if pred.lesion_bbox is not None:
+                    pred.proposed_box = list(pred.lesion_bbox)
+                    pred.notes.append(PROPOSED_NOTE)
+            if k in box_p:
+                bp = box_p[k]
+                pred.box = _shift(inp.box, ox, oy)
+                pred.box_proba = {c: float(v) for c, v in zip(m.card.box.classes, bp)}
+                pred.box_malignant_threshold = self.box_threshold
+                pred.box_malignant_alert = bool(bp[1] >= self.box_threshold)
             preds.append(pred)
         return preds
 
@@ -342,7 +455,15 @@ def _shift(box, dx: int, dy: int) -> list:
 
 
 def predict_images(paths, model=None, backbone=None, threshold_malignant: float | None = None,
-                   flags: FlagConfig = FlagConfig(), overlay_dir=None, frame: int | None = None) -> list[Prediction]:
-    """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`."""
+                   flags: FlagConfig = FlagConfig(), overlay_dir=None, frame: int | None = None, box=None,
+                   boxes=None) -> list[Prediction]:
+    """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`.
+    ``box``: one lesion box for ONE image file; ``boxes``: {image path: box} for several."""
+    if box is not None:
+        files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if len(files) != 1 or Path(files[0]).is_dir() or boxes is not None:
+            raise ConfigError("box= goes with exactly one image file (and no boxes=)",
+                              "give boxes={path: box} for several images", param="box")
+        boxes = {files[0]: make_box(box, "box")}
     return Predictor(model, backbone, threshold_malignant, flags).predict(paths, overlay_dir=overlay_dir,
-                                                                         frame=frame)
+                                                                         frame=frame, boxes=boxes)

@@ -13,6 +13,17 @@ much larger than its expected members, checks the hash, checks every array's sha
 from the member headers against the card BEFORE reading it, reads only the expected
 members (never with pickle), and refuses weights or OOD statistics that are not finite.
 Every refusal is a ModelError naming the file and the field or array.
+
+Preprocessing: the card's ``preprocess_version`` names one of busi_lite.preprocess's
+preprocessings (v1, v2); a model with an unknown name is refused. ``model.preprocessing``
+is what serving must feed the backbone, ``model.flip`` (the training config's ``flip``,
+False when absent) says whether serving averages the image and its mirror.
+
+Optional lesion-box head (lesion-box mode): ``Model.box_head`` (busi_lite.heads.box.BoxHead,
+classes benign/malignant) with its card section ``box`` (card.BoxInfo: own threshold,
+training and test figures). Its arrays are saved in the same .npz as ``box_head.<name>``,
+so ``weights_sha256`` covers them too; a card with a ``box`` section and no arrays (or
+arrays without the section) is refused. ``supports_box`` is True only with both.
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
 from .card import FORMAT, ModelCard, OODInfo, jsonable
 from .errors import BusiError, ConfigError
 from .heads import get_head
+from .heads.box import BoxHead
+from .preprocess import Preprocessing
 from .records import RecordError
 
 _jsonable = jsonable  # old name, used by the CLI
@@ -83,10 +96,12 @@ class OOD:
 
 @dataclass
 class Model:
-    """head (a registered head) + card (ModelCard, or None for a bare head) + ood (OOD | None)."""
+    """head (a registered head) + card (ModelCard, or None for a bare head) + ood (OOD | None)
+    + box_head (BoxHead | None: the lesion-box mode, described by card.box)."""
     head: object
     card: ModelCard | None = None
     ood: OOD | None = None
+    box_head: BoxHead | None = None
 
     @property
     def meta(self) -> ModelCard | None:
@@ -105,16 +120,58 @@ class Model:
     def has_lesion_map(self) -> bool:
         return bool(self.head.has_lesion_map)
 
-    def predict_features(self, feats: np.ndarray) -> dict:
-        """feats [N,7,7,1280] or [N,49,1280] -> {proba [N,C], pooled [N,1280], lesion [N,49] | None}."""
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing the model was trained with (card.preprocess_version; v1 without a card)."""
+        return Preprocessing.named(self.card.preprocess_version if self.card is not None else PREPROCESS_VERSION)
+
+    @property
+    def flip(self) -> bool:
+        """Flip averaging: the training config's ``flip`` (False when the config has none)."""
+        return bool(getattr(self.card.config, "flip", False)) if self.card is not None else False
+
+    @property
+    def supports_box(self) -> bool:
+        return self.box_head is not None and self.card is not None and self.card.box is not None
+
+    @staticmethod
+    def _cells(feats) -> np.ndarray:
         f = np.asarray(feats)
         if f.ndim < 2 or len(f) == 0 or f.shape[-1] != N_FEATURES or f.size // len(f) != GRID * GRID * N_FEATURES:
             raise ModelError(f"features of shape {f.shape} do not fit the model",
                              f"give features of shape [N,7,7,{N_FEATURES}] from the model's backbone")
-        cells = f.reshape(len(f), GRID * GRID, N_FEATURES).astype(np.float32)
+        return f.reshape(len(f), GRID * GRID, N_FEATURES).astype(np.float32)
+
+    def predict_features(self, feats: np.ndarray, mirrored: np.ndarray | None = None) -> dict:
+        """feats [N,7,7,1280] or [N,49,1280] -> {proba [N,C], pooled [N,1280], lesion [N,49] | None}.
+
+        ``mirrored``: features of the mirrored inputs (flip averaging): proba is then the mean of
+        the two passes' probabilities and lesion the mean of the two maps, the mirror's map
+        mirrored back first. ``pooled`` is always the unmirrored pass's (OOD statistics)."""
+        cells = self._cells(feats)
         pooled = cells.mean(axis=1)
         out = self.head.predict(type(self.head).feature_inputs(cells))
-        return {"proba": out.proba, "pooled": pooled, "lesion": out.lesion}
+        proba, lesion = out.proba, out.lesion
+        if mirrored is not None:
+            cm = self._cells(mirrored)
+            if len(cm) != len(cells):
+                raise ModelError(f"{len(cm)} mirrored feature rows for {len(cells)} images", "give one per image")
+            om = self.head.predict(type(self.head).feature_inputs(cm))
+            proba = (np.asarray(proba, np.float64) + om.proba) / 2
+            if lesion is not None:
+                back = np.asarray(om.lesion).reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(cm), GRID * GRID)
+                lesion = (np.asarray(lesion, np.float64) + back) / 2
+        return {"proba": proba, "pooled": pooled, "lesion": lesion}
+
+    def predict_box(self, whole, crop, whole_mirrored=None, crop_mirrored=None) -> np.ndarray:
+        """Box head: pooled whole-image [N,1280] and lesion-crop [N,1280] features (and their mirrors'
+        when card.box.flip) -> proba [N,2] (benign, malignant), the two passes averaged."""
+        if not self.supports_box:
+            raise ModelError("this model has no lesion-box head", "train one with busi-lite train-box")
+        p = self.box_head.predict_proba(BoxHead.feature_inputs(whole, crop))
+        if whole_mirrored is not None:
+            p = (p + self.box_head.predict_proba(BoxHead.feature_inputs(whole_mirrored, crop_mirrored))) / 2
+        return p
 
     # ------------------------------------------------------------ persistence
     def save(self, path) -> tuple[Path, Path]:
@@ -125,7 +182,12 @@ class Model:
         if self.ood is None:
             raise ModelError("a model without OOD statistics cannot be saved", "build it with experiments.fit_model")
         npz, js = _paths(path)
+        if (self.box_head is None) != (self.card.box is None):
+            raise ModelError("a box head needs its card section 'box' and the reverse",
+                             "add the box head with busi_lite.box_training.add_box_head")
         arrays = {f"head.{k}": v for k, v in self.head.params.items()}
+        if self.box_head is not None:
+            arrays.update({f"box_head.{k}": v for k, v in self.box_head.params.items()})
         arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components, "ood.scales": self.ood.scales})
         bad = [k for k, v in arrays.items() if not np.isfinite(v).all()]
         if bad:
@@ -134,7 +196,8 @@ class Model:
         np.savez(buf, **arrays)
         blob = buf.getvalue()
         ood = OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
-        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood,
+        box = None if self.box_head is None else replace(self.card.box, head=self.box_head.config())
+        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood, box=box,
                        weights_sha256=hashlib.sha256(blob).hexdigest())
         text = json.dumps(card.to_json(), indent=1, allow_nan=True)
         with atomic_path(npz) as tmp:
@@ -160,9 +223,11 @@ class Model:
             raise ModelError(f"{js}: model card is a JSON {type(meta).__name__}, not an object", "retrain the model")
         if meta.get("format") != FORMAT:
             raise ModelError(f"{js}: model format {meta.get('format')} is not {FORMAT}", "retrain with this version")
-        if meta.get("preprocess_version") != PREPROCESS_VERSION:
-            raise ModelError(f"{js}: trained with preprocessing {meta.get('preprocess_version')!r}, this busi-lite "
-                             f"uses {PREPROCESS_VERSION!r}", "re-extract features and retrain")
+        try:
+            Preprocessing(meta.get("preprocess_version"))
+        except (ConfigError, TypeError):
+            raise ModelError(f"{js}: trained with preprocessing {meta.get('preprocess_version')!r}, which this "
+                             "busi-lite does not know", "upgrade busi-lite, or re-extract features and retrain") from None
         if meta.get("feature_shape") != [GRID, GRID, N_FEATURES]:
             raise ModelError(f"{js}: feature shape {meta.get('feature_shape')} != [7,7,1280]", "retrain")
         try:
@@ -172,6 +237,8 @@ class Model:
         head_cls = get_head(card.head["kind"])
         try:
             shapes = {f"head.{k}": v for k, v in head_cls.param_shapes(card.head).items()}
+            if card.box is not None:
+                shapes.update({f"box_head.{k}": v for k, v in BoxHead.param_shapes(card.box.head).items()})
         except ConfigError as e:
             raise ModelError(f"{js}: head config is invalid ({e})", "retrain the model") from None
         if card.ood is None:
@@ -188,6 +255,10 @@ class Model:
                 want = dict(shapes)
                 want.update({"ood.mean": (N_FEATURES,), "ood.components": comp, "ood.scales": (comp[0],)})
                 _check_size(fh, zf, want, npz)
+                extra = sorted(n[:-4] for n in zf.namelist() if n.startswith("box_head.") and n[:-4] not in want)
+                if extra:
+                    raise ModelError(f"{npz}: holds box-head array {extra[0]!r} but the card has no 'box' section",
+                                     "the weights do not belong to this card: retrain the model")
                 if card.weights_sha256 != _sha256(fh):
                     raise ModelError(f"{npz} and {js}: weights and sidecar do not belong together "
                                      "(half-written save? the weights' SHA-256 is not the one the sidecar records)", TORN)
@@ -206,9 +277,16 @@ class Model:
             head = head_cls.from_params(card.head, {k[5:]: v for k, v in arrays.items() if k.startswith("head.")})
         except ValueError as e:
             raise ModelError(f"{npz}: head does not match its card ({e})", "retrain the model") from e
+        box_head = None
+        if card.box is not None:
+            try:
+                box_head = BoxHead.from_params(card.box.head, {k[9:]: v for k, v in arrays.items()
+                                                               if k.startswith("box_head.")})
+            except (ValueError, ConfigError) as e:
+                raise ModelError(f"{npz}: box head does not match its card ({e})", "retrain the box head") from e
         ood = OOD(arrays["ood.mean"], arrays["ood.components"], arrays["ood.scales"],
                   card.ood.resid_var, card.ood.threshold)
-        return cls(head, card, ood)
+        return cls(head, card, ood, box_head)
 
     def check_backbone(self, sha256: str, what: str) -> None:
         """Refuse features from another backbone than the one the model was trained on."""

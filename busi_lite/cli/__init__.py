@@ -42,8 +42,9 @@ def _register():
     from .serve import serve
     from .site import calibrate
     from .train import select, sweep, train
+    from .box import train_box
 
-    for cmd in (data, extract, train, sweep, select, predict, evaluate, calibrate, report, serve):
+    for cmd in (data, extract, train, train_box, sweep, select, predict, evaluate, calibrate, report, serve):
         main.add_command(cmd)
     # `busi-lite info` (versions, which model/backbone were found): registered when busi_lite.info exists
     if importlib.util.find_spec("busi_lite.info") is not None:

@@ -42,12 +42,14 @@ def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mis
 
 CSV_FIELDS = ("path", "frame", "sop_instance_uid", "ok", "label", "p_normal", "p_benign", "p_malignant",
               "malignant_alert", "malignant_threshold", "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox",
-              "ood_score", "flags", "flag_reasons", "overlay", "error")
+              "ood_score", "flags", "flag_reasons", "overlay", "error", "box", "box_p_benign", "box_p_malignant",
+              "box_malignant_alert", "box_malignant_threshold", "proposed_box", "notes")
 
 
 def _csv_row(p) -> dict:
     row = {"path": p.path, "ok": int(p.ok), "error": p.error or "",
-           "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or ""}
+           "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or "",
+           "notes": " | ".join(p.notes)}
     if p.ok:
         row.update({f"p_{c}": f"{v:.5f}" for c, v in p.proba.items()})
         row.update(label=p.label, malignant_alert="" if p.malignant_alert is None else int(p.malignant_alert),
@@ -58,7 +60,12 @@ def _csv_row(p) -> dict:
                    lesion_bbox="" if not p.lesion_bbox else " ".join(map(str, p.lesion_bbox)),
                    ood_score="" if p.ood_score is None else f"{p.ood_score:.3f}",
                    flags=";".join(f.name for f in p.flags), flag_reasons=" | ".join(f.reason for f in p.flags),
-                   overlay=p.overlay or "")
+                   overlay=p.overlay or "", box="" if not p.box else " ".join(map(str, p.box)),
+                   proposed_box="" if not p.proposed_box else " ".join(map(str, p.proposed_box)))
+        if p.box_proba is not None:
+            row.update(box_p_benign=f"{p.box_proba['benign']:.5f}", box_p_malignant=f"{p.box_proba['malignant']:.5f}",
+                       box_malignant_alert=int(p.box_malignant_alert),
+                       box_malignant_threshold=f"{p.box_malignant_threshold:.5f}")
     return row
 
 
@@ -80,6 +87,14 @@ def _human(p) -> str:
         else:
             lines.append(f"  lesion map: peak {p.lesion_peak:.2f} ({'lesion' if p.lesion_present else 'no lesion'}), "
                          "no cell >= 0.5")
+    if p.box_proba is not None:
+        pm, t = p.box_proba["malignant"], p.box_malignant_threshold
+        lines.append(f"  lesion box (l,t,r,b) {tuple(p.box)}: box head p(benign) {p.box_proba['benign']:.3f}, "
+                     f"p(malignant) {pm:.3f} -> {'MALIGNANT ALERT' if p.box_malignant_alert else 'no alert'} "
+                     f"(box-mode threshold {t:.3f})")
+    if p.proposed_box:
+        lines.append(f"  proposed lesion box (l,t,r,b) {tuple(p.proposed_box)} (coarse, from the lesion map)")
+    lines += [f"  note: {n}" for n in p.notes if not n.startswith("proposed_box")]
     if p.ood_score is not None:
         lines.append(f"  ood score {p.ood_score:.2f}")
     lines += [f"  FLAG {f.name}: {f.reason}" for f in p.flags]
@@ -107,10 +122,16 @@ def _human(p) -> str:
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
 @click.option("--frame", type=click.IntRange(min=0), default=None,
               help="DICOM cine: predict only this 0-based frame (default: every frame). Images ignore it.")
+@click.option("--box", "box_text", metavar="X0,Y0,X1,Y1", default=None,
+              help="Lesion-box mode for ONE image: the lesion's box in its pixels (x1,y1 exclusive). Models with a "
+                   "box head add p(malignant) from [whole image, lesion crop]; others ignore it with a note.")
+@click.option("--boxes", "boxes_csv", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Lesion boxes for several images: CSV with header file,x0,y0,x1,y1 (file relative to the CSV "
+                   "or absolute); images without a row get no box.")
 @_flag_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per backbone run.")
-def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, low_confidence,
-            lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
+def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, box_text, boxes_csv,
+            low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
     """Classify ultrasound images and DICOM files: label, screen, lesion map, flags.
 
     For image files (PNG, JPEG, BMP, TIFF), DICOM files (.dcm, or any file with
@@ -124,18 +145,33 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     masks *_mask*.png and hidden files skipped). Files that cannot be read are
     reported and skipped; the exit code is 1 when any failed.
 
+    Lesion-box mode: --box X0,Y0,X1,Y1 (one image) or --boxes boxes.csv (several).
+
     \b
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
     """
+    from ..boxes import make_box, read_boxes_csv
     from ..inference import Predictor
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
     if overlay_dir is not None and overlay_dir.exists() and not overlay_dir.is_dir():
         raise click.BadParameter(f"{overlay_dir} exists and is not a folder", param_hint="--overlay")
+    boxes = None
+    if box_text is not None:
+        if boxes_csv is not None:
+            raise click.UsageError("choose one of --box (one image) and --boxes (a CSV)")
+        if len(images) != 1 or images[0].is_dir():
+            raise click.BadParameter("--box goes with exactly one image file; use --boxes boxes.csv for several",
+                                     param_hint="--box")
+        boxes = {images[0]: make_box(box_text, "--box")}
+    elif boxes_csv is not None:
+        boxes = read_boxes_csv(boxes_csv)
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     pr = Predictor(model, backbone, threshold_malignant, flags, batch_size)
     log(f"using {pr.describe()}")
+    if boxes and not pr.supports_box:
+        log("note: this model has no lesion-box mode; the box(es) are ignored")
 
     def each(p):
         if not p.ok:
@@ -143,7 +179,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
         elif not (as_json or as_csv):
             click.echo(_human(p))
 
-    results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each, frame=frame)
+    results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each, frame=frame, boxes=boxes)
     if as_json:
         click.echo(dump([p.to_dict() for p in results]))
     elif as_csv:

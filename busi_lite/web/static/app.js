@@ -320,6 +320,7 @@ function details(entry, rec) {
     flags.append(el("li", { class: "none", text: "no flag raised" + (parts.length ? ` (${parts.join("; ")})` : "") }));
   }
   box.append(flags);
+  if (rec.box_proba) box.append(boxModeBox(rec));
   if (rec.notes && rec.notes.length) box.append(el("p", { class: "notes", text: rec.notes.join("; ") }));
   const info = state.info;
   const meta = [`answered by model ${info ? info.model.name : "?"} on backbone ${info ? info.backbone.file : "?"}`];
@@ -330,6 +331,15 @@ function details(entry, rec) {
   if (rec.sop_instance_uid) meta.push(`SOP Instance UID ${rec.sop_instance_uid}`);
   box.append(el("p", { class: "meta", text: meta.join(" · ") }));
   return box;
+}
+
+// lesion-box mode: the box head's answer from [whole image, lesion crop] (models with a box head)
+function boxModeBox(rec) {
+  const pm = rec.box_proba.malignant, t = rec.box_malignant_threshold;
+  const text = ` — box head on [whole image, lesion crop ${rec.box.join(",")}]: p(benign) ${fmt(rec.box_proba.benign)}, ` +
+    `p(malignant) ${fmt(pm)} ${rec.box_malignant_alert ? ">=" : "<"} t = ${fmt(t)}`;
+  return el("div", { class: `alert ${rec.box_malignant_alert ? "on" : "off"}`, "data-box-alert": rec.box_malignant_alert ? "on" : "off" },
+    el("b", { text: `Lesion-box mode: alert ${rec.box_malignant_alert ? "ON" : "off"}` }), text);
 }
 
 function alertBox(rec) {

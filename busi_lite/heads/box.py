@@ -1,0 +1,228 @@
+"""BoxHead: the lesion-box head, benign vs malignant from [whole image, lesion crop] (kind "box").
+
+Input X [N, 2*1280]: the whole image's pooled features (the centre crop, as the main head
+sees it) followed by the pooled features of the lesion crop (the box plus 30 % margin on
+each side, resized to 224x224; busi_lite.preprocess). Output: proba [N, 2] over
+``CLASSES`` = (benign, malignant). A box marks a lesion, so there is no normal class.
+
+Model: L2-regularised logistic regression on standardised features,
+    z = (x - mean) / scale            (mean [D] of the training X, scale ONE global RMS)
+    p(malignant) = sigmoid(z @ w + b)
+fitted by minimising (scikit-learn's form, with per-sample weights s_i)
+    C * sum_i s_i * logloss_i + 0.5 * ||w||^2
+with plain-NumPy L-BFGS (deterministic, no random init). ``C`` small = strong L2 (the lab
+study found C about 0.01 on globally scaled features as good as an MLP and steadier).
+
+This is NOT a registered main head (``train --head`` never offers it): a Model carries it
+as its optional second head ``box_head`` (busi_lite.model). The class still follows the
+head protocol where it makes sense: ``cache_inputs(cache, view, rows)`` reads X of a box
+view from a feature cache, ``param_shapes``/``from_params``/``config``/``params`` persist it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ConfigError
+
+N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
+CLASSES = ("benign", "malignant")
+DEFAULT_C = 0.01
+
+
+def whole_view(view: str) -> str:
+    """The whole-image view that goes with a box view: its mirror for a ``*_flip`` view, else raw."""
+    return "flip" if view.endswith("_flip") else "raw"
+
+
+def _check_c(C) -> float:
+    if isinstance(C, bool) or not isinstance(C, (int, float, np.floating)) or not math.isfinite(C) or C <= 0:
+        raise ConfigError(f"C (inverse L2 strength) must be a finite number > 0, got {C!r}",
+                          "e.g. C=0.01 (smaller = stronger L2)", param="C")
+    return float(C)
+
+
+def _sigmoid(s):
+    e = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def lbfgs(fun, x0, max_iter=500, tol=1e-6, memory=10):
+    """Minimise a smooth convex ``fun(x) -> (f, grad)`` from x0 [P] (float64) by L-BFGS with
+    backtracking (Armijo) line search. Stops when ||grad|| <= tol * max(1, ||grad0||).
+    Returns (x, f, iterations)."""
+    x = np.asarray(x0, np.float64).copy()
+    f, g = fun(x)
+    g0 = max(1.0, float(np.linalg.norm(g)))
+    S, Y = [], []
+    it = 0
+    for it in range(1, max_iter + 1):
+        if np.linalg.norm(g) <= tol * g0:
+            break
+        q, alphas = g.copy(), []
+        for s, y in reversed(list(zip(S, Y))):
+            a = (s @ q) / (y @ s)
+            alphas.append(a)
+            q -= a * y
+        if S:
+            q *= (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1])
+        for (s, y), a in zip(zip(S, Y), reversed(alphas)):
+            q += s * (a - (y @ q) / (y @ s))
+        d = -q
+        if g @ d >= 0:  # not a descent direction: restart from steepest descent
+            d, S, Y = -g, [], []
+        step, gd = 1.0 if S else 1.0 / max(1.0, float(np.linalg.norm(g))), float(g @ d)
+        while True:
+            xn = x + step * d
+            fn, gn = fun(xn)
+            if fn <= f + 1e-4 * step * gd or step < 1e-12:
+                break
+            step *= 0.5
+        s, y = xn - x, gn - g
+        if s @ y > 1e-12:
+            S.append(s)
+            Y.append(y)
+            if len(S) > memory:
+                S.pop(0)
+                Y.pop(0)
+        x, f, g = xn, fn, gn
+    return x, float(f), it
+
+
+class BoxHead:
+    """Logistic regression on [whole pooled, crop pooled] X [N, 2560] -> proba [N, 2] (benign, malignant).
+    params: "mean" [D], "scale" [1], "w" [D], "b" [1]."""
+    kind, consumes, ndim = "box", "pooled+box", 2
+    has_lesion_map = False
+    classes = CLASSES
+
+    def __init__(self, n_features=2 * N_FEATURES, C=DEFAULT_C, n_classes=2, seed=0):
+        if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
+            raise ConfigError(f"n_features must be an integer >= 1, got {n_features!r}", "e.g. 2560",
+                              param="n_features")
+        if n_classes != 2:
+            raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
+                              "use n_classes=2", param="n_classes")
+        self.n_features, self.C, self.n_classes = int(n_features), _check_c(C), 2
+        D = self.n_features
+        self.params = {"mean": np.zeros(D, np.float32), "scale": np.ones(1, np.float32),
+                       "w": np.zeros(D, np.float32), "b": np.zeros(1, np.float32)}
+        self.iterations = 0
+
+    # --- protocol --------------------------------------------------------------------
+    def config(self) -> dict:
+        return {"kind": self.kind, "n_features": self.n_features, "n_classes": 2, "C": self.C}
+
+    @classmethod
+    def param_shapes(cls, config) -> dict:
+        D = config.get("n_features")
+        if isinstance(D, bool) or not isinstance(D, int) or D < 1:
+            raise ConfigError(f"box head n_features must be an integer >= 1, got {D!r}", "retrain the box head",
+                              param="n_features")
+        return {"mean": (D,), "scale": (1,), "w": (D,), "b": (1,)}
+
+    @classmethod
+    def from_params(cls, config, params) -> "BoxHead":
+        cfg = dict(config)
+        if cfg.pop("kind", cls.kind) != cls.kind:
+            raise ConfigError(f"config kind {config.get('kind')!r} is not {cls.kind!r}", "use the matching head")
+        shapes = cls.param_shapes(config)
+        if set(params) != set(shapes):
+            raise ValueError(f"params names {sorted(params)} != expected {sorted(shapes)} for {config}")
+        for k, v in params.items():
+            if tuple(np.shape(v)) != tuple(shapes[k]):
+                raise ValueError(f"param {k!r} has shape {np.shape(v)}, expected {shapes[k]}")
+        try:
+            head = cls(**cfg)
+        except TypeError as e:
+            raise ConfigError(f"bad config for the box head: {e}", "retrain the box head") from None
+        if float(np.asarray(params["scale"])[0]) <= 0:
+            raise ValueError("param 'scale' must be > 0")
+        head.params = {k: np.asarray(v, np.float32).copy() for k, v in params.items()}
+        return head
+
+    @classmethod
+    def cache_inputs(cls, cache, view, rows) -> np.ndarray:
+        """X [n, 2560] float32 of ``rows`` for box view ``view`` (box, box_j0, box_s20, box_flip, ...):
+        the matching whole-image view (raw, or flip for a *_flip view) then the crop."""
+        if not str(view).startswith("box"):
+            raise ConfigError(f"the box head reads box views (box, box_j0, box_flip, ...), not {view!r}",
+                              "extract the box views and train it with busi-lite train-box", param="view")
+        return np.concatenate([cache.pooled(whole_view(view), rows), cache.pooled(view, rows)], axis=1)
+
+    @staticmethod
+    def feature_inputs(whole: np.ndarray, crop: np.ndarray) -> np.ndarray:
+        """Serving: pooled whole [N,1280] and crop [N,1280] features -> X [N,2560]."""
+        return np.concatenate([np.asarray(whole, np.float32), np.asarray(crop, np.float32)], axis=1)
+
+    # --- numerics --------------------------------------------------------------------
+    def _check_X(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features or len(X) == 0:
+            raise ValueError(f"BoxHead expects X [N,{self.n_features}] with N >= 1, got {X.shape}")
+        return X
+
+    def _z(self, X) -> np.ndarray:
+        return (np.asarray(X, np.float64) - self.params["mean"]) / float(self.params["scale"][0])
+
+    def decision(self, X) -> np.ndarray:
+        """X [N,D] -> logit of malignant [N]."""
+        X = self._check_X(X)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self._z(X) @ self.params["w"].astype(np.float64) + float(self.params["b"][0])
+
+    def predict_proba(self, X) -> np.ndarray:
+        """X [N,D] -> [N,2] (benign, malignant)."""
+        p = _sigmoid(self.decision(X))
+        return np.stack([1 - p, p], axis=1)
+
+    def loss_and_grads(self, X, y, sample_weight=None) -> tuple[float, dict]:
+        """Objective C*sum s*logloss + 0.5||w||^2 and its gradient {w [D], b [1]} (mean/scale fixed)."""
+        Z = self._z(self._check_X(X))
+        y, s = self._check_y(y, len(Z)), self._check_w(sample_weight, len(Z))
+        f, g = self._objective(Z, y, s)(np.concatenate([self.params["w"], self.params["b"]]).astype(np.float64))
+        return f, {"w": g[:-1], "b": g[-1:]}
+
+    def _objective(self, Z, y, s):
+        C = self.C
+
+        def fun(theta):
+            w, b = theta[:-1], theta[-1]
+            m = Z @ w + b
+            loss = np.maximum(m, 0) - m * y + np.log1p(np.exp(-np.abs(m)))  # logloss(sigmoid(m), y), stable
+            r = C * s * (_sigmoid(m) - y)
+            return float(C * (s * loss).sum() + 0.5 * w @ w), np.concatenate([Z.T @ r + w, [r.sum()]])
+        return fun
+
+    def _check_y(self, y, n) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (n,) or not np.isin(y, (0, 1)).all():
+            raise ValueError(f"y must be [{n}] of 0 (benign) / 1 (malignant), got shape {y.shape}")
+        return y.astype(np.float64)
+
+    def _check_w(self, w, n) -> np.ndarray:
+        if w is None:
+            return np.ones(n)
+        w = np.asarray(w, np.float64)
+        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"sample_weight must be finite, >= 0, shape ({n},); got {w.shape}")
+        return w
+
+    def fit(self, X, y, sample_weight=None, max_iter=500, tol=1e-6) -> "BoxHead":
+        """Fit in place: mean/scale from X, then w, b by L-BFGS. y [N] 0/1; sample_weight [N] (e.g.
+        1 / views per image, so each image counts once). Deterministic."""
+        X = self._check_X(X)
+        y, s = self._check_y(y, len(X)), self._check_w(sample_weight, len(X))
+        if len(np.unique(y)) < 2:
+            raise ValueError("the box head needs both benign and malignant training samples")
+        X64 = np.asarray(X, np.float64)
+        mean = X64.mean(axis=0)
+        scale = float(np.sqrt(((X64 - mean) ** 2).mean()))
+        self.params["mean"], self.params["scale"] = mean.astype(np.float32), np.array([max(scale, 1e-6)], np.float32)
+        Z = self._z(X64)
+        theta, _, self.iterations = lbfgs(self._objective(Z, y, s), np.zeros(self.n_features + 1), max_iter, tol)
+        if not np.isfinite(theta).all():
+            raise ValueError("box head fit gave non-finite weights")
+        self.params["w"], self.params["b"] = theta[:-1].astype(np.float32), theta[-1:].astype(np.float32)
+        return self
