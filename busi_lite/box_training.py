@@ -11,6 +11,9 @@ and no box) whose cache rows hold the box views (busi_lite.views, extracted with
 Only TRAINING rows of the model's split are trained on; the malignant threshold of the box
 head is chosen for ``target_recall`` on out-of-fold (group-aware k-fold) predictions of the
 training images with the jittered box box_j0 (a hand-drawn-like box), never on test images.
+Mirror at prediction (``flip="auto"``, a rule fixed in advance, on training data only): the
+mirrored pair costs two more backbone passes per image, so it is used only when it raises the
+out-of-fold AUC by at least MIRROR_GAIN.
 
 :func:`add_box_head` returns a NEW Model (main head, OOD and card unchanged) with the box
 head and its card section ``box`` (card.BoxInfo); ``busi-lite train-box`` calls it.
@@ -34,6 +37,7 @@ from .records import check_split
 from .views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
 
 CALIBRATION_VIEW = "box_j0"
+MIRROR_GAIN = 0.005  # OOF AUC gain that pays for the mirrored pair's two extra backbone passes
 
 
 class BoxTrainingError(BusiError):
@@ -86,23 +90,29 @@ def box_scores(head: BoxHead, cache, rows, view: str = "box", flip: bool = True)
 
 
 def out_of_fold_scores(cache, rows, seed: int, folds: int = 5, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS,
-                       view: str = CALIBRATION_VIEW, flip: bool = True) -> np.ndarray:
-    """Out-of-fold p(malignant) of lesion ``rows`` (group-aware k-fold inside them), box view ``view``."""
+                       view: str = CALIBRATION_VIEW) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold p(malignant) [n] of lesion ``rows`` (group-aware k-fold inside them), box view
+    ``view``: (with the mirrored pair averaged in, without it)."""
     rows = np.asarray(rows, np.int64)
     fold = D.group_kfold(cache.labels[rows], cache.groups[rows], [cache.paths[i] for i in rows], folds, seed)
-    out = np.zeros(len(rows))
+    mirrored, plain = np.zeros(len(rows)), np.zeros(len(rows))
     for f in range(folds):
         te = fold == f
         if te.any():
-            out[te] = box_scores(fit_box_head(cache, rows[~te], C, views), cache, rows[te], view, flip)
-    return out
+            head = fit_box_head(cache, rows[~te], C, views)
+            mirrored[te] = box_scores(head, cache, rows[te], view, True)
+            plain[te] = box_scores(head, cache, rows[te], view, False)
+    return mirrored, plain
 
 
 def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, target_recall: float = 0.95,
-                 flip: bool = True, views=TRAIN_BOX_VIEWS, log=None) -> Model:
+                 flip="auto", views=TRAIN_BOX_VIEWS, log=None) -> Model:
     """A new Model: ``model`` plus a box head trained on the training lesion images of the model's
     own split (rebuilt from the card and checked by digest), calibrated out of fold, evaluated on
-    the split's held-out lesion images with the true and the sloppy boxes."""
+    the split's held-out lesion images with the true and the sloppy boxes. ``flip``: True / False
+    (average the mirrored pair at prediction or not), or "auto" (the MIRROR_GAIN rule)."""
+    if flip not in (True, False, "auto"):
+        raise BoxTrainingError(f"flip must be True, False or 'auto', got {flip!r}", "e.g. flip='auto'", param="flip")
     log = log or (lambda m: None)
     card = model.card
     if card is None:
@@ -119,7 +129,13 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
     test = lesion_rows(cache, sp.test)
     head = fit_box_head(cache, train, C, views)
     y = box_y(cache, train)
-    oof = out_of_fold_scores(cache, train, card.split.seed, folds, C, views, CALIBRATION_VIEW, flip)
+    oof_m, oof_p = out_of_fold_scores(cache, train, card.split.seed, folds, C, views, CALIBRATION_VIEW)
+    auc_m, auc_p = M.roc_auc(y == 1, oof_m), M.roc_auc(y == 1, oof_p)
+    if flip == "auto":
+        flip = bool(auc_m - auc_p >= MIRROR_GAIN)
+        log(f"box head: OOF AUC {auc_m:.3f} with the mirrored pair, {auc_p:.3f} without -> "
+            f"{'mirror' if flip else 'no mirror'} at prediction (rule: gain >= {MIRROR_GAIN})")
+    oof = oof_m if flip else oof_p
     thr = float(M.threshold_for_recall(y == 1, oof, target_recall))
     pos, neg = oof[y == 1], oof[y == 0]
     recall, far = float((pos >= thr).mean()), float((neg >= thr).mean()) if len(neg) else float("nan")
@@ -133,7 +149,8 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
     log("box head test AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in test_auc.items()))
     info = BoxInfo(head=head.config(), classes=list(BOX_CLASSES), malignant_threshold=thr,
                    target_recall=float(target_recall), oof_recall=recall, oof_far=far,
-                   oof_auc=float(M.roc_auc(y == 1, oof)), calibration_view=CALIBRATION_VIEW,
+                   oof_auc=float(M.roc_auc(y == 1, oof)), oof_auc_mirror=float(auc_m), oof_auc_no_mirror=float(auc_p),
+                   calibration_view=CALIBRATION_VIEW,
                    n_train_images=int(len(train)), n_train_samples=int(len(train) * len(views)),
                    train_views=list(views), flip=bool(flip), margin=BOX_MARGIN, test_auc=test_auc,
                    n_test=int(len(test)))

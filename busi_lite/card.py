@@ -95,6 +95,8 @@ class BoxInfo(Record):
     oof_recall: float             # reached out of fold (training images, jittered boxes)
     oof_far: float
     oof_auc: float
+    oof_auc_mirror: float         # OOF AUC with the mirrored pair averaged in, and without (chooses ``flip``)
+    oof_auc_no_mirror: float
     calibration_view: str         # box view the OOF predictions used (a jittered, hand-drawn-like box)
     n_train_images: int           # lesion images (benign + malignant) of the training split
     n_train_samples: int
@@ -134,7 +136,9 @@ class BoxInfo(Record):
         return cls(head=dict(head), classes=classes, malignant_threshold=thr,
                    target_recall=_num(d, "target_recall", where, finite=True),
                    oof_recall=_num(d, "oof_recall", where), oof_far=_num(d, "oof_far", where),
-                   oof_auc=_num(d, "oof_auc", where), calibration_view=_str(d, "calibration_view", where),
+                   oof_auc=_num(d, "oof_auc", where), oof_auc_mirror=_num(d, "oof_auc_mirror", where),
+                   oof_auc_no_mirror=_num(d, "oof_auc_no_mirror", where),
+                   calibration_view=_str(d, "calibration_view", where),
                    n_train_images=_int(d, "n_train_images", where, 1), n_train_samples=_int(d, "n_train_samples", where, 1),
                    train_views=views, flip=flip, margin=_num(d, "margin", where, finite=True),
                    test_auc={str(k): _num(auc, k, f"{where}.test_auc") for k in auc},

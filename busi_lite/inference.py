@@ -363,17 +363,19 @@ class Predictor:
         """One backbone run for the batch: whole inputs, their mirrors (flip averaging, or the box
         head's mirrored pair), lesion crops and their mirrors. -> (whole, whole_mirrored | None,
         crop | None, crop_mirrored | None, rows with a crop)."""
-        xs = np.stack([i.x for i in inputs])
         brows = [k for k, i in enumerate(inputs) if i.xb is not None]
-        parts = [xs]
         need_m = bool(self.flip or (brows and self.box_flip))
-        if need_m:
-            parts.append(mirror(xs))
-        if brows:
-            xb = np.stack([inputs[k].xb for k in brows])
-            parts += [xb, mirror(xb)] if self.box_flip else [xb]
-        feats = self.backbone.features(parts[0] if len(parts) == 1 else np.concatenate(parts))
         n, nb = len(inputs), len(brows)
+        x = np.empty((n * (1 + need_m) + nb * (1 + (nb > 0 and self.box_flip)), *inputs[0].x.shape), np.float32)
+        x[:n] = [i.x for i in inputs]
+        if need_m:
+            x[n:2 * n] = mirror(x[:n])
+        if brows:
+            at = 2 * n if need_m else n
+            x[at:at + nb] = [inputs[k].xb for k in brows]
+            if self.box_flip:
+                x[at + nb:at + 2 * nb] = mirror(x[at:at + nb])
+        feats = self.backbone.features(x)
         whole = feats[:n]
         whole_m = feats[n:2 * n] if need_m else None
         at = 2 * n if need_m else n

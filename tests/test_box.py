@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from busi_lite import data as D
 from busi_lite.backbone import Backbone, preprocess
-from busi_lite.box_training import add_box_head
+from busi_lite.box_training import MIRROR_GAIN, add_box_head
 from busi_lite.boxes import BoxError, LesionBox, make_box, read_boxes_csv
 from busi_lite.cli import main
 from busi_lite.errors import ConfigError
@@ -40,7 +40,7 @@ def world(tiny_backbone, tmp_path_factory):
     model, _ = fit_model(fc, Config(name="tiny", epochs=20, hidden=16, lr=1e-3, batch=8), seed=0, folds=3)
     plain = base / "plain"
     model.save(plain)
-    boxed = add_box_head(Model.load(plain), fc, folds=3)
+    boxed = add_box_head(Model.load(plain), fc, folds=3, flip=True)
     boxed.save(base / "boxed")
     lesions = [root / p for p, c in info["images"].items() if c != "normal"]
     return {"base": base, "root": root, "cache": fc, "plain": plain, "boxed": base / "boxed",
@@ -162,8 +162,8 @@ def test_box_head_fit_reaches_the_minimum_and_roundtrips():
     assert np.linalg.norm(strong.params["w"]) < 0.2 * np.linalg.norm(h.params["w"])
     with pytest.raises(ConfigError, match="C"):
         BoxHead(8, C=0)
-    x, f, _ = lbfgs(lambda t: (float(((t - 3) ** 2).sum()), 2 * (t - 3)), np.zeros(4))
-    assert np.allclose(x, 3, atol=1e-5)
+    x, fx, _ = lbfgs(lambda t: (float(((t - 3) ** 2).sum()), 2 * (t - 3)), np.zeros(4))
+    assert np.allclose(x, 3, atol=1e-5) and fx < 1e-9
 
 
 def test_box_model_saves_loads_and_is_checked(world, tmp_path):
@@ -171,6 +171,10 @@ def test_box_model_saves_loads_and_is_checked(world, tmp_path):
     assert m.supports_box and m.card.box.classes == ["benign", "malignant"]
     assert 0 <= m.card.box.malignant_threshold <= 1 and m.card.box.train_views[0].startswith("box_j")
     assert not Model.load(world["plain"]).supports_box
+    auto = add_box_head(Model.load(world["plain"]), world["cache"], folds=3)   # flip="auto": the OOF rule
+    b = auto.card.box
+    assert b.flip == (b.oof_auc_mirror - b.oof_auc_no_mirror >= MIRROR_GAIN) and m.card.box.flip is True
+    assert np.array_equal(auto.box_head.params["w"], m.box_head.params["w"])  # the same head, only the rule differs
     # a card WITHOUT the box section but weights WITH box arrays: refused (the hash is re-made on save)
     bare = Model(m.head, replace(m.card, box=None), m.ood, None)
     bare.save(tmp_path / "bare")
@@ -214,6 +218,11 @@ def test_box_prediction_path_equals_the_box_head_on_the_crop(world):
     # the same through predict_arrays and the Python API
     (q,) = pr.predict_arrays([rgb], boxes=[box])
     assert q.box_proba == p.box_proba
+    # without the mirrored pair: the box head on [whole, crop] only
+    m2 = Model(m.head, replace(m.card, box=replace(m.card.box, flip=False)), m.ood, m.box_head)
+    (q,) = Predictor(m2, world["backbone"]).predict_arrays([rgb], boxes=[box])
+    assert np.allclose([q.box_proba["benign"], q.box_proba["malignant"]], m.predict_box(pool(x), pool(xb))[0],
+                       atol=1e-6)
     (r,) = predict_images(path, model=world["boxed"], backbone=world["backbone"], box=",".join(map(str, box)))
     assert r.box_proba == p.box_proba
 
@@ -262,7 +271,9 @@ def test_boxes_csv_parsing(tmp_path):
 
 
 def test_cli_box_and_boxes(world, tmp_path):
-    run = lambda *a: CliRunner().invoke(main, ["predict", "--backbone", str(world["backbone"]), *a])  # noqa: E731
+    def run(*a):
+        return CliRunner().invoke(main, ["predict", "--backbone", str(world["backbone"]), *a])
+
     path = world["lesions"][0]
     box = _mask_box(path)
     r = run("--model", str(world["boxed"]), str(path), "--box", ",".join(map(str, box)), "--json")

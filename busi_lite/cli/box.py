@@ -27,9 +27,11 @@ from .common import log
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Box-mode malignant threshold: this recall on out-of-fold training predictions.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Out-of-fold folds.")
-@click.option("--no-flip", is_flag=True, help="Do not average with the mirrored image and crop at prediction.")
+@click.option("--mirror", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Average with the mirrored image and crop at prediction (2 more backbone passes); auto: only "
+                   "when it raises the out-of-fold AUC by >= 0.005.")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (never the input model).")
-def train_box(model, cache, out, C, target_recall, folds, no_flip, force):
+def train_box(model, cache, out, C, target_recall, folds, mirror, force):
     """Add a lesion-box head to a trained model and save it as a new model.
 
     The head answers benign vs malignant from [whole-image features, lesion-crop
@@ -51,6 +53,6 @@ def train_box(model, cache, out, C, target_recall, folds, no_flip, force):
         raise click.BadParameter(f"{dst.with_suffix('')} exists; give another name or --force", param_hint="--out")
     m = Model.load(model)
     with FeatureCache(cache) as fc:
-        m2 = add_box_head(m, fc, C=C, folds=folds, target_recall=target_recall, flip=not no_flip, log=log)
+        m2 = add_box_head(m, fc, C=C, folds=folds, target_recall=target_recall, flip={"auto": "auto", "yes": True, "no": False}[mirror], log=log)
     npz, js = m2.save(out)
     log(f"saved {npz} and {js}; predict with: busi-lite predict --model {out} IMAGE --box X0,Y0,X1,Y1")
