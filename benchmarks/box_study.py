@@ -26,7 +26,8 @@ Protocol, fixed before running (all benign vs malignant, on images WITH a lesion
   used to train or choose anything), scored on every BUS-BRA-dev image; AUC with a stratified
   bootstrap 95 % interval (2000 resamples, seed 0). BUS-BRA's true boxes come from its masks.
 - Timing: warm per-image latency (p50, p90 over --reps single-image calls after 3 warm-up
-  calls) of Predictor.predict_arrays on one BUSI image: the model as it is (v1, no flip), with
+  calls, the conditions interleaved so they meet the same load, after waiting up to
+  --quiet-wait s for a quiet machine; whether it was quiet is recorded) of Predictor.predict_arrays on one BUSI image: the model as it is (v1, no flip), with
   flip averaging, and with a lesion box (box head with and without its mirror); also the
   process CPU time per call (all threads), which a busy machine inflates less than wall time.
 - Proposed box: an MTL head (lesion map) trained on BUSI seed 0's training images (its raw
@@ -219,23 +220,29 @@ def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
     out = {"image": str(image), "size": [w, h], "box": list(box), "reps": reps,
            "default_model_auto_mirror": {"flip": auto.flip, "oof_auc_mirror": auto.oof_auc_mirror,
                                          "oof_auc_no_mirror": auto.oof_auc_no_mirror}}
-    for name, model, boxes in (("v1_no_flip", base, None), ("v1_flip_averaging", flip, None),
-                               ("box_mode_with_mirror", boxed, [box]), ("box_mode_no_mirror", no_mirror, [box])):
-        pr = Predictor(model, backbone)
+    runs = {name: (Predictor(model, backbone), boxes)
+            for name, model, boxes in (("v1_no_flip", base, None), ("v1_flip_averaging", flip, None),
+                                       ("box_mode_with_mirror", boxed, [box]), ("box_mode_no_mirror", no_mirror, [box]))}
+    for pr, boxes in runs.values():
         for _ in range(3):
             pr.predict_arrays([rgb], boxes=boxes)
-        ms, cpu = [], []
-        for _ in range(reps):
+    out["quiet"] = C.wait_quiet()
+    out["loadavg_before"] = C.loadavg()
+    ms, cpu = {n: [] for n in runs}, {n: [] for n in runs}
+    for _ in range(reps):  # interleaved: every condition meets the same load
+        for name, (pr, boxes) in runs.items():
             t0, c0 = time.perf_counter(), time.process_time()
             pr.predict_arrays([rgb], boxes=boxes)
-            ms.append(1000 * (time.perf_counter() - t0))
-            cpu.append(1000 * (time.process_time() - c0))
-        ms.sort()
-        out[name] = {"p50_ms": statistics.median(ms), "p90_ms": ms[int(0.9 * (len(ms) - 1))],
-                     "cpu_p50_ms": statistics.median(cpu), "backbone_passes": PASSES[name],
-                     "loadavg": C.loadavg()}
+            ms[name].append(1000 * (time.perf_counter() - t0))
+            cpu[name].append(1000 * (time.process_time() - c0))
+    out["loadavg_after"] = C.loadavg()
+    out["busy_cores_after"] = round(C.busy_cores(), 2)
+    for name in runs:
+        t = sorted(ms[name])
+        out[name] = {"p50_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))],
+                     "cpu_p50_ms": statistics.median(cpu[name]), "backbone_passes": PASSES[name]}
         C.log(f"timing {name}: p50 {out[name]['p50_ms']:.1f} ms, p90 {out[name]['p90_ms']:.1f} ms, "
-              f"CPU p50 {out[name]['cpu_p50_ms']:.1f} ms (load {out[name]['loadavg'][0]})")
+              f"CPU p50 {out[name]['cpu_p50_ms']:.1f} ms")
     return out
 
 
@@ -249,11 +256,13 @@ def main(argv=None) -> int:
     p.add_argument("--image", type=Path, default=C.DEFAULT_DATA / "malignant" / "malignant (5).png")
     p.add_argument("--reps", type=int, default=40)
     p.add_argument("--no-timing", action="store_true")
+    C.add_quiet_args(p)
     p.add_argument("--no-proposed", action="store_true")
     p.add_argument("--out", default="box_study")
     p.add_argument("--timing-only", action="store_true",
                    help="Measure the timing again and replace it in an existing results/<out>.json.")
     args = p.parse_args(argv)
+    C.configure(args)
     if args.timing_only:
         import json
 

@@ -330,3 +330,25 @@ def test_web_api_uses_the_box_head(world):
     assert rec["box"] == list(box) and rec["box_proba"] is not None and NO_BOX_NOTE not in rec["notes"]
     want = Predictor(world["boxed"], world["backbone"]).predict([path], boxes={path: box})[0]
     assert rec["box_proba"] == pytest.approx(want.box_proba, abs=1e-6)
+
+
+def test_dicom_box_is_given_in_frame_pixels(world, tmp_path):
+    pytest.importorskip("pydicom")
+    from web_support import dicom_bytes
+
+    path = world["lesions"][0]
+    rgb = D.read_rgb(path)
+    h, w = rgb.shape[:2]
+    frame = np.zeros((h + 40, w + 60, 3), np.uint8)       # the image sits at (30, 20) of a bigger frame
+    frame[20:20 + h, 30:30 + w] = rgb
+    dcm = tmp_path / "us.dcm"
+    dcm.write_bytes(dicom_bytes(frame, region=(30, 20, 30 + w, 20 + h), grey=False))
+    x0, y0, x1, y1 = _mask_box(path)
+    pr = Predictor(world["boxed"], world["backbone"])
+    (p,) = pr.predict([dcm], boxes={dcm: (x0 + 30, y0 + 20, x1 + 30, y1 + 20)})
+    assert p.ok and p.dicom_crop == [30, 20, 30 + w, 20 + h]
+    assert p.box == [x0 + 30, y0 + 20, x1 + 30, y1 + 20]            # reported in frame pixels
+    (q,) = pr.predict_arrays([rgb], boxes=[(x0, y0, x1, y1)])       # = the region's own pixels
+    assert p.box_proba == pytest.approx(q.box_proba, abs=1e-6)
+    (bad,) = pr.predict([dcm], boxes={dcm: LesionBox(0, 0, 25, 15, "boxes.csv line 9")})  # outside the region
+    assert not bad.ok and "boxes.csv line 9" in bad.error and "region" in bad.error
