@@ -352,3 +352,15 @@ def test_dicom_box_is_given_in_frame_pixels(world, tmp_path):
     assert p.box_proba == pytest.approx(q.box_proba, abs=1e-6)
     (bad,) = pr.predict([dcm], boxes={dcm: LesionBox(0, 0, 25, 15, "boxes.csv line 9")})  # outside the region
     assert not bad.ok and "boxes.csv line 9" in bad.error and "region" in bad.error
+
+
+def test_shipped_model_serves_as_before(real_data, real_backbone):
+    """The committed default model (v1, no flip) through today's Predictor reproduces the test-image
+    probabilities its card recorded at training (rounded to 5 decimals there)."""
+    m = Model.load()
+    assert m.preprocessing.name == Preprocessing.named("v1").name and m.flip is False and not m.supports_box
+    tp = m.card.test_predictions
+    pick = list(range(0, len(tp.path), max(1, len(tp.path) // 8)))[:8]
+    got = Predictor(m, real_backbone).predict([real_data / tp.path[i] for i in pick])
+    for k, i in zip(range(len(pick)), pick):
+        assert np.allclose([got[k].proba[c] for c in m.classes], tp.proba[i], atol=2e-5), tp.path[i]
