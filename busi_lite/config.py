@@ -16,11 +16,16 @@ import numpy as np
 from .errors import ConfigError
 from .heads import get_head, head_kinds
 from .paper import PAPER
+from .preprocess import SHORT, Preprocessing
 from .views import VIEWS
 
 BALANCES = ("none", "undersample", "weights")
 DEFAULT_PER_CLASS = 150
 DEFAULT_HEAD = "plain"  # the paper's head; its grid names carry no '+head' suffix
+DEFAULT_PREPROCESS = "v1"  # Teachable Machine's (the paper's); 'v2' = contrast-normalised (busi_lite.preprocess)
+
+
+_LATER_FIELDS = ("preprocess", "flip", "C")
 
 
 def _is_int(v) -> bool:
@@ -44,6 +49,9 @@ class Config:
     views: tuple = VIEWS
     lam: float = 1.0              # weight of the segmentation loss (heads with one)
     hidden: int = 100
+    preprocess: str = DEFAULT_PREPROCESS  # 'v1' | 'v2': must be the feature cache's preprocessing
+    flip: bool = False            # train on each training image and its mirror, average both at evaluation
+    C: float = 0.01               # inverse L2 strength of the logreg head (scikit-learn's C; heads/logreg.py)
 
     def __post_init__(self):
         def bad(param, what, fix):
@@ -71,6 +79,14 @@ class Config:
         object.__setattr__(self, "views", tuple(self.views))
         if not _is_number(self.lam) or self.lam < 0:
             bad("lam", "the segmentation loss weight must be a finite number >= 0", "e.g. lam=1.0")
+        if not isinstance(self.preprocess, str):
+            bad("preprocess", "must be a preprocessing name", f"choose one of {', '.join(SHORT)}")
+        name = Preprocessing.named(self.preprocess).name  # ConfigError(param="preprocess") when unknown
+        object.__setattr__(self, "preprocess", next(k for k, v in SHORT.items() if v == name))
+        if not isinstance(self.flip, bool):
+            bad("flip", "must be True or False", "give flip=True or flip=False")
+        if not _is_number(self.C) or self.C <= 0:
+            bad("C", "the inverse regularisation strength must be a finite number > 0", "e.g. C=0.01")
 
     # read access by field name, for callers written against the old dict form
     def __getitem__(self, key):
@@ -85,8 +101,13 @@ class Config:
         return list(self.__dataclass_fields__)
 
     def to_json(self) -> dict:
+        """Fields as JSON; the fields added with issue 11 (preprocess, flip, C) only when not at
+        their defaults, so configs written before them read back unchanged."""
         d = asdict(self)
         d["views"] = list(self.views)
+        for k in _LATER_FIELDS:
+            if d[k] == self.__dataclass_fields__[k].default:
+                del d[k]
         return d
 
     @classmethod
@@ -120,20 +141,36 @@ class Config:
         return kind, per_class
 
 
-def paper_grid(head: str = DEFAULT_HEAD) -> list[Config]:
-    """The paper's twelve configurations with head ``head`` (names get '+head' unless plain)."""
+def suffix(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, flip: bool = False) -> str:
+    """Name suffix of a grid config: '+head' unless plain, '+v2' unless v1, '+flip' with flip."""
+    return (("" if head == DEFAULT_HEAD else f"+{head}") + ("" if preprocess == DEFAULT_PREPROCESS else f"+{preprocess}")
+            + ("+flip" if flip else ""))
+
+
+def paper_grid(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, flip: bool = False) -> list[Config]:
+    """The paper's twelve configurations with head ``head`` (names get '+head' unless plain,
+    '+v2' for preprocessing v2 and '+flip' with flip averaging: see :func:`suffix`)."""
     get_head(head)
-    suffix = "" if head == DEFAULT_HEAD else f"+{head}"
-    return [Config(name=n + suffix, head=head, **kw) for n, (kw, _) in PAPER.items()]
+    pp = Config(preprocess=preprocess).preprocess  # validated, short name
+    s = suffix(head, pp, flip)
+    return [Config(name=n + s, head=head, preprocess=pp, flip=flip, **kw) for n, (kw, _) in PAPER.items()]
 
 
-def grid_for_heads(heads) -> list[Config]:
-    """paper_grid of each head in ``heads`` (a list, or a comma-separated string)."""
-    if isinstance(heads, str):
-        heads = [h for h in heads.split(",") if h.strip()]
+def _names(v, param) -> list:
+    if isinstance(v, str):
+        v = [h.strip() for h in v.split(",") if h.strip()]
+    return list(v)
+
+
+def grid_for_heads(heads, preprocess=(DEFAULT_PREPROCESS,), flips=(False,)) -> list[Config]:
+    """paper_grid of each head in ``heads`` x preprocessing in ``preprocess`` x flip in ``flips``
+    (lists, or comma-separated strings for heads/preprocess)."""
+    heads, preprocess = _names(heads, "heads"), _names(preprocess, "preprocess")
     if not heads:
         raise ConfigError("no head given", f"choose from {', '.join(head_kinds())}", param="heads")
-    return [c for h in heads for c in paper_grid(h.strip())]
+    if not preprocess:
+        raise ConfigError("no preprocessing given", f"choose from {', '.join(SHORT)}", param="preprocess")
+    return [c for p in preprocess for f in flips for h in heads for c in paper_grid(h, p, bool(f))]
 
 
 def pick_configs(configs, only) -> list[Config]:

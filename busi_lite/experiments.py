@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from . import metrics as M
 from .atomic import write_text
-from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
+from .backbone import GRID, N_FEATURES
 from .card import ModelCard, OODInfo, TestMetrics, TestPredictions
 from .config import BALANCES, Config, grid_for_heads, paper_grid, pick_configs  # noqa: F401
 from .errors import BusiError
@@ -186,7 +186,7 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
                             pred=test_pred)
     card = ModelCard(
         config=config, classes=list(cache.classes), backbone_sha256=cache.backbone_sha256,
-        backbone_file=cache.attrs.get("backbone_file"), preprocess_version=PREPROCESS_VERSION,
+        backbone_file=cache.attrs.get("backbone_file"), preprocess_version=cache.preprocess_version,
         feature_shape=[GRID, GRID, N_FEATURES], package_version=__version__,
         split=SplitInfo(seed=seed, test_fraction=test_fraction, digest=sp.digest(cache.paths),
                         n_train_images=int(len(rows)), n_test=int(len(sp.test)),
@@ -205,9 +205,11 @@ SELECTION_MARGIN = 0.01  # OOF recall within this of the best = tied (about 2 of
 
 
 def complexity(config: Config, n_classes: int) -> tuple:
-    """Sort key, simplest first: trainable parameters, then masks off before on, then fewer views."""
+    """Sort key, simplest first: trainable parameters, then masks off before on, then fewer views,
+    then no flip averaging (one backbone pass), then preprocessing v1 (the paper's) before v2."""
     n_params = int(sum(p.size for p in make_head(config, n_classes, 0).params.values()))
-    return n_params, bool(config.masks), len(config.views) if config.masks else 0
+    return (n_params, bool(config.masks), len(config.views) if config.masks else 0, bool(config.flip),
+            config.preprocess != "v1")
 
 
 def rank(rows: list[SelectionRow], configs: dict, n_classes: int,
@@ -225,12 +227,25 @@ def rank(rows: list[SelectionRow], configs: dict, n_classes: int,
     return tied + rest, [r.name for r in tied]
 
 
-def select(cache: FeatureCache, candidates, seed: int = 0, folds: int = 5, far_cap: float = 0.10,
+def cache_for(cache, config: Config) -> FeatureCache:
+    """``cache`` itself, or from a {preprocess name ('v1'/'v2'): FeatureCache} mapping the config's."""
+    if isinstance(cache, FeatureCache):
+        return cache
+    if config.preprocess not in cache:
+        raise BusiError(f"no feature cache of preprocessing {config.preprocess} for {config.name}",
+                        f"extract the dataset with preprocessing {config.preprocess} and give its cache",
+                        param="cache")
+    return cache[config.preprocess]
+
+
+def select(cache, candidates, seed: int = 0, folds: int = 5, far_cap: float = 0.10,
            log=None, margin: float = SELECTION_MARGIN) -> SelectionResult:
     """Score each candidate config by a criterion fixed in advance and computed on the
     TRAINING images of split ``seed`` only: out-of-fold malignant recall at FAR <= far_cap.
     Candidates within ``margin`` of the best recall are tied and the simplest of them wins
-    (see rank). Returns a SelectionResult, ranking best first, with the margin and the tie."""
+    (see rank). Returns a SelectionResult, ranking best first, with the margin and the tie.
+    ``cache``: one FeatureCache, or {preprocess: FeatureCache} of the SAME images (candidates
+    of several preprocessings; their splits must agree, else BusiError)."""
     candidates = list(candidates)
     if not candidates:
         raise BusiError("no candidate configurations to select from", "choose at least one config")
@@ -240,24 +255,28 @@ def select(cache: FeatureCache, candidates, seed: int = 0, folds: int = 5, far_c
     if not 0 <= margin < 1:
         raise BusiError(f"margin must be within [0, 1), got {margin!r}", "give a recall margin such as 0.01",
                         param="margin")
-    sp = split_for(cache, seed)
+    caches = [cache_for(cache, c) for c in candidates]
+    sp = split_for(caches[0], seed)
+    if len({split_for(c, seed).digest(c.paths) for c in caches}) > 1:
+        raise BusiError("the candidates' caches give different splits (not the same images)",
+                        "extract the same dataset folder with each preprocessing", param="cache")
     rows = []
-    for config in candidates:
+    for config, fc in zip(candidates, caches):
         t0 = time.perf_counter()
-        train = training_rows(cache, sp.train, config, seed)
-        oof = out_of_fold(cache, train, config, seed, folds)
+        train = training_rows(fc, sp.train, config, seed)
+        oof = out_of_fold(fc, train, config, seed, folds)
         y_bin = oof["y"] == 2
         row = SelectionRow(name=config.name, config=config,
                            oof_recall_at_far=recall_at_far(y_bin, oof["proba"][:, 2], far_cap),
                            oof_auc=M.roc_auc(y_bin, oof["proba"][:, 2]),
                            oof_accuracy=M.accuracy(oof["y"], oof["proba"].argmax(1)),
                            far_cap=far_cap, seconds=time.perf_counter() - t0,
-                           n_params=complexity(config, len(cache.classes))[0])
+                           n_params=complexity(config, len(fc.classes))[0])
         rows.append(row)
         if log:
             log(f"{config.name:18s} OOF recall@FAR<={far_cap:g} {row.oof_recall_at_far:.3f}  "
                 f"AUC {row.oof_auc:.3f}  acc {row.oof_accuracy:.3f}  ({row.seconds:.1f}s)")
-    ranking, tied = rank(rows, {c.name: c for c in candidates}, len(cache.classes), margin)
+    ranking, tied = rank(rows, {c.name: c for c in candidates}, len(caches[0].classes), margin)
     criterion = (f"{folds}-fold OOF malignant recall at FAR <= {far_cap} on the training split; candidates within "
                  f"{margin} of the best are tied and the simplest wins (fewer parameters, no masks), then OOF AUC")
     return SelectionResult(criterion=criterion, seed=seed, ranking=ranking, margin=margin, tied=tied)

@@ -292,16 +292,21 @@ def class_map(model_classes, dataset_classes) -> np.ndarray:
 
 
 def predict_cache(model, cache) -> CachePredictions:
-    """Compatibility checks, then the model's predictions on every cached image (raw view)."""
+    """Compatibility checks, then the model's predictions on every cached image (raw view;
+    with the model's flip averaging, the mean with the cached 'flip' view)."""
     check_compatible(model, cache)
     if MALIGNANT not in model.classes:
         raise ExternalError(f"the model has no '{MALIGNANT}' class ({', '.join(model.classes)})",
                             "use a model that predicts malignant", param="model")
     cmap = class_map(model.classes, cache.classes)
+    if model.flip and "flip" not in cache.views:  # flip averaging needs the mirrored inputs' features
+        raise ExternalError(f"the model averages each image with its mirror, cache {cache.path} has no 'flip' view",
+                            "extract the folder again with the flip view (the default views)", param="cache")
     probas, lesions, pooled = [], [], []
     for start in range(0, len(cache), BATCH):
         rows = np.arange(start, min(start + BATCH, len(cache)))
-        r = model.predict_features(cache.spatial("raw", rows))
+        r = model.predict_features(cache.spatial("raw", rows),
+                                   cache.spatial("flip", rows) if model.flip else None)
         probas.append(r["proba"])
         pooled.append(r["pooled"])
         lesions.append(r["lesion"])

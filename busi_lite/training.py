@@ -5,6 +5,11 @@ Everything is read from a FeatureCache; the head class (busi_lite.heads registry
 ``config.head``) says which features it consumes and which extra targets it trains on,
 so nothing here depends on a particular head kind. Only TRAINING rows are ever passed
 to training and calibration; ``experiments`` composes these into runs, sweeps and models.
+
+Preprocessing: a config's ``preprocess`` must be the cache's (check_preprocess, CacheError
+otherwise): features of two preprocessings are never mixed. Flip averaging (config.flip):
+training adds each training row's ``flip`` view as a sample of its label; evaluation
+averages the probabilities (and lesion maps, mirrored back) of the raw and flip views.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from . import data as D
 from . import metrics as M
 from .backbone import GRID, N_FEATURES, SIZE
 from .config import Config
-from .features import FeatureCache
+from .features import CacheError, FeatureCache
 from .geometry import upsample
-from .heads import fit, get_head
+from .heads import get_head
 from .model import OOD
+from .preprocess import Preprocessing
 from .records import Calibration, Metrics
 
 
@@ -45,18 +51,33 @@ def training_rows(cache: FeatureCache, rows, config: Config, seed: int, fraction
     return np.sort(np.concatenate(keep))
 
 
+def check_preprocess(cache: FeatureCache, config: Config) -> None:
+    """CacheError unless the cache was extracted with the config's preprocessing."""
+    want = Preprocessing.named(config.preprocess).name
+    got = cache.attrs.get("preprocess_version")
+    if got != want:
+        raise CacheError(f"cache {cache.path} was extracted with preprocessing {got!r}, config {config.name!r} asks "
+                         f"{config.preprocess} ({want!r})",
+                         f"extract the dataset again with preprocessing {config.preprocess} into another cache file, "
+                         "and train on that cache", param="preprocess")
+
+
 def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dict:
     """Arrays for training or evaluation of ``rows``.
 
     X: what the head consumes (head_cls.cache_inputs): e.g. pooled [n,1280] float32 or grid [n,49,1280] float16.
-    With views, each row's valid mask views follow as extra samples of its label.
+    With views (training only): with config.flip each row's ``flip`` view, with config.masks
+    each row's valid mask views, follow as extra samples of its label.
     Returns X, y, row (source image row of each sample), view, sample_weight, and
     targets (extra fit() keyword arguments from head_cls.training_targets, e.g. seg_target).
     """
+    check_preprocess(cache, config)
     head_cls = get_head(config.head)
     rows = np.asarray(rows, dtype=np.int64)
     parts = [("raw", rows)]
-    if with_views:
+    if with_views and config.flip:
+        parts.append(("flip", rows))
+    if with_views and config.masks:
         for v in config.views:
             parts.append((v, rows[cache.valid(v, rows)]))
     X = np.concatenate([head_cls.cache_inputs(cache, v, r) for v, r in parts])
@@ -79,14 +100,14 @@ def make_head(config: Config, n_classes: int, seed: int):
 
 
 def train_head(cache: FeatureCache, rows, config: Config, seed: int, val_rows=None):
-    """Train on ``rows`` (+ their views when config.masks). Returns (head, history)."""
-    tr = build_xy(cache, rows, config, with_views=config.masks)
+    """Train on ``rows`` (+ their flips / mask views per config). Returns (head, history)."""
+    tr = build_xy(cache, rows, config, with_views=True)
     head = make_head(config, len(cache.classes), seed)
     kw = {}
     if val_rows is not None and len(val_rows):
         va = build_xy(cache, val_rows, config, with_views=False)
         kw = dict(X_val=va["X"], y_val=va["y"])
-    hist = fit(head, tr["X"], tr["y"], lr=config.lr, batch_size=config.batch, epochs=config.epochs, seed=seed,
+    hist = head.fit(tr["X"], tr["y"], lr=config.lr, batch_size=config.batch, epochs=config.epochs, seed=seed,
                sample_weight=tr["sample_weight"], **tr["targets"], **kw)
     hist["n_train"] = int(len(tr["y"]))
     return head, hist
@@ -101,9 +122,19 @@ class RowPredictions:
 
 
 def predict_rows(head, cache: FeatureCache, rows, config: Config) -> RowPredictions:
+    """Raw-view predictions of ``rows``; with config.flip the mean of raw and flip views
+    (lesion maps of the flip view mirrored back before averaging)."""
     xy = build_xy(cache, rows, config, with_views=False)
     out = head.predict(xy["X"])
-    return RowPredictions(out.proba, out.lesion, xy["y"])
+    if not config.flip:
+        return RowPredictions(out.proba, out.lesion, xy["y"])
+    rows = np.asarray(rows, dtype=np.int64)
+    fl = head.predict(get_head(config.head).cache_inputs(cache, "flip", rows))
+    lesion = None
+    if out.lesion is not None:
+        back = fl.lesion.reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(rows), -1)
+        lesion = (out.lesion + back) / 2
+    return RowPredictions((out.proba + fl.proba) / 2, lesion, xy["y"])
 
 
 def lesion_scores(lesion: np.ndarray, masks224: np.ndarray) -> dict:

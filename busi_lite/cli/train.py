@@ -39,27 +39,44 @@ def _config_options(f):
                      help="Mask-fused views used with --masks, comma-separated."),
         click.option("--lam", type=click.FloatRange(min=0), default=d.lam, show_default=True,
                      help="Segmentation loss weight (heads with a lesion map)."),
+        click.option("--preprocess", type=click.Choice(["v1", "v2"]), default=d.preprocess, show_default=True,
+                     help="Preprocessing of the features (the cache's): v1 Teachable Machine's, v2 contrast-normalised."),
+        click.option("--flip/--no-flip", default=d.flip, show_default=True,
+                     help="Train on each image and its mirror; average both probabilities at evaluation."),
+        click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=d.C, show_default=True,
+                     help="logreg head: inverse L2 strength (scikit-learn's C)."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def make_config(name, lr, batch, epochs, masks, balance, head, views, lam):
+def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess="v1", flip=False, C=0.01):
     """CLI values -> a validated busi_lite.config.Config. ``balance``: (kind, per_class)."""
     from ..config import Config
 
     kind, per_class = balance
     return Config(name=name, lr=lr, batch=batch, epochs=epochs, masks=masks, balance=kind, per_class=per_class,
-                  head=head, views=tuple(views), lam=lam)
+                  head=head, views=tuple(views), lam=lam, preprocess=preprocess, flip=flip, C=C)
 
 
-def default_name(head, lr, batch, epochs, masks, balance, seed) -> str:
+def default_name(head, lr, batch, epochs, masks, balance, seed, preprocess="v1", flip=False, C=0.01) -> str:
     from ..config import DEFAULT_PER_CLASS
 
     kind, n = balance
     bal = "" if kind == "none" else "-" + kind + (str(n) if kind == "undersample" and n != DEFAULT_PER_CLASS else "")
-    return f"{head}-lr{lr:g}-b{batch}-e{epochs}{'-masks' if masks else ''}{bal}-s{seed}"
+    c = "" if C == 0.01 else f"-C{C:g}"
+    pp = "" if preprocess == "v1" else f"-{preprocess}"
+    return f"{head}-lr{lr:g}-b{batch}-e{epochs}{c}{'-masks' if masks else ''}{bal}{pp}{'-flip' if flip else ''}-s{seed}"
+
+
+def cache_path(cache, preprocess="v1"):
+    """--cache, else $BUSI_LITE_CACHE, else the default cache of ``preprocess`` (features.default_cache)."""
+    import os
+
+    from ..features import ENV_CACHE, default_cache
+
+    return cache or os.environ.get(ENV_CACHE) or default_cache(preprocess)
 
 
 def print_metrics(title, res, classes):
@@ -77,7 +94,8 @@ def print_metrics(title, res, classes):
         click.echo(f"  lesion map vs test masks: Dice {s['dice']:.3f}  IoU {s['iou']:.3f}  (n={s['n']})")
 
 
-CACHE_HELP = "Feature cache (default $BUSI_LITE_CACHE or cache/busi_features.h5)."
+CACHE_HELP = ("Feature cache (default $BUSI_LITE_CACHE, else cache/busi_features.h5 for v1, "
+              "cache/busi_features_v2.h5 for v2).")
 MODELS_DIR = Path("models")  # where train and select write by default (never the package's weights/)
 
 
@@ -116,7 +134,8 @@ def warn(card) -> None:
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
-def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out, force, name, target_recall, as_json):
+def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C, seed, cache, out, force, name,
+          target_recall, as_json):
     """Train one configuration, calibrate it, test once.
 
     Trains on the 85 % training split. Thresholds (malignant operating point,
@@ -127,10 +146,10 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out,
     from ..experiments import fit_model
     from ..features import FeatureCache
 
-    name = name or default_name(head, lr, batch, epochs, masks, balance, seed)
+    name = name or default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
     out = check_out(out or MODELS_DIR / name, force)
-    config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam)
-    fc = FeatureCache(cache)
+    config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
+    fc = FeatureCache(cache_path(cache, preprocess))
     model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log)
     npz, js = model.save(out)
     warn(meta)
@@ -148,12 +167,15 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, seed, cache, out,
 
 
 # ---------------------------------------------------------------- sweep
-def _configs(heads, only):
-    """The paper's grid for ``heads`` filtered by ``only`` (one rule for sweep and select;
-    an unknown name is an error naming --only, before anything runs or is written)."""
+FLIPS = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
+def _configs(heads, only, preprocess=("v1",), flips=(False,)):
+    """The paper's grid for ``heads`` x ``preprocess`` x ``flips`` filtered by ``only`` (one rule
+    for sweep and select; an unknown name is an error naming --only, before anything runs or is written)."""
     from ..config import grid_for_heads, pick_configs
 
-    return pick_configs(grid_for_heads(heads), only)
+    return pick_configs(grid_for_heads(heads, preprocess, flips), only)
 
 
 @click.command()
@@ -170,8 +192,12 @@ def _configs(heads, only):
               help="Writes OUT.json and OUT.csv.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Keep the runs already in OUT.partial.json (an interrupted sweep) instead of redoing them.")
+@click.option("--preprocess", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+              help="Preprocessing of the configs (must be the cache's).")
+@click.option("--flip", type=click.Choice(list(FLIPS)), default="off", show_default=True,
+              help="Flip averaging: off, on, or both (each config with and without).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
+def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, as_json):
     """The paper's grid over repeated splits, with 95 % intervals.
 
     Every configuration x training fraction x split seed (group-aware splits).
@@ -182,10 +208,10 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
     from ..features import FeatureCache
     from ..report.stats import sweep_table, write_sweep_csv
 
-    configs = _configs(heads, only)
+    configs = _configs(heads, only, (preprocess,), FLIPS[flip])
     if not fractions:
         raise click.BadParameter("give at least one fraction", param_hint="--fractions")
-    fc = FeatureCache(cache)
+    fc = FeatureCache(cache_path(cache, preprocess))
     partial = Path(f"{out}.partial.json")
     done = resume_runs(partial, fc, log=log) if resume else []
     if done:
@@ -209,9 +235,15 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
 
 # ---------------------------------------------------------------- select
 @click.command()
-@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help=CACHE_HELP)
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), multiple=True,
+              help="Feature cache; repeat it for candidates of several preprocessings (each cache is used for "
+                   "the configs of its own preprocessing). Default: each --preprocess's default cache.")
 @click.option("--heads", type=CommaList(_heads_list, name="HEADS"), default="plain,mtl", show_default=True,
               help="Heads to consider, comma-separated.")
+@click.option("--preprocess", type=CommaList(["v1", "v2"], name="PREPROCESS"), default="v1", show_default=True,
+              help="Preprocessings to consider, e.g. v1,v2.")
+@click.option("--flip", type=click.Choice(list(FLIPS)), default="off", show_default=True,
+              help="Flip averaging of the candidates: off, on, or both.")
 @click.option("--only", type=CommaList(name="NAMES"), default="",
               help="Comma list of config names to consider, e.g. model-7,model-7p+mtl (default all).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -223,7 +255,7 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, as_json):
 @click.option("--force", is_flag=True, help="Allow replacing the shipped default model (--out in busi-lite's "
               "weights folder) and saving a winner whose out-of-fold AUC is at chance.")
 @click.option("--json", "as_json", is_flag=True, help="Print the selection (criterion, ranking, tie) as JSON.")
-def select(cache, heads, only, seed, far_cap, out, force, as_json):
+def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_json):
     """Choose the default model on training data only.
 
     Every candidate is scored by a criterion fixed in advance: 5-fold out-of-fold
@@ -235,20 +267,20 @@ def select(cache, heads, only, seed, far_cap, out, force, as_json):
     """
     from ..errors import BusiError
     from ..experiments import fit_model, select as run
-    from ..features import FeatureCache
 
     if out is not None:
         check_out(out, force)
-    configs = _configs(heads, only)
-    fc = FeatureCache(cache)
+    configs = _configs(heads, only, preprocess, FLIPS[flip])
+    caches = open_caches(cache, preprocess)
     progress = Progress(len(configs))
 
     def each(msg):  # select logs one line per scored candidate
         progress.tick()
         log(progress.prefix(msg))
 
-    selection = run(fc, configs, seed, far_cap=far_cap, log=each)
+    selection = run(caches, configs, seed, far_cap=far_cap, log=each)
     best = selection.winner.config
+    fc = caches[best.preprocess]
     model, meta = fit_model(fc, best, seed, log=log)
     meta.selection = selection
     if meta.warnings and not force:
@@ -269,3 +301,26 @@ def select(cache, heads, only, seed, far_cap, out, force, as_json):
     print_metrics(f"chosen {best.name}, test ({meta['split']['n_test']} images)", meta["metrics"]["test_argmax"],
                   fc.classes)
     click.echo(f"saved {npz} and {js}")
+
+
+def open_caches(paths, preprocess) -> dict:
+    """{preprocess: FeatureCache} for select: each given cache under its own preprocessing
+    (read from the file), then each wanted preprocessing without one from its default cache."""
+    from ..errors import BusiError
+    from ..features import FeatureCache, default_cache
+    from ..preprocess import SHORT
+
+    short = {v: k for k, v in SHORT.items()}
+    caches = {}
+    for p in paths:
+        fc = FeatureCache(p)
+        name = short.get(fc.preprocess_version)
+        if name is None or name in caches:
+            raise BusiError(f"{p}: preprocessing {fc.preprocess_version!r} is unknown or given twice",
+                            "give one cache per preprocessing", param="cache")
+        caches[name] = fc
+    for pp in preprocess:
+        if pp not in caches:  # $BUSI_LITE_CACHE only when it is the one cache asked for
+            caches[pp] = FeatureCache(cache_path(None, pp) if len(preprocess) == 1 and not paths
+                                      else default_cache(pp))
+    return caches

@@ -31,11 +31,12 @@ from .base import Adam, Head, HeadOutput, evaluate, fit
 from .registry import HEADS, get_head, head_kinds, make_head, register_head
 
 # the built-in heads register themselves on import (a new head adds its import line here)
+from .logreg import LogRegHead
 from .mtl import MTLHead
 from .plain import PlainHead
 
 # the lesion-box head is a Model's optional second head, not a registered main head
 from .box import BoxHead
 
-__all__ = ["HEADS", "Adam", "BoxHead", "Head", "HeadOutput", "MTLHead", "PlainHead", "evaluate", "fit", "get_head",
+__all__ = ["HEADS", "Adam", "BoxHead", "Head", "HeadOutput", "LogRegHead", "MTLHead", "PlainHead", "evaluate", "fit", "get_head",
            "head_kinds", "make_head", "register_head"]
