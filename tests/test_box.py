@@ -364,3 +364,28 @@ def test_shipped_model_serves_as_before(real_data, real_backbone):
     got = Predictor(m, real_backbone).predict([real_data / tp.path[i] for i in pick])
     for k, i in zip(range(len(pick)), pick):
         assert np.allclose([got[k].proba[c] for c in m.classes], tp.proba[i], atol=2e-5), tp.path[i]
+
+
+def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factory):
+    from busi_lite.heads import HeadOutput
+    from busi_lite.inference import PROPOSED_NOTE
+    from web_support import synth_images, tiny_model
+
+    base = tmp_path_factory.mktemp("mtl_world")
+    m = Model.load(tiny_model(base, tiny_backbone))
+    real = m.head.predict
+
+    def sharper(X):  # the tiny model's maps stay below 0.5: put a clear lesion in cells (2..3, 4..5)
+        out = real(X)
+        les = np.zeros_like(out.lesion).reshape(-1, 7, 7)
+        les[:, 2:4, 4:6] = 0.9
+        return HeadOutput(out.proba, les.reshape(len(les), 49))
+
+    m.head.predict = sharper
+    images = synth_images(base)[:4]
+    preds = Predictor(m, tiny_backbone).predict(images)
+    for p in preds:
+        assert p.lesion_bbox is not None and p.proposed_box == p.lesion_bbox and PROPOSED_NOTE in p.notes
+        l, t, r, b = p.crop_box
+        cx, cy = (p.proposed_box[0] + p.proposed_box[2]) / 2, (p.proposed_box[1] + p.proposed_box[3]) / 2
+        assert abs(cx - (l + (r - l) * 5 / 7)) < (r - l) / 14 and abs(cy - (t + (b - t) * 3 / 7)) < (b - t) / 14

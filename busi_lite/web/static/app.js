@@ -195,6 +195,11 @@ function viewer(entry, rec) {
     tools.append(el("span", { text: "this model has no lesion map" }));
   }
   tools.append(el("span", { text: "dashed: the square the network sees; drag to draw a lesion box" }));
+  if (rec.proposed_box && supportsBox() && !entry.box) {
+    const use = el("button", { type: "button", class: "button quiet use-proposed", text: "use the proposed box (dotted)" });
+    use.addEventListener("click", () => predictWithBox(entry, rec.proposed_box));
+    tools.append(use);
+  }
   wrap.append(tools);
   return wrap;
 }
@@ -247,7 +252,34 @@ function drawImage(entry, canvas) {
     g.strokeStyle = "#00e5ff";
     g.lineWidth = 2;
     g.strokeRect(box[0] * s, box[1] * s, (box[2] - box[0]) * s, (box[3] - box[1]) * s);
+  } else if (rec.proposed_box && supportsBox()) {   // the lesion map's coarse box: a start the user corrects
+    const pb = rec.proposed_box;
+    g.save();
+    g.setLineDash([2, 3]);
+    g.strokeStyle = "#ffd400";
+    g.lineWidth = 2;
+    g.strokeRect(pb[0] * s, pb[1] * s, (pb[2] - pb[0]) * s, (pb[3] - pb[1]) * s);
+    g.restore();
   }
+}
+
+function supportsBox() {
+  return Boolean(state.info && state.info.model && state.info.model.supports_box);
+}
+
+async function predictWithBox(entry, box) {
+  entry.box = box;
+  setStatus(`predicting ${entry.file.name} with the lesion box...`);
+  const res = await postFiles([entry.file], box);
+  if (res.ok) {
+    entry.records = res.body;
+    entry.frame = Math.min(entry.frame, entry.records.length - 1);
+    setStatus(`${entry.file.name}: predicted again with lesion box ${box.map(Math.round).join(",")}`);
+  } else {
+    setStatus(res.body.error || `error ${res.status}`, true);
+  }
+  renderCard(entry);
+  renderTable();
 }
 
 function attachBoxDrawing(entry, canvas) {
@@ -275,17 +307,7 @@ function attachBoxDrawing(entry, canvas) {
     if ((box[2] - box[0]) * entry.scale < 5 || (box[3] - box[1]) * entry.scale < 5) { drawImage(entry, canvas); return; }
     entry.box = box;
     drawImage(entry, canvas);
-    setStatus(`predicting ${entry.file.name} with the lesion box...`);
-    const res = await postFiles([entry.file], box);
-    if (res.ok) {
-      entry.records = res.body;
-      entry.frame = Math.min(entry.frame, entry.records.length - 1);
-      setStatus(`${entry.file.name}: predicted again with lesion box ${box.map(Math.round).join(",")}`);
-    } else {
-      setStatus(res.body.error || `error ${res.status}`, true);
-    }
-    renderCard(entry);
-    renderTable();
+    await predictWithBox(entry, box);
   };
   canvas.addEventListener("mouseup", finish);
   canvas.addEventListener("mouseleave", (ev) => { if (start) finish(ev); });
