@@ -389,3 +389,22 @@ def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factor
         l, t, r, b = p.crop_box
         cx, cy = (p.proposed_box[0] + p.proposed_box[2]) / 2, (p.proposed_box[1] + p.proposed_box[3]) / 2
         assert abs(cx - (l + (r - l) * 5 / 7)) < (r - l) / 14 and abs(cy - (t + (b - t) * 3 / 7)) < (b - t) / 14
+
+
+def test_browser_box_mode_shows_the_box_heads_answer(world, tmp_path):
+    from web_support import browser_page, chromium_path, draw_box, running_server, upload
+
+    if chromium_path() is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    from busi_lite.web.app import create_app
+
+    pr = Predictor(world["boxed"], world["backbone"])
+    with running_server(create_app(pr, model_path=str(world["boxed"]))) as url, browser_page(url) as (page, console):
+        upload(page, [world["lesions"][0]])
+        card = page.locator(".card").first
+        draw_box(page, card, (0.2, 0.2, 0.7, 0.7))
+        shown = card.locator("[data-box-alert]").inner_text()
+        page.screenshot(path=str(tmp_path / "box_mode.png"))
+        assert shown.startswith("Lesion-box mode") and "p(malignant)" in shown and console == []
