@@ -287,9 +287,10 @@ def test_cli_box_and_boxes(world, tmp_path):
     # --boxes for a folder: rows name files relative to the csv; a file without a row gets no box
     other = world["lesions"][1]
     csv = tmp_path / "boxes.csv"
-    csv.write_text(f"file,x0,y0,x1,y1\n{path},{','.join(map(str, box))}\n")
+    csv.write_text(f"file,x0,y0,x1,y1\n{path},{','.join(map(str, box))}\ntypo.png,1,1,20,20\n")
     r = run("--model", str(world["boxed"]), str(path), str(other), "--boxes", str(csv), "--csv")
     assert r.exit_code == 0, r.output
+    assert "line 3" in r.stderr and "typo.png" in r.stderr        # a row naming no input is said
     lines = r.stdout.splitlines()
     head = lines[0].split(",")
     assert "box_p_malignant" in head and lines[1].count(",") == lines[2].count(",")

@@ -166,7 +166,13 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
                                      param_hint="--box")
         boxes = {images[0]: make_box(box_text, "--box")}
     elif boxes_csv is not None:
+        from ..inference import expand_inputs
+
         boxes = read_boxes_csv(boxes_csv)
+        unused = sorted(set(boxes) - {f.resolve() for f in expand_inputs(list(images))[0]})
+        if unused:  # a typo in the csv would otherwise silently give "no box"
+            log(f"note: {len(unused)} row(s) of {boxes_csv} name no input image, e.g. "
+                + "; ".join(f"{boxes[u].source}: {u}" for u in unused[:3]))
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     pr = Predictor(model, backbone, threshold_malignant, flags, batch_size)
     log(f"using {pr.describe()}")
