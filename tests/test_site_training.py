@@ -1,0 +1,80 @@
+"""Site training (issue 11.4): folds never leak, BUSI test images never train, sites balanced."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from busi_lite import site_training as S
+from busi_lite.config import Config
+from busi_lite.features import FeatureCache, extract
+from synth import make_busi_tree
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory, tiny_backbone):
+    out = {}
+    for name, counts, seed in (("busi", (8, 14, 12), 1), ("site", (0, 16, 12), 2)):
+        root = tmp_path_factory.mktemp(name)
+        make_busi_tree(root, n_per_class=counts, seed=seed, extras=False)
+        if name == "site":
+            for f in (root / "normal").glob("*"):
+                f.unlink()
+            (root / "normal").rmdir()
+        path = tmp_path_factory.mktemp("c") / f"{name}.h5"
+        extract(root, path, tiny_backbone, views=("flip",), progress=False, log=lambda m: None)
+        out[name] = path
+    return out
+
+
+def test_site_alone_every_image_once_out_of_fold(caches, monkeypatch):
+    seen = []
+    real = S.fit_on
+
+    def spy(parts, *a, **kw):
+        seen.append([(c.path.name, set(r.tolist())) for c, r in parts])
+        return real(parts, *a, **kw)
+
+    monkeypatch.setattr(S, "fit_on", spy)
+    with FeatureCache(caches["site"]) as site:
+        assert site.classes == ("benign", "malignant")
+        r = S.site_cv(site, Config(head="logreg", flip=True), k=4, seed=0, n_resamples=200)
+        assert r.mode == "site" and r.n == len(site) and r.k == 4
+        assert 0 <= r.auc_lo <= r.auc <= r.auc_hi <= 1 and r.auc > 0.6  # synthetic classes separate
+        folds = [s[0][1] for s in seen]
+        assert len(folds) == 4
+        held = [set(range(len(site))) - f for f in folds]  # each fold's held-out images
+        assert sorted(i for h in held for i in h) == list(range(len(site)))  # each once
+
+
+def test_busi_plus_site_uses_only_busi_training_images(caches, monkeypatch):
+    seen = []
+    real = S.fit_on
+
+    def spy(parts, *a, **kw):
+        seen.append(parts)
+        return real(parts, *a, **kw)
+
+    monkeypatch.setattr(S, "fit_on", spy)
+    with FeatureCache(caches["site"]) as site, FeatureCache(caches["busi"]) as busi:
+        r = S.site_cv(site, Config(head="logreg"), k=3, seed=0, busi=busi, busi_seed=0, site_cases=10,
+                      n_resamples=200)
+        test = set(busi.split(0).test.tolist())
+        for parts in seen:
+            (sc, srows), (bc, brows) = parts
+            assert bc is busi and not set(brows.tolist()) & test
+            assert len(srows) <= 10
+        assert r.mode == "busi+site" and r.busi_test_auc is not None and r.balance_sites
+
+
+def test_site_weights_balance_sites():
+    w = S.site_weights([np.ones(30), np.ones(10) * 2], True)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[:30].sum() == pytest.approx(w[30:].sum())
+    plain = S.site_weights([np.ones(30), np.ones(10)], False)
+    np.testing.assert_allclose(plain, 1.0)
+
+
+def test_unknown_site_class_refused(caches):
+    with FeatureCache(caches["busi"]) as busi:
+        with pytest.raises(Exception, match="not among"):
+            S._class_map(("benign", "cyst"), busi.classes)
