@@ -366,7 +366,8 @@ class Predictor:
         brows = [k for k, i in enumerate(inputs) if i.xb is not None]
         need_m = bool(self.flip or (brows and self.box_flip))
         n, nb = len(inputs), len(brows)
-        x = np.empty((n * (1 + need_m) + nb * (1 + (nb > 0 and self.box_flip)), *inputs[0].x.shape), np.float32)
+        n_crops = nb * (2 if self.box_flip else 1)
+        x = np.empty((n * (2 if need_m else 1) + n_crops, *inputs[0].x.shape), np.float32)
         x[:n] = [i.x for i in inputs]
         if need_m:
             x[n:2 * n] = mirror(x[:n])
@@ -390,10 +391,9 @@ class Predictor:
             r = m.predict_features(feats, feats_m if self.flip else None)
             box_p = {}
             if brows:
-                pool = lambda f: f.reshape(len(f), -1, f.shape[-1]).mean(axis=1)  # noqa: E731
-                bp = m.predict_box(pool(feats[brows]), pool(crop),
-                                   None if crop_m is None else pool(feats_m[brows]),
-                                   None if crop_m is None else pool(crop_m))
+                bp = m.predict_box(_pooled(feats[brows]), _pooled(crop),
+                                   None if crop_m is None else _pooled(feats_m[brows]),
+                                   None if crop_m is None else _pooled(crop_m))
                 box_p = {k: bp[j] for j, k in enumerate(brows)}
         proba, lesion = np.asarray(r["proba"], np.float64), r["lesion"]
         finite = np.isfinite(proba).all(axis=1)
@@ -449,6 +449,11 @@ class Predictor:
                 pred.box_malignant_alert = bool(bp[1] >= self.box_threshold)
             preds.append(pred)
         return preds
+
+
+def _pooled(feats: np.ndarray) -> np.ndarray:
+    """Backbone features [N,7,7,D] -> globally average-pooled [N,D]."""
+    return feats.reshape(len(feats), -1, feats.shape[-1]).mean(axis=1)
 
 
 def _shift(box, dx: int, dy: int) -> list:
