@@ -93,7 +93,9 @@ def extract(data_dir, backbone, out, preprocess, views, force, strict, as_json):
     Features of every image and its mask views go to the HDF5 cache.
     Incremental: unchanged images are reused; a different backbone or
     preprocessing version is refused unless --force. The old cache stays intact
-    until the new one is complete. All views take about 4x the time of raw alone.
+    until the new one is complete. All views cost about 10x raw alone: BUSI's
+    780 images took 178 s (v1) and 213 s (v2) with all 14 views, 1.6 GB peak
+    memory, on a busy 2-core machine (raw alone: about 16 s).
     """
     from .. import data as D
     from ..features import default_cache, extract as run
