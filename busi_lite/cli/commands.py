@@ -23,9 +23,16 @@ def train_command(meta: dict, stem, cache: str) -> str:
     sel = meta.get("selection") or {}
     if sel.get("ranking"):
         names = [r.get("name", "") for r in sel["ranking"]]
-        heads = sorted({n.split("+")[1] if "+" in n else "plain" for n in names})
+        cfgs = [r.get("config") or {} for r in sel["ranking"]]
+        heads = sorted({c.get("head") or (n.split("+")[1] if "+" in n else "plain") for c, n in zip(cfgs, names)})
+        pps = sorted({c.get("preprocess", "v1") for c in cfgs})
+        flips = sorted({bool(c.get("flip", False)) for c in cfgs})
         bases = sorted({n.split("+")[0] for n in names})
-        args = ["busi-lite", "select", "--cache", cache, "--heads", ",".join(heads)]
+        args = ["busi-lite", "select"] + (["--cache", cache] if pps == ["v1"] else []) + ["--heads", ",".join(heads)]
+        if pps != ["v1"]:  # each preprocessing's default cache (features.default_cache)
+            args += ["--preprocess", ",".join(pps)]
+        if flips != [False]:
+            args += ["--flip", "both" if len(flips) == 2 else "on"]
         if bases != sorted(PAPER):
             args += ["--only", ",".join(bases)]
         cap = re.search(r"FAR <= ([0-9.eE+-]+)", str(sel.get("criterion", "")))
@@ -43,6 +50,12 @@ def train_command(meta: dict, stem, cache: str) -> str:
         args += ["--balance", "undersample=" + str(c.get("per_class")) if c["balance"] == "undersample" else c["balance"]]
     if c.get("head") == "mtl" and c.get("lam", 1.0) != 1.0:
         args += ["--lam", f"{c['lam']:g}"]
+    if c.get("preprocess", "v1") != "v1":
+        args += ["--preprocess", c["preprocess"]]
+    if c.get("flip"):
+        args += ["--flip"]
+    if c.get("C", 0.01) != 0.01:
+        args += ["--C", f"{c['C']:g}"]
     if cal.get("target_recall", 0.95) != 0.95:
         args += ["--target-recall", f"{cal['target_recall']:g}"]
     args += ["--seed", str(meta.get("split", {}).get("seed", 0)), "--name", str(c.get("name")), "--out", str(stem)]
