@@ -207,15 +207,18 @@ class ExternalEvaluation(Record):
 
 # ---------------------------------------------------------------- cache
 
-def default_cache_path(data_root) -> Path:
-    """cache/<folder name>_features.h5, beside the default BUSI cache (relative to the working folder)."""
-    from .features import DEFAULT_CACHE
+def default_cache_path(data_root, preprocess=None) -> Path:
+    """cache/<folder name>_features.h5 (v1; cache/<folder name>_features_v2.h5 for v2), beside
+    the default BUSI cache (relative to the working folder): features.default_cache's rule."""
+    from .features import default_cache
+    from .preprocess import V1
 
     name = Path(data_root).resolve().name or "dataset"
-    return DEFAULT_CACHE.parent / f"{name}_features.h5"
+    return default_cache(preprocess or V1, stem=name)
 
 
-def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False, **extract_kw) -> Path:
+def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False, preprocess=None,
+                 **extract_kw) -> Path:
     """The feature cache of ``data_root``: reused when it exists and lists exactly the folder's
     images (same relative paths and classes), otherwise extracted (incrementally) into
     ``cache`` (default :func:`default_cache_path`). A file changed under the same name is not
@@ -223,7 +226,7 @@ def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False,
     from . import data as D
     from .features import FeatureCache, extract
 
-    out = Path(cache) if cache is not None else default_cache_path(data_root)
+    out = Path(cache) if cache is not None else default_cache_path(data_root, preprocess)
     if out.is_file():
         ds = D.discover(data_root)
         want = sorted((s.path, ds.classes[s.label]) for s in ds.samples)
@@ -233,6 +236,8 @@ def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False,
             return out
         if log:
             log(f"note: {out} does not list the images of {data_root} now: extracting again (incremental)")
+    if preprocess is not None:  # the model's preprocessing (default: extract's, v1)
+        extract_kw["preprocess"] = preprocess
     extract(data_root, out, backbone, log=log, progress=progress, **extract_kw)
     return out
 
