@@ -200,6 +200,8 @@ def proposed_box_iou(fc, site, backbone, Cval) -> dict:
             w, h = int(width[r]), int(height[r])
             _, prop = lesion_geometry(lesion[k].reshape(7, 7), w, h)
             true = _true_box(root, cache.paths[r], (w, h))
+            if prop is not None and (prop[2] - prop[0] < 2 or prop[3] - prop[1] < 2):
+                prop = None   # too thin to crop: serving does not propose it either (inference.MIN_BOX)
             used.append(tuple(prop) if prop is not None else center_box(w, h))
             if true is None:
                 continue

@@ -57,6 +57,7 @@ from .preprocess import V1, Preprocessing, mirror
 BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
 NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
+MIN_BOX = 2  # px: a thinner lesion-map box is not proposed (preprocess.check_box refuses it)
 PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
                  "before using it as a lesion box")
 
@@ -438,8 +439,9 @@ class Predictor:
                 pred.lesion_present = bool(g.max() >= lt) if lt is not None else None
                 pred.lesion_area, box = lesion_geometry(g, w, h)
                 pred.lesion_bbox = None if box is None else _shift(box, ox, oy)
-                if pred.lesion_bbox is not None:
-                    pred.proposed_box = list(pred.lesion_bbox)
+                lb = pred.lesion_bbox
+                if lb is not None and lb[2] - lb[0] >= MIN_BOX and lb[3] - lb[1] >= MIN_BOX:
+                    pred.proposed_box = list(lb)
                     pred.notes.append(PROPOSED_NOTE)
             if k in box_p:
                 bp = box_p[k]
