@@ -12,6 +12,8 @@ Conditions (fixed before running; all the default's model-7p recipe: lr 1e-4, ba
   model-7p+v2+flip         plain head, v2, flip averaging
   model-7p+logreg+v2+flip  logreg head, v2, flip averaging
   model-7+logreg, model-7+logreg+v2+flip   the same without mask views (the lab study's setting)
+  model-7p+logreg+flip     logreg, v1, flip: what ``select`` chose (benchmarks/results/select_issue11.md);
+                           measured afterwards with ``--only model-7p+logreg+flip --out new_site_study_chosen``
 
 For each:
 1. BUSI internal: experiments.run_one on group-aware splits seeds 0..N-1 (as ``sweep`` does):
@@ -46,7 +48,7 @@ import _common as C
 
 DEFAULT_SITE = C.SHARED / "datasets" / "busbra-dev"
 CONDITIONS = ("model-7p", "model-7p+logreg", "model-7p+v2+flip", "model-7p+logreg+v2+flip",
-              "model-7+logreg", "model-7+logreg+v2+flip")
+              "model-7+logreg", "model-7+logreg+v2+flip", "model-7p+logreg+flip")
 PAIRS = (("model-7p", "model-7p+v2+flip"), ("model-7p+logreg", "model-7p+logreg+v2+flip"),
          ("model-7+logreg", "model-7+logreg+v2+flip"))
 N_RESAMPLES = 2000

@@ -291,9 +291,10 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
     if as_json:
         click.echo(dump(selection))
         return
-    click.echo(f"{'config':18s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s} {'params':>8s}")
+    w = max(18, *(len(r.name) for r in selection.ranking))
+    click.echo(f"{'config':{w}s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s} {'params':>8s}")
     for r in selection.ranking:
-        click.echo(f"{r.name:18s} {r.oof_recall_at_far:14.3f} {r.oof_auc:8.3f} {r.oof_accuracy:8.3f} "
+        click.echo(f"{r.name:{w}s} {r.oof_recall_at_far:14.3f} {r.oof_auc:8.3f} {r.oof_accuracy:8.3f} "
                    f"{r.n_params:8d}")
     if len(selection.tied) > 1:
         click.echo(f"tie: {', '.join(selection.tied)} within {selection.margin} OOF recall of the best; "
