@@ -231,6 +231,7 @@ def _index(cache, key):
 # ---------------------------------------------------------------- timing
 
 def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
+    from busi_lite.backbone import Backbone
     from busi_lite.box_training import add_box_head
     from busi_lite.inference import Predictor
     from busi_lite.model import Model
@@ -248,7 +249,8 @@ def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
     out = {"image": str(image), "size": [w, h], "box": list(box), "reps": reps,
            "default_model_auto_mirror": {"flip": auto.flip, "oof_auc_mirror": auto.oof_auc_mirror,
                                          "oof_auc_no_mirror": auto.oof_auc_no_mirror}}
-    runs = {name: (Predictor(model, backbone), boxes)
+    bb = Backbone(backbone)   # ONE session for all: several sessions' idle-spinning threads would slow each other
+    runs = {name: (Predictor(model, bb), boxes)
             for name, model, boxes in (("v1_no_flip", base, None), ("v1_flip_averaging", flip, None),
                                        ("box_mode_with_mirror", boxed, [box]), ("box_mode_no_mirror", no_mirror, [box]))}
     for pr, boxes in runs.values():
