@@ -30,6 +30,40 @@ from .preprocess import Preprocessing
 from .records import Calibration, Metrics
 
 
+class ClassMapped:
+    """A FeatureCache seen with another class list: labels mapped BY NAME into ``classes``
+    (the cache's classes must be a subset), everything else read through. Lets a site folder
+    with benign/malignant only be trained with BUSI's classes (normal, benign, malignant), so
+    the head, metrics and thresholds keep malignant at the same index; the head never sees a
+    normal image then. Use :func:`with_classes`."""
+
+    def __init__(self, cache: FeatureCache, classes):
+        missing = [c for c in cache.classes if c not in classes]
+        if missing:
+            raise CacheError(f"{cache.path}: classes {missing} are not among {list(classes)}",
+                             "train on a folder whose classes busi-lite predicts", param="cache")
+        self._cache, self.classes = cache, tuple(classes)
+        self.labels = np.array([self.classes.index(c) for c in cache.classes], np.int64)[cache.labels]
+        self.source_classes = tuple(cache.classes)
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def split(self, seed: int, test_fraction: float = 0.15) -> D.Split:
+        return D.split(self.labels, self.groups, self.paths, seed, test_fraction)
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+def with_classes(cache: FeatureCache, classes):
+    """``cache`` itself when it has exactly ``classes``, else a :class:`ClassMapped` view of it."""
+    return cache if tuple(cache.classes) == tuple(classes) else ClassMapped(cache, classes)
+
+
 def split_for(cache: FeatureCache, seed: int, test_fraction: float = 0.15) -> D.Split:
     return cache.split(seed, test_fraction)
 

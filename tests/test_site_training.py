@@ -78,3 +78,36 @@ def test_unknown_site_class_refused(caches):
     with FeatureCache(caches["busi"]) as busi:
         with pytest.raises(Exception, match="not among"):
             S._class_map(("benign", "cyst"), busi.classes)
+
+
+def test_train_on_a_site_folder_keeps_busi_classes(caches, tmp_path):
+    """`train` on a benign/malignant folder: labels mapped by name, malignant stays class 2."""
+    from click.testing import CliRunner
+
+    from busi_lite import CLASSES
+    from busi_lite.cli import main
+    from busi_lite.model import Model
+    from busi_lite.training import with_classes
+
+    with FeatureCache(caches["site"]) as site:
+        mapped = with_classes(site, CLASSES)
+        assert mapped.classes == CLASSES and set(mapped.labels) == {1, 2}
+        assert [CLASSES[i] for i in mapped.labels] == [site.classes[i] for i in site.labels]
+        sp = mapped.split(0)
+        assert not set(sp.train) & set(sp.test)
+    r = CliRunner().invoke(main, ["train", "--cache", str(caches["site"]), "--head", "logreg", "--flip",
+                                  "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    m = Model.load(tmp_path / "m")
+    assert m.classes == CLASSES and m.card.config.flip
+
+
+def test_site_cv_command(caches):
+    from click.testing import CliRunner
+
+    from busi_lite.cli import main
+
+    r = CliRunner().invoke(main, ["site-cv", "--site-cache", str(caches["site"]), "--busi-cache", str(caches["busi"]),
+                                  "--head", "logreg", "--k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"mode": "busi+site"' in r.output and '"busi_test_auc"' in r.output

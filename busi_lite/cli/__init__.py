@@ -41,10 +41,10 @@ def _register():
     from .report import report
     from .serve import serve
     from .site import calibrate
-    from .train import select, sweep, train
+    from .train import select, site_cv, sweep, train
     from .box import train_box
 
-    for cmd in (data, extract, train, train_box, sweep, select, predict, evaluate, calibrate, report, serve):
+    for cmd in (data, extract, train, train_box, sweep, select, predict, evaluate, calibrate, site_cv, report, serve):
         main.add_command(cmd)
     # `busi-lite info` (versions, which model/backbone were found): registered when busi_lite.info exists
     if importlib.util.find_spec("busi_lite.info") is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import CLASSES
 from ..views import VIEWS
 from .common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
 
@@ -150,6 +151,12 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
     out = check_out(out or MODELS_DIR / name, force)
     config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
     fc = FeatureCache(cache_path(cache, preprocess))
+    if fc.classes != CLASSES:  # a site folder (e.g. benign, malignant only): BUSI's classes, mapped by name
+        from ..training import with_classes
+
+        log(f"note: the cache has classes {', '.join(fc.classes)}; the head predicts {', '.join(CLASSES)} "
+            f"(labels mapped by name; it sees no image of the missing classes)")
+        fc = with_classes(fc, CLASSES)
     model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log)
     npz, js = model.save(out)
     warn(meta)
@@ -325,3 +332,51 @@ def open_caches(paths, preprocess) -> dict:
             caches[pp] = FeatureCache(cache_path(None, pp) if len(preprocess) == 1 and not paths
                                       else default_cache(pp))
     return caches
+
+
+# ---------------------------------------------------------------- site-cv
+@click.command("site-cv")
+@_config_options
+@click.option("--site-cache", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Feature cache of the site's labelled folder (extract --data SITE_DIR --out ...).")
+@click.option("--busi-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also train on BUSI's training split from this cache (same preprocessing).")
+@click.option("--site-cases", type=click.IntRange(min=1), default=None,
+              help="At most this many site images in each training fold (stratified), e.g. 200.")
+@click.option("--balance-sites/--no-balance-sites", default=True, show_default=True,
+              help="With --busi-cache: weight both sites equally in total.")
+@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True, help="Folds over the site's images.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Fold seed (and BUSI's split seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def site_cv(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C, site_cache, busi_cache,
+            site_cases, balance_sites, k, seed, as_json):
+    """Cross-validated figures of training on a site's own cases.
+
+    Group-aware k-fold over the site's images: each fold's head trains on the
+    other folds (alone, or with BUSI's training split via --busi-cache) and
+    predicts the held-out fold. Prints the out-of-fold malignant AUC with a
+    bootstrap 95 % interval and recall/FAR at argmax; with BUSI also the BUSI
+    test AUC of the mixed head. Saves no model.
+    """
+    from ..features import FeatureCache
+    from ..site_training import site_cv as run
+
+    name = default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
+    config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
+    with FeatureCache(site_cache) as site:
+        busi = FeatureCache(busi_cache) if busi_cache else None
+        try:
+            r = run(site, config, k, seed, busi=busi, busi_seed=seed, site_cases=site_cases,
+                    balance_sites=balance_sites)
+        finally:
+            if busi is not None:
+                busi.close()
+    if as_json:
+        click.echo(dump(r.to_json()))
+        return
+    click.echo(f"{r.mode}, {r.k}-fold over {r.n} site images ({r.n_malignant} malignant), "
+               f"{r.n_train_mean:.0f} training images a fold: out-of-fold malignant AUC {r.auc:.3f} "
+               f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] (bootstrap 95 %); argmax recall {r.recall:.3f}, FAR {r.far:.3f}")
+    if r.busi_test_auc is not None:
+        click.echo(f"BUSI test split {seed} (head trained on BUSI training + the site images): AUC {r.busi_test_auc:.3f}")
