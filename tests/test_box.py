@@ -409,3 +409,22 @@ def test_browser_box_mode_shows_the_box_heads_answer(world, tmp_path):
         shown = card.locator("[data-box-alert]").inner_text()
         page.screenshot(path=str(tmp_path / "box_mode.png"))
         assert shown.startswith("Lesion-box mode") and "p(malignant)" in shown and console == []
+
+
+def test_serving_inputs_equal_the_cache_views_training_used(world):
+    """What serving feeds the backbone for a box (and a mirror) is what extraction cached for training."""
+    from busi_lite.inference import _input, _Prep
+    from busi_lite.preprocess import mask_box
+
+    fc, root = world["cache"], world["root"]
+    samples = {s.path: s for s in D.discover(root).samples}
+    bb = Backbone(world["backbone"])
+    prep = _Prep(Preprocessing(fc.preprocess_version), use_box=True)
+    rows = [i for i in range(len(fc)) if fc.has_mask[i]][:5]
+    for r in rows:
+        rgb = D.read_rgb(root / fc.paths[r])
+        box = mask_box(D.read_mask(root, samples[fc.paths[r]], (rgb.shape[1], rgb.shape[0])))
+        inp = _input(root / fc.paths[r], rgb, False, None, prep, LesionBox(*box))
+        pooled = bb.features(np.stack([inp.xb, mirror(inp.x)])).reshape(2, -1, 1280).mean(axis=1)
+        assert np.allclose(pooled[0], fc.pooled("box", [r])[0], atol=1e-5)
+        assert np.allclose(pooled[1], fc.pooled("flip", [r])[0], atol=1e-5)
