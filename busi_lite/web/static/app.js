@@ -48,7 +48,7 @@ async function loadInfo() {
   const m = info.model, b = info.backbone;
   const t = info.malignant_threshold;
   document.getElementById("model-info").replaceChildren(
-    el("div", { text: `model ${m.name || "?"} (${m.head || "?"} head${m.has_lesion_map ? ", lesion map" : ""}) · ` +
+    el("div", { text: `model ${m.name || "?"} (${m.head || "?"} head${m.has_lesion_map ? ", lesion map" : ""}${m.supports_box ? ", lesion-box mode" : ""}) · ` +
                       (t === null ? "no malignant operating point" : `malignant alert at p(malignant) >= ${fmt(t)}`) }),
     el("div", { text: `backbone ${b.file} (${b.sha256.slice(0, 12)}) · busi-lite ${info.version}` }));
 }
