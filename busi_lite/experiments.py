@@ -160,12 +160,13 @@ def resume_runs(partial, cache: FeatureCache, log=None) -> list[RunResult]:
 # ---------------------------------------------------------------- calibrated model
 
 def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction: float = 0.15,
-              folds: int = 5, target_recall: float = 0.95, log=None) -> tuple[Model, ModelCard]:
+              folds: int = 5, target_recall: float = 0.95, log=None, box: bool = False) -> tuple[Model, ModelCard]:
     """Train ``config`` on split ``seed``'s training images, calibrate thresholds on
     out-of-fold training predictions, fit OOD statistics, evaluate once on the test images.
     A diverging fit raises heads.TrainingError (nothing is returned to save). An out-of-fold
     malignant AUC at chance (training.chance_warnings) is logged and listed in card.warnings.
-    Returns (model, its card)."""
+    ``box``: also add the lesion-box head, trained on the same split's training lesion images
+    (busi_lite.box_training.add_box_head; the cache needs the box views). Returns (model, its card)."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
     sp = split_for(cache, seed, test_fraction)
@@ -196,6 +197,11 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
                                          np.round(test_pred.proba, 5)),
         history=hist, train_seconds=t_train, total_seconds=time.perf_counter() - t0,
         head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings or None)
+    if box:
+        from .box_training import add_box_head
+
+        model = add_box_head(Model(head, card, ood), cache, folds=folds, target_recall=target_recall, log=log)
+        return model, model.card
     return Model(head, card, ood), card
 
 

@@ -428,3 +428,12 @@ def test_serving_inputs_equal_the_cache_views_training_used(world):
         pooled = bb.features(np.stack([inp.xb, mirror(inp.x)])).reshape(2, -1, 1280).mean(axis=1)
         assert np.allclose(pooled[0], fc.pooled("box", [r])[0], atol=1e-5)
         assert np.allclose(pooled[1], fc.pooled("flip", [r])[0], atol=1e-5)
+
+
+def test_train_box_flag_adds_the_box_head(world, tmp_path):
+    r = CliRunner().invoke(main, ["train", "--cache", str(world["cache"].path), "--epochs", "3", "--box",
+                                  "--out", str(tmp_path / "tb")])
+    assert r.exit_code == 0, r.output
+    m = Model.load(tmp_path / "tb")
+    assert m.supports_box and m.card.box.n_train_images >= 1
+    assert m.card.split.digest == Model.load(world["plain"]).card.split.digest   # the same split

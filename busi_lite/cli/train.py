@@ -134,9 +134,10 @@ def warn(card) -> None:
               help="Model name, letters/digits/._+- only (default from the options).")
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
+@click.option("--box", is_flag=True, help="Also add the lesion-box head (predict --box); the cache needs the box views.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
 def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C, seed, cache, out, force, name,
-          target_recall, as_json):
+          target_recall, box, as_json):
     """Train one configuration, calibrate it, test once.
 
     Trains on the 85 % training split. Thresholds (malignant operating point,
@@ -157,7 +158,7 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
         log(f"note: the cache has classes {', '.join(fc.classes)}; the head predicts {', '.join(CLASSES)} "
             f"(labels mapped by name; it sees no image of the missing classes)")
         fc = with_classes(fc, CLASSES)
-    model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log)
+    model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log, box=box)
     npz, js = model.save(out)
     warn(meta)
     if as_json:
