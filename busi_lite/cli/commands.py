@@ -48,7 +48,7 @@ def train_command(meta: dict, stem, cache: str) -> str:
             args += ["--views", ",".join(c["views"])]
     if c.get("balance", "none") != "none":
         args += ["--balance", "undersample=" + str(c.get("per_class")) if c["balance"] == "undersample" else c["balance"]]
-    if c.get("head") == "mtl" and c.get("lam", 1.0) != 1.0:
+    if c.get("lam", 1.0) != 1.0:  # only heads with a segmentation loss use it; harmless for others
         args += ["--lam", f"{c['lam']:g}"]
     if c.get("preprocess", "v1") != "v1":
         args += ["--preprocess", c["preprocess"]]
