@@ -110,3 +110,20 @@ def report_command(models=(), sweeps=(), cache=None, flags_json=None, curves=(),
         args += ["--lesion-images", str(lesion_images)]
     args += ["--out", str(out)]
     return shlex.join(args)
+
+
+# ---------------------------------------------------------------- report --external (another hospital)
+
+def external_evaluate_command(model_stem, data_root, cache, out, per_image: bool = True) -> str:
+    """The `evaluate --data DIR` command that writes an external evaluation JSON to ``out``
+    (``model_stem`` None: the packaged default model, no --model)."""
+    args = ["busi-lite", "evaluate"] + (["--model", str(model_stem)] if model_stem else [])
+    args += ["--data", str(data_root or "DATA_DIR")] + (["--cache", str(cache)] if cache else [])
+    args += ["--json"] + (["--per-image"] if per_image else [])
+    return shlex.join(args) + f" > {shlex.quote(str(out))}"
+
+
+def report_external_command(externals=(), **report_kw) -> str:
+    """report_command plus one ``--external FILE`` per external evaluation."""
+    cmd = report_command(**report_kw)
+    return cmd + "".join(f" --external {shlex.quote(str(x))}" for x in externals)

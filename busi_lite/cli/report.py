@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .commands import evaluate_command, extract_command, report_command, sweep_command, train_command
+from .commands import (evaluate_command, external_evaluate_command, extract_command, report_external_command,
+                       sweep_command, train_command)
 from .common import CommaList, log
 
 
@@ -20,6 +21,9 @@ from .common import CommaList, log
                    "default $BUSI_LITE_CACHE.")
 @click.option("--flags-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Output of `busi-lite evaluate --json`: rendered as the flags' evidence table.")
+@click.option("--external", "externals", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Output of `busi-lite evaluate --data DIR --json [--per-image]` (another hospital): "
+                   "rendered as its own section; repeatable.")
 @click.option("--curves", multiple=True, type=CommaList(name="NAMES"),
               help="Sweep configs for the training curves (Fig. 1-2), comma list or repeated "
                    "(default: the best by malignant recall and model-7pp).")
@@ -27,12 +31,13 @@ from .common import CommaList, log
               help="Test images shown with their lesion map (multi-task models, needs --cache).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html, report.md and the figures (PNG).")
-def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
+def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, out):
     """Paper-style HTML/Markdown report with figures and tables.
 
     Training curves (Fig. 1-2), confusion matrices (Fig. 3), Tables 1-2 with 95 %
     intervals beside the paper's figures, dataset-size sensitivity, ROC with the
-    operating point, lesion maps (multi-task head) and the safety flags' evidence.
+    operating point, lesion maps (multi-task head), the safety flags' evidence and,
+    with --external, the model on another hospital's images.
 
     Writes OUT/report.html (self-contained, figures embedded), OUT/report.md and
     OUT/*.png. Needs matplotlib: pip install 'busi-lite[report]'.
@@ -43,18 +48,21 @@ def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
           --cache cache/busi_features.h5 --out out/report
     """
     from ..features import FeatureCache
-    from ..report import ReportInputs, build_report, load_flags_input, load_model_input, load_sweep_input
+    from ..report import (ReportInputs, build_report, load_external_input, load_flags_input, load_model_input,
+                          load_sweep_input)
 
-    if not (models or sweeps or flags_json):
-        raise click.UsageError("give at least one of --model, --sweep, --flags-json")
+    if not (models or sweeps or flags_json or externals):
+        raise click.UsageError("give at least one of --model, --sweep, --flags-json, --external")
     curves = [c for item in curves for c in item]
     mis = [load_model_input(m) for m in models]
     sws = [load_sweep_input(s) for s in sweeps]
     flags = load_flags_input(flags_json) if flags_json else []
+    exts = [load_external_input(x) for x in externals]
     fc = FeatureCache(cache) if cache else None
     cache_arg = str(fc.path) if fc is not None else (str(sws[0].data.get("cache")) if sws else "CACHE")
     root = fc.attrs.get("dataset_root") if fc is not None else None
-    command = report_command(models, sweeps, cache, flags_json, curves, lesion_images, out)
+    command = report_external_command(externals, models=models, sweeps=sweeps, cache=cache, flags_json=flags_json,
+                                      curves=curves, lesion_images=lesion_images, out=out)
     steps = [extract_command(root, cache_arg)]
     steps += [train_command(mi.meta, mi.path, cache_arg) for mi in mis]
     steps += [sweep_command(sw.data, sw.path, cache_arg) for sw in sws]
@@ -62,8 +70,32 @@ def report(models, sweeps, cache, flags_json, curves, lesion_images, out):
         m = next((mi for mi in mis if mi.meta.get("split", {}).get("digest") == ev.split_digest
                   and mi.meta.get("config", {}).get("name") == ev.model), None)
         steps.append(evaluate_command(m.path if m else None, cache_arg, flags_json))
+    ext_commands = [external_evaluate_command(_model_for_external(xi.ev, mis), xi.ev.data_root, xi.ev.cache, xi.path,
+                                              per_image=xi.ev.per_image is not None) for xi in exts]
+    steps += ext_commands
     steps.append(command)
     inputs = ReportInputs(out_dir=out, models=mis, sweeps=sws, cache=fc, flags=flags, flags_path=flags_json,
-                          curves=curves, n_lesions=lesion_images, command=command, steps=steps)
+                          externals=exts, external_commands=ext_commands, curves=curves, n_lesions=lesion_images,
+                          command=command, steps=steps)
     res = build_report(inputs, log=log)
     click.echo(f"wrote {res['html']} and {res['markdown']} ({len(res['figures'])} figures)")
+
+
+def _model_for_external(ev, mis) -> str | None:
+    """The model stem an external evaluation came from: a given --model of that name and
+    backbone, else None when the packaged default has that name, else a placeholder."""
+    import json
+
+    from ..card import ModelCard
+    from ..resources import packaged
+
+    for mi in mis:
+        if mi.meta.config.name == ev.model and mi.meta.backbone_sha256 == ev.backbone_sha256:
+            return str(mi.path)
+    try:
+        card = ModelCard.from_json(json.loads(packaged("model").with_suffix(".json").read_text()))
+        if card.config.name == ev.model and card.backbone_sha256 == ev.backbone_sha256:
+            return None
+    except (OSError, ValueError):  # a broken install (RecordError is a ValueError): name the model instead
+        pass
+    return f"MODEL_{ev.model}"

@@ -137,6 +137,33 @@ def fig_roc(models: list[ModelInput]):
     return fig
 
 
+def fig_roc_points(y_mal, score, model: str, label: str, argmax, op):
+    """ROC of one model on another folder from per-image scores; y_mal [N] bool, score [N];
+    ``argmax``/``op``: external.OperatingPoint drawn as circle / star."""
+    from .. import metrics as M
+
+    plt = pyplot()
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(6.4, 7.4), layout="constrained")
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
+        fpr, tpr, _ = M.roc_curve(y_mal, score)
+        ax.plot(fpr, tpr, color="C0", lw=1.8, label=f"{model} (AUC {M.roc_auc(y_mal, score):.3f})")
+        ax.plot(argmax.far.value, argmax.recall.value, "o", ms=8, mfc="white", mec="C0", mew=2,
+                label=f"argmax: recall {argmax.recall.value:.2f}, FAR {argmax.far.value:.2f}")
+        ax.plot(op.far.value, op.recall.value, "*", ms=15, color="C0", mec="black", mew=0.6,
+                label=f"operating point p>={op.threshold:.3f} (chosen on BUSI): recall {op.recall.value:.2f}, "
+                      f"FAR {op.far.value:.2f}")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false alarm rate (FPR): non-malignant called malignant")
+        ax.set_ylabel("malignant recall (TPR)")
+        ax.set_title(f"ROC, malignant vs the rest, all images of {label}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), fontsize=9, frameon=False)
+    return fig
+
+
 # ---------------------------------------------------------------- dataset size
 
 def fig_fractions(summary: list[dict]):

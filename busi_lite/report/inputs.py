@@ -36,6 +36,12 @@ class SweepInput:
 
 
 @dataclass
+class ExternalInput:
+    path: Path          # the JSON file it was read from
+    ev: object          # busi_lite.external.ExternalEvaluation
+
+
+@dataclass
 class ReportInputs:
     """Everything one report is built from.
 
@@ -44,13 +50,16 @@ class ReportInputs:
     examples, digests) or None; ``flags``: FlagEvidence list (or an evaluate-JSON
     path); ``curves``: sweep config names for Fig. 1-2 (default: best by recall and
     model-7pp); ``command``/``steps``: how to rebuild this report and its inputs
-    (the CLI fills them in; the library does not know command lines)."""
+    (the CLI fills them in; the library does not know command lines); ``externals``:
+    evaluations on other labelled folders (``busi-lite evaluate --data DIR --json``)."""
     out_dir: Path
     models: list = field(default_factory=list)
     sweeps: list = field(default_factory=list)
     cache: object = None
     flags: list = field(default_factory=list)
     flags_path: Path | None = None
+    externals: list = field(default_factory=list)  # [ExternalInput] (or evaluate --data JSON paths)
+    external_commands: list = field(default_factory=list)  # the command that wrote each external evaluation
     curves: list = field(default_factory=list)
     n_lesions: int = 6
     command: str | None = None
@@ -118,3 +127,22 @@ def load_flags_input(path) -> list[FlagEvidence]:
                       "write it with `busi-lite evaluate` (JSON output) of this version")
     runs = data if isinstance(data, list) else [data]
     return [FlagEvidence.from_json(r, source=str(path)) for r in runs]
+
+
+def load_external_input(path) -> ExternalInput:
+    """Load ``busi-lite evaluate --data DIR --json`` output (an ExternalEvaluation record);
+    another schema or a damaged file fails here, naming the file."""
+    from ..external import ExternalEvaluation
+
+    path = Path(path)
+    fix = "write it with `busi-lite evaluate --model M --data DIR --json --per-image` of this version"
+    data = _read_json(path, "external evaluation", fix)
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("external_evaluation/"):
+        raise ReportError(f"{path}: not an external evaluation (schema {data.get('schema') if isinstance(data, dict) else None!r}"
+                          f", want {ExternalEvaluation.SCHEMA!r})", fix, param="external")
+    try:
+        ev = ExternalEvaluation.from_json(data, str(path))
+    except BusiError as e:
+        raise ReportError(f"{path}: not an external evaluation this version reads ({e.what})", e.fix or fix,
+                          param="external") from None
+    return ExternalInput(path=path, ev=ev)

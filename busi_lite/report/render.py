@@ -15,8 +15,9 @@ import numpy as np
 from ..backbone import file_sha256
 from ..atomic import write_text
 from . import figures as FG
-from .inputs import (ModelInput, ReportError, ReportInputs, SweepInput, load_flags_input, load_model_input,
-                     load_sweep_input)
+from .external import external_section
+from .inputs import (ExternalInput, ModelInput, ReportError, ReportInputs, SweepInput, load_external_input,
+                     load_flags_input, load_model_input, load_sweep_input)
 from .stats import best_config, curve_names, sweep_curves, model_curves, _slug
 from .tables import (Section, Table, _text, flags_tables, fraction_table, segmentation_table, selection_table, table1,
                      table2, _rows_for_tables)
@@ -28,12 +29,14 @@ def _load(inputs: ReportInputs) -> ReportInputs:
     if isinstance(inputs.flags, (str, Path)):
         inputs.flags_path, inputs.flags = Path(inputs.flags), load_flags_input(inputs.flags)
     inputs.flags = list(inputs.flags or [])
+    inputs.externals = [x if isinstance(x, ExternalInput) else load_external_input(x) for x in inputs.externals]
     if inputs.cache is not None and not hasattr(inputs.cache, "spatial"):
         from ..features import FeatureCache
 
         inputs.cache = FeatureCache(inputs.cache)
-    if not (inputs.models or inputs.sweeps or inputs.flags):
-        raise ReportError("nothing to report", "give trained models, sweep results and/or flag evidence")
+    if not (inputs.models or inputs.sweeps or inputs.flags or inputs.externals):
+        raise ReportError("nothing to report",
+                          "give trained models, sweep results, flag evidence and/or external evaluations")
     for w in inputs.curves:
         if inputs.sweeps and not any(curve_names(sw, [w]) for sw in inputs.sweeps):
             have = sorted({r["name"] for sw in inputs.sweeps for r in sw.data["summary"]})
@@ -114,9 +117,13 @@ def _confusion_section(inputs, picks, fig) -> Section | None:
 def _lesion_section(inputs, fig) -> Section | None:
     st = segmentation_table(inputs.models, inputs.sweeps)
     mtl = [mi for mi in inputs.models if mi.model is not None and getattr(mi.model, "has_lesion_map", False)]
-    if st is None and not mtl:
+    if st is None and not mtl and not (inputs.models or inputs.sweeps):
         return None
     sec = Section("Multi-task head: lesion maps", [], [st] if st is not None else [])
+    if not mtl:  # say so rather than drop the figure silently
+        sec.text.append("Fig. 6 (lesion maps of test images) is not drawn: no model with a lesion map was given. "
+                        "Give --model of a multi-task model (trained with `busi-lite train --head mtl ...`) and "
+                        "--cache (the feature cache it was trained on) to get it.")
     for mi in mtl:
         if inputs.cache is None:
             sec.text.append(f"{mi.name}: no feature cache given; lesion maps of test images need the cache "
@@ -142,6 +149,9 @@ def _inputs_table(inputs: ReportInputs) -> Table:
         rows.append([str(sw.path), file_sha256(sw.path), f"backbone {str(sw.data.get('backbone_sha256'))[:12]}"])
     if inputs.flags_path:
         rows.append([str(inputs.flags_path), file_sha256(inputs.flags_path), ""])
+    for xi in inputs.externals:
+        rows.append([str(xi.path), file_sha256(xi.path), f"external evaluation of {xi.ev.model}, backbone "
+                                                          f"{xi.ev.backbone_sha256[:12]}"])
     c = inputs.cache
     if c is not None:
         rows.append([str(c.path), file_sha256(c.path), f"backbone {c.backbone_sha256[:12]}, {len(c)} images"])
@@ -202,6 +212,9 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
     if inputs.flags:
         tabs, text = flags_tables(inputs.flags)
         sections.append(Section("Safety flags: evidence on the test split", text, tabs))
+    for i, xi in enumerate(inputs.externals):
+        cmd = inputs.external_commands[i] if i < len(inputs.external_commands) else None
+        sections.append(external_section(xi, fig, cmd))
     sections = [s for s in sections if s is not None]
 
     from .. import __version__

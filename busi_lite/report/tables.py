@@ -195,11 +195,14 @@ def segmentation_table(models: list[ModelInput], sweeps: list[SweepInput]) -> Ta
                  "threshold (peak cell, for the mismatch flag) was chosen on out-of-fold training predictions.")
 
 
-def flags_tables(runs: list[FlagEvidence]) -> tuple[list[Table], list[str]]:
+def flags_tables(runs: list[FlagEvidence], where: str | None = None) -> tuple[list[Table], list[str]]:
+    """Evidence table of each run; ``where``: the images it was measured on (default: the
+    held-out test split named by the run's digest)."""
     tables, text = [], []
     for res in runs:
         t = res.thresholds
-        text.append(f"Model {res.model} on {res.n} held-out test images (split {res.split_digest}): "
+        on = where or f"{res.n} held-out test images (split {res.split_digest})"
+        text.append(f"Flags of model {res.model} on {on}: "
                     f"argmax accuracy {_num(res.accuracy)}, {res.n_errors} errors; missed malignant "
                     f"{res.n_missed_malignant_argmax} at argmax, {res.n_missed_malignant_op} at the "
                     f"operating point. Thresholds: low confidence {_num(t.get('low_confidence'))}, lesion "
