@@ -113,3 +113,27 @@ def test_no_lesion_map_model_is_said(world, tmp_path):
     assert r.exit_code == 0, r.output
     md = (out / "report.md").read_text()
     assert "no model with a lesion map" in md and "--head mtl" in md and not list(out.glob("fig6_*"))
+
+
+def test_rebuilt_commands_parse_with_the_real_cli(world, monkeypatch):
+    """The evaluate and report commands written into the report are accepted by the click group as written."""
+    import shlex
+    from pathlib import Path
+
+    import click
+
+    from busi_lite.cli.commands import external_evaluate_command, report_external_command
+
+    def parse(command):
+        args = shlex.split(command.split(" > ")[0])
+        ctx = click.Context(main)
+        return main.get_command(ctx, args[1]).make_context(args[1], args[2:], parent=ctx).params
+
+    cmd = external_evaluate_command(world["model"], world["base"] / "busi", "c.h5", "ext one.json")
+    p = parse(cmd)
+    assert cmd.endswith("> 'ext one.json'") and p["model"] == world["model"] and p["data_dir"] == world["base"] / "busi"
+    assert p["as_json"] and p["per_image"] and p["cache"] == Path("c.h5")
+    p = parse(external_evaluate_command(None, world["base"] / "busi", None, "e.json", per_image=False))
+    assert p["model"] is None and not p["per_image"]
+    p = parse(report_external_command([world["ext"], world["ext_plain"]], models=[world["model"]], out="rep"))
+    assert p["externals"] == (world["ext"], world["ext_plain"]) and p["models"] == (world["model"],)

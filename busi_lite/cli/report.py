@@ -67,8 +67,8 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
     steps += [train_command(mi.meta, mi.path, cache_arg) for mi in mis]
     steps += [sweep_command(sw.data, sw.path, cache_arg) for sw in sws]
     for ev in flags:
-        m = next((mi for mi in mis if mi.meta.get("split", {}).get("digest") == ev.split_digest
-                  and mi.meta.get("config", {}).get("name") == ev.model), None)
+        m = next((mi for mi in mis if mi.meta.split.digest == ev.split_digest and mi.meta.config.name == ev.model),
+                 None)
         steps.append(evaluate_command(m.path if m else None, cache_arg, flags_json))
     ext_commands = [external_evaluate_command(_model_for_external(xi.ev, mis), xi.ev.data_root, xi.ev.cache, xi.path,
                                               per_image=xi.ev.per_image is not None) for xi in exts]

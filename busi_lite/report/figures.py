@@ -110,19 +110,19 @@ def fig_roc(models: list[ModelInput]):
         fig, ax = plt.subplots(figsize=(6.4, 6.4 + 0.35 * 3 * len(models)), layout="constrained")
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
         for i, mi in enumerate(models):
-            tp = mi.meta["test_predictions"]
-            y = np.asarray(tp["y"])
-            mal = list(mi.meta["classes"]).index("malignant")
-            score = np.asarray(tp["proba"], float)[:, mal]
+            card = mi.meta
+            y = np.asarray(card.test_predictions.y)
+            mal = list(card.classes).index("malignant")
+            score = np.asarray(card.test_predictions.proba, float)[:, mal]
             fpr, tpr, _ = M.roc_curve(y == mal, score)
             auc = M.roc_auc(y == mal, score)
             col = f"C{i}"
             ax.plot(fpr, tpr, color=col, lw=1.8, label=f"{mi.name} (AUC {auc:.3f})")
-            am = mi.meta["metrics"]["test_argmax"]["malignant"]
+            am = card.metrics.test_argmax.malignant  # Metrics.malignant: a plain dict of rates
             ax.plot(am["far"], am["recall"], "o", ms=8, mfc="white", mec=col, mew=2,
                     label=f"{mi.name} argmax: recall {am['recall']:.2f}, FAR {am['far']:.2f}")
-            op = mi.meta["metrics"].get("test_operating_point", {}).get("malignant")
-            t = mi.meta.get("calibration", {}).get("malignant_threshold")
+            op = card.metrics.test_operating_point.malignant
+            t = card.calibration.malignant_threshold
             if op and t is not None:
                 ax.plot(op["far"], op["recall"], "*", ms=15, color=col, mec="black", mew=0.6,
                         label=f"{mi.name} operating point p>={t:.3f}: recall {op['recall']:.2f}, FAR {op['far']:.2f}")
@@ -204,11 +204,11 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     from ..data import ImageError, read_rgb
     from ..geometry import upsample
 
-    sp_meta = mi.meta.get("split") or {}
-    if mi.meta.get("backbone_sha256") != cache.backbone_sha256:
+    sp_meta = mi.meta.split
+    if mi.meta.backbone_sha256 != cache.backbone_sha256:
         return [], f"cache {cache.path} comes from another backbone than {mi.name}; lesion examples skipped."
-    sp = cache.split(int(sp_meta.get("seed", 0)), float(sp_meta.get("test_fraction", 0.15)))
-    if sp_meta.get("digest") and sp.digest(cache.paths) != sp_meta["digest"]:
+    sp = cache.split(int(sp_meta.seed), float(sp_meta.test_fraction))
+    if sp_meta.digest and sp.digest(cache.paths) != sp_meta.digest:
         return [], (f"cache {cache.path} gives another split than the one {mi.name} was trained on; "
                     "lesion examples skipped (use the model's cache).")
     rows = np.asarray(sp.test)

@@ -24,7 +24,7 @@ SWEEP_ROW_KEYS = ("name", "fraction", "seeds", "config", "malignant_recall", "ma
 class ModelInput:
     name: str           # display name (file stem)
     path: Path          # stem (NAME)
-    meta: dict
+    meta: object        # card.ModelCard, read by attribute (selection_table also reads a raw card dict)
     model: object = None  # busi_lite.model.Model, for lesion maps
 
 

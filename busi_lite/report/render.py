@@ -63,7 +63,11 @@ def _sweep_picks(inputs: ReportInputs) -> list[tuple[SweepInput, list[str]]]:
 
 
 def _curves_section(inputs, picks, fig) -> Section | None:
-    cv = [model_curves(mi) for mi in inputs.models if mi.meta.get("history", {}).get("train_acc")]
+    hist = [(mi, (mi.meta.history or {}).get("train_acc") or []) for mi in inputs.models]  # history: plain JSON dict
+    cv = [model_curves(mi) for mi, acc in hist if len(acc) >= 2]
+    # e.g. the logistic-regression head: one solve, one point; an empty panel would say nothing
+    single = [f"{mi.name} ({mi.meta.config.head} head: train accuracy {acc[-1]:.3f}, test "
+              f"{(mi.meta.history.get('val_acc') or [float('nan')])[-1]:.3f})" for mi, acc in hist if len(acc) == 1]
     for sw, names in picks:
         best = best_config(sw.data["summary"])
         several = len({r["name"] for r in sw.data["summary"]}) > 1
@@ -74,32 +78,31 @@ def _curves_section(inputs, picks, fig) -> Section | None:
             if tags:
                 c["label"] = c["label"].replace("\n", f" - {', '.join(tags)}\n", 1)
             cv.append(c)
-    if not cv:
+    if not cv and not single:
         return None
     sec = Section("Training curves (paper Fig. 1 and 2)", [
         "Train and test (= the held-out 15 % split, evaluated after every epoch; it never steers training) "
         "accuracy and cross-entropy per epoch. Sweep curves are the mean over split seeds with a 95 % band. "
         "Train accuracy/loss are averaged over the epoch's mini-batches."])
-    fig(FG.fig_curves(cv, "acc"), "fig1_accuracy.png", "Fig. 1 - accuracy per epoch, train and test", sec)
-    fig(FG.fig_curves(cv, "loss"), "fig2_loss.png", "Fig. 2 - loss per epoch, train and test", sec)
+    if single:
+        sec.text.append("Not drawn (fitted in one solve, no epochs): " + "; ".join(single) + ".")
+    if cv:
+        fig(FG.fig_curves(cv, "acc"), "fig1_accuracy.png", "Fig. 1 - accuracy per epoch, train and test", sec)
+        fig(FG.fig_curves(cv, "loss"), "fig2_loss.png", "Fig. 2 - loss per epoch, train and test", sec)
     return sec
 
 
 def _confusion_section(inputs, picks, fig) -> Section | None:
     models = inputs.models
-    classes = list((models[0].meta.get("classes") if models else None) or ("normal", "benign", "malignant"))
+    classes = list(models[0].meta.classes if models else ("normal", "benign", "malignant"))
     sec = Section("Confusion matrices (paper Fig. 3)", [
         "Rows: true class; columns: predicted class; each cell: count and % of its row."])
     for mi in models:
-        mt = mi.meta.get("metrics", {})
-        panels = [(f"{mi.name}: argmax", mt["test_argmax"]["confusion"])] if "test_argmax" in mt else []
-        if "test_operating_point" in mt:
-            t = mi.meta["calibration"]["malignant_threshold"]
-            panels.append((f"{mi.name}: operating point\np(malignant) >= {t:.3f}",
-                           mt["test_operating_point"]["confusion"]))
-        if panels:
-            fig(FG.fig_confusion(panels, mi.meta.get("classes", classes)), f"fig3_confusion_{_slug(mi.name)}.png",
-                f"Fig. 3 - confusion matrix of {mi.name} on its test split ({mi.meta['split']['n_test']} images)", sec)
+        mt, t = mi.meta.metrics, mi.meta.calibration.malignant_threshold
+        panels = [(f"{mi.name}: argmax", mt.test_argmax.confusion),
+                  (f"{mi.name}: operating point\np(malignant) >= {t:.3f}", mt.test_operating_point.confusion)]
+        fig(FG.fig_confusion(panels, mi.meta.classes), f"fig3_confusion_{_slug(mi.name)}.png",
+            f"Fig. 3 - confusion matrix of {mi.name} on its test split ({mi.meta.split.n_test} images)", sec)
     for sw, names in picks:
         panels = []
         for n in names:
@@ -143,8 +146,8 @@ def _inputs_table(inputs: ReportInputs) -> Table:
     for mi in inputs.models:
         for suf in (".npz", ".json"):
             p = mi.path.with_name(mi.path.name + suf)
-            rows.append([str(p), file_sha256(p), f"split {mi.meta['split'].get('digest')}, backbone "
-                                                 f"{str(mi.meta.get('backbone_sha256'))[:12]}"])
+            rows.append([str(p), file_sha256(p), f"split {mi.meta.split.digest}, backbone "
+                                                 f"{mi.meta.backbone_sha256[:12]}"])
     for sw in inputs.sweeps:
         rows.append([str(sw.path), file_sha256(sw.path), f"backbone {str(sw.data.get('backbone_sha256'))[:12]}"])
     if inputs.flags_path:
@@ -159,9 +162,7 @@ def _inputs_table(inputs: ReportInputs) -> Table:
 
 
 def _has_proba(mi: ModelInput) -> bool:
-    tp = mi.meta.get("test_predictions") or {}
-    proba = tp.get("proba") if hasattr(tp, "get") else None
-    return proba is not None and len(proba) > 0
+    return len(mi.meta.test_predictions.proba) > 0
 
 
 def build_report(inputs: ReportInputs, log=None) -> dict:

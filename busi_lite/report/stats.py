@@ -83,11 +83,10 @@ def paper_figures(name: str | None) -> dict:
 # ---------------------------------------------------------------- curves (Fig. 1 and 2)
 
 def model_curves(mi: ModelInput) -> dict:
-    h = mi.meta.get("history") or {}
-    c = mi.meta.get("config", {})
+    h = mi.meta.history or {}  # a plain dict field of the card: {curve name: [per-epoch values]}
     series = {k: (np.asarray(h[k], float), None, None) for k in ("train_acc", "val_acc", "train_loss", "val_loss",
                                                                  "train_seg_loss") if h.get(k)}
-    return {"label": f"{mi.name}\n({c.get('head', '?')} head, split seed {mi.meta.get('split', {}).get('seed', '?')})",
+    return {"label": f"{mi.name}\n({mi.meta.config.head} head, split seed {mi.meta.split.seed})",
             "series": series, "n": 1}
 
 

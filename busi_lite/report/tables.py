@@ -64,17 +64,17 @@ class Section:
 # ---------------------------------------------------------------- tables
 
 def _model_row_values(mi: ModelInput, which: str) -> dict:
-    res = mi.meta["metrics"][which]
-    m = res["malignant"]
+    res = getattr(mi.meta.metrics, which)   # records.Metrics
+    m = res.malignant                       # plain dict field: {recall, mar, far, precision, tp, ...}
     one = lambda v: {"mean": v, "lo": float("nan"), "hi": float("nan")}  # noqa: E731
     return {"malignant_recall": one(m["recall"]), "malignant_mar": one(m["mar"]), "malignant_far": one(m["far"]),
-            "malignant_precision": one(m["precision"]), "malignant_auc": one(res["malignant_auc"]),
-            "accuracy": one(res["accuracy"]), "macro_f1": one(res["macro_f1"]), "test_loss": one(res["log_loss"]),
-            "dice": one(res.get("segmentation", {}).get("dice", float("nan")))}
+            "malignant_precision": one(m["precision"]), "malignant_auc": one(res.malignant_auc),
+            "accuracy": one(res.accuracy), "macro_f1": one(res.macro_f1), "test_loss": one(res.log_loss),
+            "dice": one((res.segmentation or {}).get("dice", float("nan")))}
 
 
 def _rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list[dict]:
-    """Uniform rows: label, config, runs, values {metric: {mean, lo, hi}}, paper."""
+    """Uniform rows: label, config (plain dict, as in sweep JSON), runs, values {metric: {mean, lo, hi}}, paper."""
     rows, seen = [], {}
     for sw in sweeps:
         for r in _full_rows(sw.data["summary"]):
@@ -88,15 +88,14 @@ def _rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list
                          "paper": paper_figures(paper_name(r["config"]))})
             seen[key] = rows[-1]
     for mi in models:
-        pn = paper_name(mi.meta.get("config", {}))
+        config = mi.meta.config.to_json()
+        pn = paper_name(config)
         for which, tag in (("test_argmax", "argmax"), ("test_operating_point", "operating point")):
-            if which not in mi.meta.get("metrics", {}):
-                continue
             lab = f"{mi.name}, {tag}"
             if which == "test_operating_point":
-                lab += f" p>={mi.meta['calibration']['malignant_threshold']:.3f}"
-            rows.append({"label": lab, "source": f"model (= {pn})" if pn else "model", "config": mi.meta["config"],
-                         "runs": f"1 split (seed {mi.meta['split']['seed']})", "values": _model_row_values(mi, which),
+                lab += f" p>={mi.meta.calibration.malignant_threshold:.3f}"
+            rows.append({"label": lab, "source": f"model (= {pn})" if pn else "model", "config": config,
+                         "runs": f"1 split (seed {mi.meta.split.seed})", "values": _model_row_values(mi, which),
                          "paper": paper_figures(pn) if which == "test_argmax" else {}})
     return rows
 
@@ -174,11 +173,11 @@ def fraction_table(sw: SweepInput) -> Table | None:
 def segmentation_table(models: list[ModelInput], sweeps: list[SweepInput]) -> Table | None:
     out = []
     for mi in models:
-        seg = mi.meta.get("metrics", {}).get("test_argmax", {}).get("segmentation")
+        seg = mi.meta.metrics.test_argmax.segmentation  # plain dict field {dice, iou, n} or None
         if seg:
-            cal = mi.meta.get("calibration", {})
-            out.append([mi.name, f"1 split (seed {mi.meta['split']['seed']})", _num(seg["dice"]), _num(seg["iou"]),
-                        seg["n"], _num(cal.get("lesion_threshold")), _num(cal.get("lesion_oof_balanced_accuracy"))])
+            cal = mi.meta.calibration
+            out.append([mi.name, f"1 split (seed {mi.meta.split.seed})", _num(seg["dice"]), _num(seg["iou"]),
+                        seg["n"], _num(cal.lesion_threshold), _num(cal.lesion_oof_balanced_accuracy)])
     seen = set()
     for sw in sweeps:
         for r in _full_rows(sw.data["summary"]):
@@ -234,8 +233,14 @@ SELECTION_COLUMNS = (("name", "config"), ("oof_recall_at_far", "OOF recall at FA
 
 def selection_table(mi: ModelInput) -> Table | None:
     """The ranking of ``busi-lite select`` (scalar columns only; the configs are in Table 1's terms)."""
-    sel = mi.meta.get("selection") or {}
-    ranking = [r for r in sel.get("ranking") or [] if isinstance(r, dict)]
+    if isinstance(mi.meta, dict):  # raw card JSON (an older or hand-made card): read as a dict
+        sel = mi.meta.get("selection") or {}
+        ranking = [r for r in sel.get("ranking") or [] if isinstance(r, dict)]
+        criterion = sel.get("criterion", "")
+    else:  # card.ModelCard: selection is a records.SelectionResult of SelectionRow
+        sel = mi.meta.selection
+        ranking = [r.to_json() for r in sel.ranking] if sel is not None else []
+        criterion = sel.criterion if sel is not None else ""
     if not ranking:
         return None
     cols = [(k, lab) for k, lab in SELECTION_COLUMNS if any(k in r for r in ranking)]
@@ -246,4 +251,4 @@ def selection_table(mi: ModelInput) -> Table | None:
         return str(v)
     rows = [[cell(r.get(k)) for k, _ in cols] for r in ranking]
     return Table(f"Model selection of {mi.name} (training split only; the chosen one is first)",
-                 [lab for _, lab in cols], rows, str(sel.get("criterion", "")))
+                 [lab for _, lab in cols], rows, str(criterion))
