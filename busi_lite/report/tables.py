@@ -228,7 +228,8 @@ def flags_tables(runs: list[FlagEvidence], where: str | None = None) -> tuple[li
 # ---------------------------------------------------------------- model selection
 
 SELECTION_COLUMNS = (("name", "config"), ("oof_recall_at_far", "OOF recall at FAR cap"), ("oof_auc", "OOF AUC"),
-                     ("oof_accuracy", "OOF accuracy"), ("far_cap", "FAR cap"), ("seconds", "seconds"))
+                     ("oof_accuracy", "OOF accuracy"), ("far_cap", "FAR cap"), ("n_params", "parameters"),
+                     ("seconds", "seconds"))
 
 
 def selection_table(mi: ModelInput) -> Table | None:
@@ -245,10 +246,10 @@ def selection_table(mi: ModelInput) -> Table | None:
         return None
     cols = [(k, lab) for k, lab in SELECTION_COLUMNS if any(k in r for r in ranking)]
 
-    def cell(v):
-        if isinstance(v, float) or v is None:
-            return _num(v, 1) if v is not None and v > 10 else _num(v)
-        return str(v)
-    rows = [[cell(r.get(k)) for k, _ in cols] for r in ranking]
+    def cell(k, v):
+        if v is None or isinstance(v, float):
+            return _num(v, 1 if k == "seconds" else 3)
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+    rows = [[cell(k, r.get(k)) for k, _ in cols] for r in ranking]
     return Table(f"Model selection of {mi.name} (training split only; the chosen one is first)",
                  [lab for _, lab in cols], rows, str(criterion))
