@@ -356,10 +356,11 @@ def test_dicom_box_is_given_in_frame_pixels(world, tmp_path):
 
 
 def test_shipped_model_serves_as_before(real_data, real_backbone):
-    """The committed default model (v1, no flip) through today's Predictor reproduces the test-image
-    probabilities its card recorded at training (rounded to 5 decimals there)."""
+    """The committed default model through today's Predictor (its preprocessing, flip averaging when the
+    card says so) reproduces the test-image probabilities its card recorded at training from the
+    feature cache (rounded to 5 decimals there)."""
     m = Model.load()
-    assert m.preprocessing.name == Preprocessing.named("v1").name and m.flip is False and not m.supports_box
+    assert m.preprocessing.name == Preprocessing.named(m.card.preprocess_version).name
     tp = m.card.test_predictions
     pick = list(range(0, len(tp.path), max(1, len(tp.path) // 8)))[:8]
     got = Predictor(m, real_backbone).predict([real_data / tp.path[i] for i in pick])

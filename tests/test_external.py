@@ -237,7 +237,7 @@ def real_site() -> Path:
 
 def test_real_default_model_on_busbra_dev(real_site, real_backbone, tmp_path_factory):
     cache = tmp_path_factory.mktemp("busbra") / "busbra_raw.h5"
-    extract(real_site, cache, real_backbone, views=(), log=_quiet, progress=False)
+    extract(real_site, cache, real_backbone, views=("flip",), log=_quiet, progress=False)  # flip: the default model averages
     m = Model.load()  # the committed default model (BUSI only)
     with FeatureCache(cache) as fc:
         ev = evaluate_external(m, fc, data_root=real_site)
