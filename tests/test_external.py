@@ -222,10 +222,14 @@ def test_csv_text_needs_rows(site_world):
 
 @pytest.fixture(scope="session")
 def real_site() -> Path:
-    """$BUSI_LITE_SITE_DATA: the BUS-BRA-dev folder; unset -> skip (set by .ci/run)."""
+    """$BUSI_LITE_SITE_DATA: the BUS-BRA-dev folder; unset -> skip, or fail with BUSI_LITE_REQUIRE_REAL=1
+    (.ci/run sets both)."""
     value = os.environ.get("BUSI_LITE_SITE_DATA", "").strip()
     if not value:
-        pytest.skip("BUSI_LITE_SITE_DATA is not set; point it at ../shared/datasets/busbra-dev to run this test")
+        msg = "BUSI_LITE_SITE_DATA is not set; point it at ../shared/datasets/busbra-dev to run this test"
+        if os.environ.get("BUSI_LITE_REQUIRE_REAL", "").strip() == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
     path = Path(value).expanduser()
     if not (path / "benign").is_dir() or not (path / "malignant").is_dir():
         msg = f"BUSI_LITE_SITE_DATA={value!r} has no benign/ and malignant/ folders"
