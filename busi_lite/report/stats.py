@@ -162,8 +162,15 @@ def _fmt(d, clip=(0.0, 1.0)) -> str:
     return f"{m:.3f} [{lo:.2f},{hi:.2f}]"
 
 
+def _as_json(summary) -> list[dict]:
+    """Summary rows as sweep-JSON dicts: records.SummaryRow (from ``busi-lite sweep``) via to_json,
+    dicts (read from OUT.json) as they are. The report reads sweeps as their JSON throughout."""
+    return [r.to_json() if hasattr(r, "to_json") else r for r in summary]
+
+
 def sweep_table(summary: list[dict]) -> str:
     """Human table: our mean [95 % CI] over seeds beside the paper's single-split figure."""
+    summary = _as_json(summary)
     head = f"{'config':14s} {'frac':>4s}  {'recall (paper)':>26s}  {'FAR (paper)':>26s}  " \
            f"{'precision (paper)':>26s}  {'AUC':>18s}  {'accuracy':>18s}  {'Dice':>6s}  {'s/run':>5s}"
     lines = [head, "-" * len(head)]
@@ -185,6 +192,7 @@ def sweep_table(summary: list[dict]) -> str:
 
 def write_sweep_csv(summary: list[dict], path) -> None:
     """One row per (config, fraction): mean, lo, hi of each key metric and the paper's figures."""
+    summary = _as_json(summary)
     cols = ["name", "fraction", "n_seeds", "lr", "batch", "epochs", "masks", "balance", "head"]
     for k in TABLE_KEYS + ("malignant_mar",):
         cols += [f"{k}_mean", f"{k}_lo", f"{k}_hi"]
