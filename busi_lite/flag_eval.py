@@ -56,7 +56,10 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     digest = sp.digest(cache.paths)
     rows = sp.test
     y = cache.labels[rows]
-    r = model.predict_features(cache.spatial("raw", rows))
+    if model.flip and "flip" not in cache.views:  # flip averaging needs the mirrored inputs' features
+        raise ModelError(f"the model averages each image with its mirror, cache {cache.path} has no 'flip' view",
+                         "extract the features again with the flip view (the default views)")
+    r = model.predict_features(cache.spatial("raw", rows), cache.spatial("flip", rows) if model.flip else None)
     proba = r["proba"]
     ood = model.ood.score(r["pooled"]) if model.ood is not None else None
     thr = thresholds(model, config)

@@ -139,3 +139,16 @@ def test_complexity_prefers_no_flip_then_v1():
     k = lambda **kw: E.complexity(Config(head="logreg", **kw), 3)  # noqa: E731
     assert k() < k(preprocess="v2") < k(flip=True) < k(flip=True, preprocess="v2")
     assert E.complexity(Config(head="logreg", flip=True, preprocess="v2"), 3) < E.complexity(Config(), 3)
+
+
+def test_evaluate_of_a_flip_model_averages_like_its_card(caches):
+    """`busi-lite evaluate` (flag_eval) must score a flip model as training did: mean of the raw and
+    mirrored passes. It once used the raw pass only and disagreed with the card's test metrics."""
+    from busi_lite.flag_eval import evaluate_flags
+
+    _, paths = caches
+    with FeatureCache(paths["v1"]) as fc:
+        model, card = E.fit_model(fc, Config(name="lr-flip", flip=True, head="logreg"), 0, folds=3)
+        ev = evaluate_flags(model, fc)
+        op = card.metrics.test_operating_point.malignant
+        assert (ev.operating_point["recall"], ev.operating_point["far"]) == (op["recall"], op["far"])
