@@ -149,6 +149,12 @@ def test_evaluate_of_a_flip_model_averages_like_its_card(caches):
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:
         model, card = E.fit_model(fc, Config(name="lr-flip", flip=True, head="logreg"), 0, folds=3)
+        seen = []
+        real = model.predict_features
+        model.predict_features = lambda feats, mirrored=None: seen.append(mirrored) or real(feats, mirrored)
         ev = evaluate_flags(model, fc)
+        rows = fc.split(0).test
+        assert len(seen) == 1 and seen[0] is not None
+        np.testing.assert_array_equal(seen[0], fc.spatial("flip", rows))
         op = card.metrics.test_operating_point.malignant
         assert (ev.operating_point["recall"], ev.operating_point["far"]) == (op["recall"], op["far"])
