@@ -26,7 +26,7 @@ def main(blas_threads):
     Typical use:
       busi-lite data check ~/BUSI                 # inventory, problems, duplicates
       busi-lite extract --data ~/BUSI             # one-time backbone pass -> cache/busi_features.h5
-      busi-lite train --lr 1e-4 --batch 32        # seconds; saves weights/NAME.npz + .json
+      busi-lite train --lr 1e-4 --batch 32        # seconds; saves models/NAME.npz + .json
       busi-lite sweep --seeds 5                   # the paper's grid over repeated splits
       busi-lite predict img.png                   # label, lesion map, safety flags
 

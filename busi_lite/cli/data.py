@@ -74,7 +74,7 @@ def data_check(directory, strict, as_json, classes, sheet):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
               help=f"BUSI folder with normal/ benign/ malignant/ (or ${ENV_DATA}).")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
-              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then weights/mobilenet_v2_035_224.onnx).")
+              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then the shipped one).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), envvar="BUSI_LITE_CACHE",
               help="HDF5 cache to write (default cache/busi_features.h5 for v1, cache/busi_features_v2.h5 "
                    "for v2).")

@@ -110,9 +110,9 @@ def _human(p) -> str:
 @click.command(short_help="Classify images and DICOM files: label, screen, flags.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model stem NAME (NAME.npz + NAME.json); default $BUSI_LITE_MODEL or weights/busi_lite_default.")
+              help="Model stem NAME (NAME.npz + NAME.json); default $BUSI_LITE_MODEL, then the shipped model.")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
-              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then weights/mobilenet_v2_035_224.onnx).")
+              help="ONNX backbone (default $BUSI_LITE_BACKBONE, then the shipped one).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list (one object per image or DICOM frame).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image or DICOM frame).")
 @click.option("--overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -251,7 +251,7 @@ def evaluate_table(res) -> str:
 
 @click.command()
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model stem NAME (default $BUSI_LITE_MODEL or weights/busi_lite_default).")
+              help="Model stem NAME (default $BUSI_LITE_MODEL, then the shipped model).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
               help="The feature cache the model was trained on (default $BUSI_LITE_CACHE or cache/busi_features.h5).")
 @click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,

@@ -44,7 +44,7 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
 
     \b
     Example:
-      busi-lite report --model weights/m_mtl --sweep out/sweep.json \\
+      busi-lite report --model models/m_mtl --sweep out/sweep.json \\
           --cache cache/busi_features.h5 --out out/report
     """
     from ..features import FeatureCache

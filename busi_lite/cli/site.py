@@ -68,7 +68,7 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
 
 @click.command()
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Model stem NAME to calibrate (default $BUSI_LITE_MODEL or weights/busi_lite_default).")
+              help="Model stem NAME to calibrate (default $BUSI_LITE_MODEL, then the shipped model).")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="The site's labelled folder (BUSI layout, any subset of the classes).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
@@ -79,7 +79,7 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
               show_default=True, help="Malignant recall the threshold must reach on the site's cases.")
 @click.option("--name", "site", default=None, help="Site name recorded in the card (default: the folder's name).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Stem of the NEW model (default: <model>_site-<name> beside the model); never overwritten.")
+              help="Stem of the NEW model (default: <model>_site-<name> beside the model; models/ for the shipped one); never overwritten.")
 @click.option("--json", "as_json", is_flag=True, help="Print the site calibration record as JSON.")
 def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_json):
     """Set the malignant threshold on a site's cases; new model.
@@ -123,5 +123,6 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
 
 
 def _local_stem(resolved) -> Path:
-    """Where a new model goes by default: beside the model, or ./weights for the packaged one."""
-    return Path("weights") / resolved.path.name if resolved.source == "packaged" else resolved.path
+    """Where a new model goes by default: beside the model, or ./models for the packaged one
+    (where train and select write too; never inside the installed package)."""
+    return Path("models") / resolved.path.name if resolved.source == "packaged" else resolved.path
