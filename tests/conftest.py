@@ -11,7 +11,9 @@ If one is unset or points at nothing usable the test is skipped, unless
 
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -40,11 +42,24 @@ def tiny_backbone(tmp_path_factory) -> Path:
     return make_tiny_onnx(tmp_path_factory.mktemp("backbone") / "tiny_backbone.onnx", seed=0)
 
 
+@pytest.fixture(scope="session")
+def _busi_tree_master(tmp_path_factory):
+    """The default tree, drawn once per session; never modified (tests get copies)."""
+    root = tmp_path_factory.mktemp("busi_master") / "busi"
+    return root, make_busi_tree(root, seed=0)
+
+
 @pytest.fixture
-def busi_tree(tmp_path):
-    """A fresh BUSI-like tree (default sizes, seed 0, extras): returns ``(root, info)``."""
+def busi_tree(_busi_tree_master, tmp_path):
+    """A fresh BUSI-like tree (default sizes, seed 0, extras): returns ``(root, info)``.
+
+    A byte-identical copy of the session's master tree (drawing one takes ~0.7 s), so a
+    test may change or delete its files freely."""
+    master, info = _busi_tree_master
     root = tmp_path / "busi"
-    info = make_busi_tree(root, seed=0)
+    shutil.copytree(master, root)
+    info = copy.deepcopy(info)
+    info["root"] = root
     return root, info
 
 
@@ -88,3 +103,19 @@ def real_backbone() -> Path:
     if not path.is_file():
         _unavailable(f"BUSI_LITE_BACKBONE={str(path)!r} is not a file")
     return path
+
+
+REAL_VIEWS = ("roi", "masked", "mask")  # the mask-fused views; the flip/box views are tested on synthetic data
+
+
+@pytest.fixture(scope="session")
+def real_cache(real_data, real_backbone, tmp_path_factory):
+    """The real BUSI extracted once per session (raw + REAL_VIEWS): ``(cache path, extract summary)``.
+
+    Read-only for the tests, except test_real's rerun, which re-extracts into it and must reuse every row."""
+    from busi_lite import features as F
+
+    out = tmp_path_factory.mktemp("real") / "busi_features.h5"
+    summary = F.extract(real_data, out, backbone=real_backbone, views=REAL_VIEWS, progress=False,
+                        log=lambda m: None)
+    return out, summary

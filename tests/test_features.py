@@ -1,8 +1,10 @@
 """Tests for busi_lite.features: extraction into the HDF5 cache, incremental reuse, safety."""
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
+import shutil
 
 import h5py
 import numpy as np
@@ -19,6 +21,10 @@ from busi_lite.views import VIEWS
 from synth import make_busi_tree, make_tiny_onnx
 
 ALL_VIEWS = ("raw",) + V.ALL_VIEWS
+# The `fresh` caches (incremental reuse, force, locks, interruption) hold one view of each kind:
+# mask-fused, mirrored input, jittered box. Reuse copies rows view by view with the same code for
+# every view, so these stand for all 14 (which the read-only `extracted` cache checks one by one).
+FRESH_VIEWS = ("roi", "flip", "box_j0")
 
 
 def _sha(path) -> str:
@@ -57,14 +63,29 @@ def extracted(tmp_path_factory, tiny_backbone):
     return root, info, out, summary
 
 
-@pytest.fixture
-def fresh(busi_tree, tmp_path, tiny_backbone):
-    """A modifiable tree with a cache already built: (root, info, out)."""
-    root, info = busi_tree
-    out = tmp_path / "cache" / "feat.h5"
-    s = _extract(root, out, tiny_backbone, batch_size=8)
+@pytest.fixture(scope="module")
+def fresh_master(tmp_path_factory, tiny_backbone):
+    """A tree and its FRESH_VIEWS cache, built once per module; `fresh` hands out copies."""
+    base = tmp_path_factory.mktemp("fresh_master")
+    info = make_busi_tree(base / "busi", seed=0)
+    out = base / "cache" / "feat.h5"
+    s = _extract(base / "busi", out, tiny_backbone, views=FRESH_VIEWS, batch_size=8)
     assert s["extracted"] == sum(info["counts"].values())
-    return root, info, out
+    assert F.FeatureCache(out).views == ("raw",) + FRESH_VIEWS
+    return base, info
+
+
+@pytest.fixture
+def fresh(fresh_master, tmp_path):
+    """A modifiable tree with a cache already built: (root, info, out). A byte copy of
+    ``fresh_master`` (the cache keys rows by relative path and file bytes, so it is the cache
+    an extract in this folder would have written)."""
+    base, info = fresh_master
+    work = tmp_path / "fresh"
+    shutil.copytree(base, work)
+    info = copy.deepcopy(info)
+    info["root"] = work / "busi"
+    return work / "busi", info, work / "cache" / "feat.h5"
 
 
 # --------------------------------------------------------------------------- contents
@@ -201,7 +222,7 @@ def test_rows_selection(extracted):
 def test_rerun_extracts_nothing_and_is_identical(fresh, tiny_backbone):
     root, info, out = fresh
     before = _read_all(out)
-    s = _extract(root, out, tiny_backbone, batch_size=8)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS, batch_size=8)
     n = sum(info["counts"].values())
     assert s["extracted"] == 0 and s["reused"] == n and s["images"] == n
     after = _read_all(out)
@@ -218,13 +239,13 @@ def test_changed_image_reextracts_one(fresh, tiny_backbone):
         a = np.asarray(im).copy()
     a[: a.shape[0] // 2] = 255 - a[: a.shape[0] // 2]
     Image.fromarray(a).save(root / target)
-    s = _extract(root, out, tiny_backbone, batch_size=8)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS, batch_size=8)
     assert s["extracted"] == 1 and s["reused"] == sum(info["counts"].values()) - 1
     after = _read_all(out)
     paths = list(after["index/path"])
     i = paths.index(target)
     others = [j for j in range(len(paths)) if j != i]
-    for v in ALL_VIEWS:
+    for v in ("raw",) + FRESH_VIEWS:
         np.testing.assert_array_equal(after[f"features/{v}"][others], before[f"features/{v}"][others])
         np.testing.assert_array_equal(after[f"pooled/{v}"][others], before[f"pooled/{v}"][others])
     assert not np.array_equal(after["features/raw"][i], before["features/raw"][i])
@@ -239,7 +260,7 @@ def test_changed_mask_reextracts_one(fresh, tiny_backbone):
     a[:] = 0
     a[10:40, 10:40] = 255
     Image.fromarray(a).save(mpath)
-    s = _extract(root, out, tiny_backbone, batch_size=8)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS, batch_size=8)
     assert s["extracted"] == 1
 
 
@@ -250,7 +271,7 @@ def test_added_image_extracts_one(fresh, tiny_backbone):
     a[:40, :40] = 255
     new = root / "normal" / "normal (99).png"
     Image.fromarray(a).save(new)
-    s = _extract(root, out, tiny_backbone, batch_size=8)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS, batch_size=8)
     n = sum(info["counts"].values())
     assert s["extracted"] == 1 and s["reused"] == n and s["images"] == n + 1
     cache = F.FeatureCache(out)
@@ -262,7 +283,7 @@ def test_removed_image_drops_row(fresh, tiny_backbone):
     root, info, out = fresh
     (root / "benign" / "benign (8).png").unlink()
     (root / "benign" / "benign (8)_mask.png").unlink()
-    s = _extract(root, out, tiny_backbone)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS)
     assert s["extracted"] == 0 and s["images"] == sum(info["counts"].values()) - 1
     assert "benign/benign (8).png" not in F.FeatureCache(out).paths
 
@@ -270,7 +291,7 @@ def test_removed_image_drops_row(fresh, tiny_backbone):
 def test_force_redoes_all(fresh, tiny_backbone):
     root, info, out = fresh
     before = _read_all(out)
-    s = _extract(root, out, tiny_backbone, force=True)
+    s = _extract(root, out, tiny_backbone, views=FRESH_VIEWS, force=True)
     n = sum(info["counts"].values())
     assert s["extracted"] == n and s["reused"] == 0
     after = _read_all(out)
@@ -282,13 +303,13 @@ def test_other_backbone_refused_without_force(fresh, tmp_path):
     other = make_tiny_onnx(tmp_path / "other" / "tiny_seed1.onnx", seed=1)
     sha = _sha(out)
     with pytest.raises(F.CacheError) as e:
-        _extract(root, out, other)
+        _extract(root, out, other, views=FRESH_VIEWS)
     msg = str(e.value)
     assert "backbone" in msg and "extract with force" in msg and "--" not in msg
     assert e.value.param == "force"
     assert _sha(out) == sha
     assert _leftovers(out.parent) == []
-    s = _extract(root, out, other, force=True)
+    s = _extract(root, out, other, views=FRESH_VIEWS, force=True)
     assert s["extracted"] == sum(info["counts"].values())
     assert F.FeatureCache(out).backbone_sha256 == _sha(other)
 
@@ -316,7 +337,7 @@ def test_bad_image_skipped_or_strict(busi_tree, tmp_path, tiny_backbone):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out = tmp_path / "c.h5"
     msgs = []
-    s = _extract(root, out, tiny_backbone, log=msgs.append)
+    s = _extract(root, out, tiny_backbone, views=("roi", "flip"), log=msgs.append)  # skipping is view-blind
     n = sum(info["counts"].values())
     assert s["images"] == n - 1 and s["extracted"] == n - 1
     assert any("benign (6).png" in p for p in s["problems"])
@@ -325,7 +346,7 @@ def test_bad_image_skipped_or_strict(busi_tree, tmp_path, tiny_backbone):
     assert "benign/benign (6).png" not in cache.paths and len(cache) == n - 1
     out2 = tmp_path / "strict.h5"
     with pytest.raises(D.ImageError, match=r"benign \(6\)\.png"):
-        _extract(root, out2, tiny_backbone, strict=True)
+        _extract(root, out2, tiny_backbone, views=("roi", "flip"), strict=True)
     assert not out2.exists()
     assert _leftovers(tmp_path) == []
 
@@ -358,14 +379,14 @@ def test_interrupted_run_keeps_previous_cache(fresh, tiny_backbone, monkeypatch)
 
     monkeypatch.setattr(F, "_run_backbone", flaky)
     with pytest.raises(KeyboardInterrupt):
-        _extract(root, out, tiny_backbone, force=True, batch_size=8)
+        _extract(root, out, tiny_backbone, views=FRESH_VIEWS, force=True, batch_size=8)
     assert len(calls) == 2
     assert _sha(out) == sha
     assert _leftovers(out.parent) == []
     assert len(F.FeatureCache(out)) == sum(info["counts"].values())
     # the lock is released: the next run works and reuses everything
     monkeypatch.setattr(F, "_run_backbone", real)
-    assert _extract(root, out, tiny_backbone)["extracted"] == 0
+    assert _extract(root, out, tiny_backbone, views=FRESH_VIEWS)["extracted"] == 0
 
 
 def test_concurrent_run_refused(fresh, tiny_backbone):
@@ -375,11 +396,11 @@ def test_concurrent_run_refused(fresh, tiny_backbone):
     with open(lock, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(F.CacheError, match="another"):
-            _extract(root, out, tiny_backbone, force=True)
+            _extract(root, out, tiny_backbone, views=FRESH_VIEWS, force=True)
         assert _sha(out) == sha
         assert _leftovers(out.parent) == []
         fcntl.flock(f, fcntl.LOCK_UN)
-    assert _extract(root, out, tiny_backbone)["extracted"] == 0
+    assert _extract(root, out, tiny_backbone, views=FRESH_VIEWS)["extracted"] == 0
 
 
 def test_feature_cache_missing(tmp_path, monkeypatch):

@@ -55,7 +55,8 @@ def serving(request, tiny_backbone, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("dicom_world")
     info = make_busi_tree(base / "busi", seed=0)
-    extract(base / "busi", base / "cache.h5", tiny_backbone, log=lambda m: None, progress=False)
+    extract(base / "busi", base / "cache.h5", tiny_backbone, views=(), log=lambda m: None,
+            progress=False)  # the model reads raw only
     model, _ = fit_model(FeatureCache(base / "cache.h5"),
                          Config(name="tiny-mtl", epochs=20, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
     model.save(base / "tiny_mtl")

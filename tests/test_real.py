@@ -23,14 +23,8 @@ def _quiet(msg):
     pass
 
 
-REAL_VIEWS = ("roi", "masked", "mask")  # the mask-fused views; the flip/box views are tested on synthetic data
-
-
-@pytest.fixture(scope="session")
-def real_cache(real_data, real_backbone, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "busi_features.h5"
-    summary = F.extract(real_data, out, backbone=real_backbone, views=REAL_VIEWS, progress=False, log=_quiet)
-    return out, summary
+# real_cache (conftest.py): BUSI extracted once per session with REAL_VIEWS, shared with test_predict.
+from conftest import REAL_VIEWS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from busi_lite import report as R  # noqa: E402
 from busi_lite.cli import main  # noqa: E402
 from busi_lite.cli.commands import train_command  # noqa: E402
 from busi_lite.jsonio import write as write_json  # noqa: E402
+from busi_lite.views import VIEWS  # noqa: E402
 from synth import make_busi_tree, make_tiny_onnx  # noqa: E402
 
 PNG = "data:image/png;base64,"
@@ -35,7 +36,7 @@ def inputs(tmp_path_factory):
     t = tmp_path_factory.mktemp("report_inputs")
     bb = make_tiny_onnx(t / "bb.onnx", seed=0)
     make_busi_tree(t / "busi", seed=0)
-    F.extract(t / "busi", t / "cache.h5", backbone=bb)
+    F.extract(t / "busi", t / "cache.h5", backbone=bb, views=VIEWS)  # mask-fused views: the sweep's masks=True
     fc = F.FeatureCache(t / "cache.h5")
     out = {"dir": t, "cache": t / "cache.h5"}
     for head in ("mtl", "plain"):
