@@ -15,6 +15,7 @@ from busi_lite.features import FeatureCache, extract
 from busi_lite.heads import HEADS, PlainHead, register_head
 from busi_lite.model import OOD, Model, ModelError
 from busi_lite.records import RecordError, RunResult, SweepResult
+from busi_lite.views import VIEWS
 from synth import make_busi_tree
 
 FAST = dict(epochs=15, lr=1e-3, batch=8)
@@ -25,7 +26,7 @@ def cache_path(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("busi")
     make_busi_tree(root, n_per_class=(12, 20, 16), seed=3)
     out = tmp_path_factory.mktemp("cache") / "c.h5"
-    extract(root, out, tiny_backbone, progress=False, log=lambda m: None)
+    extract(root, out, tiny_backbone, views=VIEWS, progress=False, log=lambda m: None)  # configs here use masks, not flip/box
     return out
 
 

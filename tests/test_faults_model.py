@@ -30,6 +30,7 @@ from busi_lite.heads.base import TrainingError
 from busi_lite.model import OOD, Model, ModelError
 from busi_lite.records import SelectionResult, SelectionRow
 from busi_lite.training import auc_interval, calibrate, chance_warnings
+from busi_lite.views import VIEWS
 from synth import make_busi_tree
 
 D = 1280
@@ -152,7 +153,7 @@ def cache_path(tmp_path_factory, tiny_backbone):
     root = tmp_path_factory.mktemp("busi")
     make_busi_tree(root, n_per_class=(12, 20, 16), seed=3)
     out = tmp_path_factory.mktemp("cache") / "c.h5"
-    extract(root, out, tiny_backbone, progress=False, log=lambda m: None)
+    extract(root, out, tiny_backbone, views=VIEWS, progress=False, log=lambda m: None)  # raw + masks; no flip/box here
     return out
 
 
