@@ -64,8 +64,7 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     ood = model.ood.score(r["pooled"]) if model.ood is not None else None
     thr = thresholds(model, config)
     flags, checks = compute_flags(proba, r["lesion"], ood, model.classes, thr, config, pixel=None)
-    cal = model.meta.get("calibration", {})
-    t_mal = threshold_malignant if threshold_malignant is not None else cal.get("malignant_threshold")
+    t_mal = threshold_malignant if threshold_malignant is not None else model.card.calibration.malignant_threshold
     mal = model.classes.index("malignant")
     pred = proba.argmax(axis=1)
     pred_op = M.predict_labels(proba, t_mal, mal) if t_mal is not None else pred
@@ -85,7 +84,7 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     any_sel = np.array([bool(fl) for fl in flags], dtype=bool)
     op = M.malignant_metrics(y, pred_op, mal)
     return FlagEvidence(
-        model=model.meta.get("config", {}).get("name"), cache=str(cache.path), split_digest=digest,
+        model=model.card.config.name, cache=str(cache.path), split_digest=digest,
         n=int(n), n_errors=int(err.sum()), accuracy=_share((~err).sum(), n),
         n_missed_malignant_argmax=int(miss.sum()), n_missed_malignant_op=int(miss_op.sum()),
         thresholds=dict(thr, malignant=None if t_mal is None else float(t_mal)),

@@ -70,19 +70,20 @@ class FlagConfig:
 
 def thresholds(model, config: FlagConfig = FlagConfig()) -> dict:
     """Flag thresholds: the model's calibration unless overridden in ``config``."""
-    cal = model.meta.get("calibration", {})
+    cal = model.card.calibration
     ood = config.ood_threshold
     if ood is None:
-        ood = model.ood.threshold if model.ood is not None else cal.get("ood_threshold")
-    lesion = config.lesion_threshold if config.lesion_threshold is not None else cal.get("lesion_threshold")
+        ood = model.ood.threshold if model.ood is not None else cal.ood_threshold
+    lesion = config.lesion_threshold if config.lesion_threshold is not None else cal.lesion_threshold
     if lesion is None and model.has_lesion_map:
         lesion = 0.5
     low = config.low_confidence_threshold
     lesion = None if lesion is None else float(lesion)
     absent, present = lesion, lesion  # models calibrated before the two-sided rule: one cut
     if config.lesion_threshold is None:
-        absent, present = cal.get("lesion_absent", lesion), cal.get("lesion_present", lesion)
-    return {"low_confidence": float(cal.get("low_confidence", 0.0) if low is None else low),
+        absent = cal.lesion_absent if cal.lesion_absent is not None else lesion
+        present = cal.lesion_present if cal.lesion_present is not None else lesion
+    return {"low_confidence": float(cal.low_confidence if low is None else low),
             "lesion_threshold": lesion, "lesion_absent": absent, "lesion_present": present,
             "ood_threshold": None if ood is None else float(ood)}
 

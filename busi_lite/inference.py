@@ -246,8 +246,7 @@ class Predictor:
             self.model_path, self.model_sha256, self.model_source = str(stem), file_sha256(npz), r.source
         self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
         self.model.check_backbone(self.backbone.sha256, f"backbone {self.backbone.path}")
-        cal = self.model.meta.get("calibration", {})
-        t = threshold_malignant if threshold_malignant is not None else cal.get("malignant_threshold")
+        t = threshold_malignant if threshold_malignant is not None else self.model.card.calibration.malignant_threshold
         if t is not None and not (isinstance(t, (int, float)) and 0.0 <= float(t) <= 1.0):
             raise BusiError(f"threshold_malignant must be within [0, 1], got {t!r}",
                             "give a probability p(malignant) in [0, 1]", param="threshold_malignant")

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from busi_lite.cli import main
-from busi_lite.cli.commands import report_command, sweep_command, train_command
+from busi_lite.cli.commands import TRAIN_OPTIONS, report_command, sweep_command, train_command
 from busi_lite.cli.common import BusiGroup, Progress
-from busi_lite.config import ConfigError
+from busi_lite.config import Config, ConfigError
 from busi_lite.errors import BusiError
 from busi_lite.jsonio import dumps
 
@@ -141,6 +141,52 @@ def test_train_command_round_trips():
              "calibration": {}, "split": {"seed": 0}}
     _, p = _parse(train_command(plain, Path("w/m"), "c.h5"))
     assert p["balance"] == ("weights", 150) and p["masks"] is False and p["head"] == "plain"
+    for m in (meta, plain):  # the parsed options give back the card's Config, field for field
+        assert _train_config(train_command(m, Path("w/m"), "c.h5")) == Config.from_json(m["config"])
+
+
+def _train_config(command: str) -> Config:
+    """The Config `busi-lite train` would build from ``command`` (parsed by the real click group)."""
+    from busi_lite.cli.train import make_config
+
+    name, p = _parse(command)
+    assert name == "train"
+    return make_config(p["name"], p["lr"], p["batch"], p["epochs"], p["masks"], p["balance"], p["head"],
+                       p["views"], p["lam"], p["preprocess"], p["flip"], p["C"])
+
+
+def test_train_command_covers_every_config_field():
+    """Every Config field maps to a real `train` option (or to None: no option); a new field must be added."""
+    assert set(TRAIN_OPTIONS) == set(Config.__dataclass_fields__)
+    train_opts = {o for p in main.get_command(click.Context(main), "train").params for o in p.opts}
+    assert {o for o in TRAIN_OPTIONS.values() if o} <= train_opts
+
+
+def test_train_command_logreg_flip_v2_box_card():
+    """A logreg head on v2 features with flip averaging and C, plus the lesion-box head: the rebuilt
+    command names each (--head logreg --preprocess v2 --flip --C --box) and parses back to the same Config."""
+    from busi_lite.model import Model
+
+    cfg = Config(name="model-7p+logreg+flip", lr=3e-4, epochs=20, head="logreg", preprocess="v2", flip=True,
+                 C=0.05, balance="undersample", per_class=90)
+    card = Model.load().card  # the committed default card (a real ModelCard), with this config, trained alone
+    card.config, card.selection = cfg, None
+    cmd = train_command(card, Path("w/lr"), "c_v2.h5")
+    args = shlex.split(cmd)
+    for opt in ("--head", "--preprocess", "--flip", "--C", "--balance", "--lr", "--epochs"):
+        assert opt in args, (opt, cmd)
+    assert "--box" in args if card.box is not None else "--box" not in args
+    assert "#" not in cmd and _train_config(cmd) == cfg
+    _, p = _parse(cmd)
+    assert p["box"] is (card.box is not None) and p["seed"] == card.split.seed and p["cache"] == Path("c_v2.h5")
+    as_json = card.to_json()
+    as_json["box"] = {"stub": True}  # a card with a box section -> --box (JSON form read the same way)
+    assert "--box" in shlex.split(train_command(as_json, Path("w/lr"), "c.h5"))
+    as_json.pop("box")
+    assert "--box" not in shlex.split(train_command(as_json, Path("w/lr"), "c.h5"))
+    # a field train has no option for is said, not dropped silently
+    card.config = Config(name="h", hidden=64)
+    assert train_command(card, Path("w/h"), "c.h5").endswith("# NB: train has no option for hidden=64")
 
 
 def test_select_command_round_trips():

@@ -12,15 +12,56 @@ import re
 import shlex
 from pathlib import Path
 
-DEFAULT_VIEWS = ("roi", "masked", "mask")
+# Config field -> its `busi-lite train` option (None: train has no option for it). A rebuilt train
+# command lists every field that differs from the Config default; the test keeps this in step with Config.
+TRAIN_OPTIONS = {"name": "--name", "lr": "--lr", "batch": "--batch", "epochs": "--epochs", "masks": "--masks",
+                 "balance": "--balance", "per_class": "--balance", "head": "--head", "views": "--views",
+                 "lam": "--lam", "hidden": None, "preprocess": "--preprocess", "flip": "--flip", "C": "--C"}
 
 
-def train_command(meta: dict, stem, cache: str) -> str:
-    """The `train` (or, for a selected model, `select`) command that rebuilds the model ``stem``."""
+def _value(v) -> str:
+    if isinstance(v, float):
+        short = f"{v:g}"
+        return short if float(short) == v else repr(v)
+    if isinstance(v, (tuple, list)):
+        return ",".join(v)
+    return str(v)
+
+
+def config_args(config) -> tuple[list, list]:
+    """(train options, names of fields train cannot set) that rebuild ``config`` (a Config):
+    every field differing from the Config default, through TRAIN_OPTIONS; --name always."""
+    from ..config import Config
+
+    default, args, missing = Config(), [], []
+    for f in Config.__dataclass_fields__:
+        v = getattr(config, f)
+        if f == "per_class" or (f != "name" and v == getattr(default, f)):
+            continue  # per_class travels in --balance undersample=N
+        opt = TRAIN_OPTIONS[f]
+        if opt is None:
+            missing.append(f"{f}={v!r}")
+        elif f == "balance":
+            args += [opt, f"undersample={config.per_class}" if v == "undersample" else v]
+        elif isinstance(v, bool):
+            args += [opt if v else "--no-" + opt[2:]]
+        else:
+            args += [opt, _value(v)]
+    if config.per_class != default.per_class and config.balance != "undersample":
+        missing.append(f"per_class={config.per_class!r}")  # only --balance undersample=N carries it
+    return args, missing
+
+
+def train_command(meta, stem, cache: str) -> str:
+    """The `train` (or, for a selected model, `select`) command that rebuilds the model ``stem``.
+
+    ``meta``: its model card (card.ModelCard) or the card's JSON dict. A field of the card's Config
+    that `train` cannot set is named in a trailing ``# NB`` comment."""
+    from ..config import Config
     from ..paper import PAPER
 
-    c, cal = meta.get("config", {}), meta.get("calibration", {})
-    sel = meta.get("selection") or {}
+    d = meta.to_json() if hasattr(meta, "to_json") else meta  # the card as JSON (cards are read as documents)
+    sel, split = d.get("selection") or {}, d.get("split") or {}
     if sel.get("ranking"):
         names = [r.get("name", "") for r in sel["ranking"]]
         cfgs = [r.get("config") or {} for r in sel["ranking"]]
@@ -38,28 +79,19 @@ def train_command(meta: dict, stem, cache: str) -> str:
         cap = re.search(r"FAR <= ([0-9.eE+-]+)", str(sel.get("criterion", "")))
         if cap:
             args += ["--far-cap", cap.group(1)]
-        args += ["--seed", str(sel.get("seed", meta.get("split", {}).get("seed", 0))), "--out", str(stem)]
+        args += ["--seed", str(sel.get("seed", split.get("seed", 0))), "--out", str(stem)]
         return shlex.join(args)
-    args = ["busi-lite", "train", "--cache", cache, "--lr", f"{c.get('lr'):g}", "--batch", str(c.get("batch")),
-            "--epochs", str(c.get("epochs")), "--head", c.get("head", "plain")]
-    if c.get("masks"):
-        args += ["--masks"]
-        if tuple(c.get("views", ())) != DEFAULT_VIEWS:
-            args += ["--views", ",".join(c["views"])]
-    if c.get("balance", "none") != "none":
-        args += ["--balance", "undersample=" + str(c.get("per_class")) if c["balance"] == "undersample" else c["balance"]]
-    if c.get("lam", 1.0) != 1.0:  # only heads with a segmentation loss use it; harmless for others
-        args += ["--lam", f"{c['lam']:g}"]
-    if c.get("preprocess", "v1") != "v1":
-        args += ["--preprocess", c["preprocess"]]
-    if c.get("flip"):
-        args += ["--flip"]
-    if c.get("C", 0.01) != 0.01:
-        args += ["--C", f"{c['C']:g}"]
-    if cal.get("target_recall", 0.95) != 0.95:
-        args += ["--target-recall", f"{cal['target_recall']:g}"]
-    args += ["--seed", str(meta.get("split", {}).get("seed", 0)), "--name", str(c.get("name")), "--out", str(stem)]
-    return shlex.join(args)
+    config = meta.config if isinstance(getattr(meta, "config", None), Config) else Config.from_json(d.get("config", {}))
+    opts, missing = config_args(config)
+    args = ["busi-lite", "train", "--cache", cache] + opts
+    recall = (d.get("calibration") or {}).get("target_recall", 0.95)
+    if recall != 0.95:
+        args += ["--target-recall", _value(float(recall))]
+    if d.get("box"):
+        args += ["--box"]
+    args += ["--seed", str(split.get("seed", 0)), "--out", str(stem)]
+    note = f"   # NB: train has no option for {', '.join(missing)}" if missing else ""
+    return shlex.join(args) + note
 
 
 def sweep_command(data: dict, path, cache: str) -> str:

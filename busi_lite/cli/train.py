@@ -81,17 +81,18 @@ def cache_path(cache, preprocess="v1"):
 
 
 def print_metrics(title, res, classes):
-    m = res["malignant"]
-    click.echo(f"{title}: accuracy {res['accuracy']:.3f}  macro-F1 {res['macro_f1']:.3f}  "
-               f"malignant AUC {res['malignant_auc']:.3f}  loss {res['log_loss']:.3f}")
-    click.echo("  per-class recall: " + "  ".join(f"{c} {v:.3f}" for c, v in res["per_class_recall"].items()))
+    """Print a records.Metrics."""
+    m = res.malignant
+    click.echo(f"{title}: accuracy {res.accuracy:.3f}  macro-F1 {res.macro_f1:.3f}  "
+               f"malignant AUC {res.malignant_auc:.3f}  loss {res.log_loss:.3f}")
+    click.echo("  per-class recall: " + "  ".join(f"{c} {v:.3f}" for c, v in res.per_class_recall.items()))
     click.echo(f"  malignant: recall {m['recall']:.3f}  MAR {m['mar']:.3f}  FAR {m['far']:.3f}  "
                f"precision {m['precision']:.3f}  (TP {m['tp']} FN {m['fn']} FP {m['fp']} TN {m['tn']})")
     click.echo("  confusion (rows true, cols predicted: " + ", ".join(classes) + ")")
-    for c, row in zip(classes, res["confusion"]):
+    for c, row in zip(classes, res.confusion):
         click.echo(f"    {c:10s} " + " ".join(f"{v:4d}" for v in row))
-    if "segmentation" in res:
-        s = res["segmentation"]
+    if res.segmentation is not None:
+        s = res.segmentation
         click.echo(f"  lesion map vs test masks: Dice {s['dice']:.3f}  IoU {s['iou']:.3f}  (n={s['n']})")
 
 
@@ -164,12 +165,12 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
     if as_json:
         click.echo(dump(meta))
         return
-    cal = meta["calibration"]
-    click.echo(f"model {name}: {meta['split']['n_train_images']} training images, {meta['history']['n_train']} "
-               f"samples, trained in {meta['train_seconds']:.1f}s (with calibration {meta['total_seconds']:.1f}s)")
-    print_metrics(f"test ({meta['split']['n_test']} images, argmax)", meta["metrics"]["test_argmax"], fc.classes)
-    op = meta["metrics"]["test_operating_point"]["malignant"]
-    click.echo(f"operating point p(malignant) >= {cal['malignant_threshold']:.3f} (training OOF recall >= "
+    cal = meta.calibration
+    click.echo(f"model {name}: {meta.split.n_train_images} training images, {meta.history['n_train']} "
+               f"samples, trained in {meta.train_seconds:.1f}s (with calibration {meta.total_seconds:.1f}s)")
+    print_metrics(f"test ({meta.split.n_test} images, argmax)", meta.metrics.test_argmax, fc.classes)
+    op = meta.metrics.test_operating_point.malignant
+    click.echo(f"operating point p(malignant) >= {cal.malignant_threshold:.3f} (training OOF recall >= "
                f"{target_recall}): test recall {op['recall']:.3f}, FAR {op['far']:.3f}, precision {op['precision']:.3f}")
     click.echo(f"saved {npz} and {js}")
 
@@ -236,8 +237,8 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, a
               on_run=save)
     dump(res, f"{out}.json")
     partial.unlink(missing_ok=True)
-    write_sweep_csv(res["summary"], f"{out}.csv")
-    click.echo(dump(res["summary"]) if as_json else sweep_table(res["summary"]))
+    write_sweep_csv(res.summary, f"{out}.csv")
+    click.echo(dump(res.summary) if as_json else sweep_table(res.summary))
     log(f"wrote {out}.json and {out}.csv")
 
 
@@ -307,8 +308,7 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
     if len(selection.tied) > 1:
         click.echo(f"tie: {', '.join(selection.tied)} within {selection.margin} OOF recall of the best; "
                    f"the simplest, {best.name}, was chosen")
-    print_metrics(f"chosen {best.name}, test ({meta['split']['n_test']} images)", meta["metrics"]["test_argmax"],
-                  fc.classes)
+    print_metrics(f"chosen {best.name}, test ({meta.split.n_test} images)", meta.metrics.test_argmax, fc.classes)
     click.echo(f"saved {npz} and {js}")
 
 
