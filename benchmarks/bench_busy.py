@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-DEFAULT_CACHE = C.REPO / "cache" / "busi_features.h5"  
+DEFAULT_CACHE = C.REPO / "cache" / "busi_features.h5"  # what busi-lite extract writes in a checkout
 EXAMPLE = C.REPO / "examples" / "malignant_206.png"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 TARGET_BUSY_RATIO, TARGET_QUIET_RATIO = 2.0, 1.1
