@@ -37,12 +37,10 @@ import numpy as np
 
 from . import metrics as M
 from .errors import BusiError
-from .flag_eval import _stats as _flag_stats
+from .flag_eval import flag_table
 from .flags import (
-    FLAG_NAMES,
     FlagConfig,
     FlagEvidence,
-    FlagStats,
     compute_flags,
     thresholds,
 )
@@ -390,22 +388,14 @@ def _flag_evidence(model, cache, flags, checks, y, pred, alert, thr, t_op) -> Fl
     err = pred != y
     miss = (y == mal) & (pred != mal)
     miss_op = (y == mal) & ~alert
-    per_flag = {}
-    for name in FLAG_NAMES:
-        states = {c[name] for c in checks}
-        if states <= {"disabled", "not_applicable"}:
-            per_flag[name] = FlagStats(status=states.pop() if states else "not_applicable")
-            continue
-        sel = np.array([any(f.name == name for f in fl) for fl in flags], dtype=bool)
-        per_flag[name] = _flag_stats(sel, err, miss, miss_op)
-    any_sel = np.array([bool(fl) for fl in flags], dtype=bool)
+    per_flag, any_flag = flag_table(flags, checks, err, miss, miss_op)
     op = OperatingPoint.of(y == mal, alert, t_op)
     n = len(y)
     return FlagEvidence(
         model=str(model.card.config.name), cache=str(cache.path), split_digest="all images (external folder)",
         n=int(n), n_errors=int(err.sum()), accuracy=float((~err).sum() / n) if n else math.nan,
         n_missed_malignant_argmax=int(miss.sum()), n_missed_malignant_op=int(miss_op.sum()),
-        thresholds=dict(thr, malignant=float(t_op)), flags=per_flag, any_flag=_flag_stats(any_sel, err, miss, miss_op),
+        thresholds=dict(thr, malignant=float(t_op)), flags=per_flag, any_flag=any_flag,
         operating_point={"threshold": float(t_op), "recall": op.recall.value, "far": op.far.value,
                          "precision": op.precision.value, "tp": op.recall.k, "fn": op.recall.n - op.recall.k,
                          "fp": op.far.k, "tn": op.far.n - op.far.k})

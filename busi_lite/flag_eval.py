@@ -33,6 +33,21 @@ def _stats(sel: np.ndarray, err: np.ndarray, miss: np.ndarray, miss_op: np.ndarr
         share_of_missed_malignant_op=_share((miss_op & sel).sum(), miss_op.sum()))
 
 
+def flag_table(flags, checks, err, miss, miss_op) -> tuple[dict, FlagStats]:
+    """Per-flag and any-flag statistics of flagged vs unflagged images.
+    flags: per image list[Flag]; checks: per image {flag: state}; err, miss, miss_op: [n] bool."""
+    per_flag = {}
+    for name in FLAG_NAMES:
+        states = {c[name] for c in checks}
+        if states <= {"disabled", "not_applicable"}:
+            per_flag[name] = FlagStats(status=states.pop() if states else "not_applicable")
+            continue
+        sel = np.array([any(f.name == name for f in fl) for fl in flags], dtype=bool)
+        per_flag[name] = _stats(sel, err, miss, miss_op)
+    any_sel = np.array([bool(fl) for fl in flags], dtype=bool)
+    return per_flag, _stats(any_sel, err, miss, miss_op)
+
+
 def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_malignant=None,
                    per_image: bool = True) -> FlagEvidence:
     """Flags on the model's held-out test images (raw view, from the cache).
@@ -73,22 +88,14 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     miss_op = (y == mal) & (pred_op != mal)
     n = len(y)
 
-    per_flag = {}
-    for name in FLAG_NAMES:
-        states = {c[name] for c in checks}
-        if states <= {"disabled", "not_applicable"}:
-            per_flag[name] = FlagStats(status=states.pop() if states else "not_applicable")
-            continue
-        sel = np.array([any(f.name == name for f in fl) for fl in flags], dtype=bool)
-        per_flag[name] = _stats(sel, err, miss, miss_op)
-    any_sel = np.array([bool(fl) for fl in flags], dtype=bool)
+    per_flag, any_flag = flag_table(flags, checks, err, miss, miss_op)
     op = M.malignant_metrics(y, pred_op, mal)
     return FlagEvidence(
         model=model.card.config.name, cache=str(cache.path), split_digest=digest,
         n=int(n), n_errors=int(err.sum()), accuracy=_share((~err).sum(), n),
         n_missed_malignant_argmax=int(miss.sum()), n_missed_malignant_op=int(miss_op.sum()),
         thresholds=dict(thr, malignant=None if t_mal is None else float(t_mal)),
-        flags=per_flag, any_flag=_stats(any_sel, err, miss, miss_op),
+        flags=per_flag, any_flag=any_flag,
         operating_point={"threshold": None if t_mal is None else float(t_mal), "recall": op["recall"],
                          "far": op["far"], "precision": op["precision"],
                          "tp": op["tp"], "fn": op["fn"], "fp": op["fp"], "tn": op["tn"]},

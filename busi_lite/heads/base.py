@@ -85,6 +85,21 @@ class Adam:
             p -= alpha * m / (np.sqrt(v) + self.eps)
 
 
+def check_params(cls, config, params) -> dict:
+    """Saved ``params`` against the shapes a ``cls`` head with ``config`` has (checked before anything
+    is allocated); returns the config without its ``kind``, ready for ``cls(**cfg)``."""
+    cfg = dict(config)
+    if cfg.pop("kind", cls.kind) != cls.kind:
+        raise ConfigError(f"config kind {config.get('kind')!r} is not {cls.kind!r}", "use the matching head")
+    shapes = cls.param_shapes(config)
+    if set(params) != set(shapes):
+        raise ValueError(f"params names {sorted(params)} != expected {sorted(shapes)} for {config}")
+    for k, v in params.items():
+        if tuple(np.shape(v)) != tuple(shapes[k]):
+            raise ValueError(f"param {k!r} has shape {np.shape(v)}, expected {shapes[k]} for {config}")
+    return cfg
+
+
 @dataclass
 class HeadOutput:
     """What ``head.predict(X)`` returns: proba [N,C] float; lesion [N,49] in [0,1] or None."""
@@ -164,15 +179,7 @@ class Head:
     @classmethod
     def from_params(cls, config, params):
         """A head with saved ``params``; names and shapes are checked before anything is allocated."""
-        cfg = dict(config)
-        if cfg.pop("kind", cls.kind) != cls.kind:
-            raise ConfigError(f"config kind {config.get('kind')!r} is not {cls.kind!r}", "use the matching head")
-        shapes = cls.param_shapes(config)
-        if set(params) != set(shapes):
-            raise ValueError(f"params names {sorted(params)} != expected {sorted(shapes)} for {config}")
-        for k, v in params.items():
-            if tuple(np.shape(v)) != tuple(shapes[k]):
-                raise ValueError(f"param {k!r} has shape {np.shape(v)}, expected {shapes[k]} for {config}")
+        cfg = check_params(cls, config, params)
         try:
             head = cls(**cfg, seed=0)
         except TypeError as e:

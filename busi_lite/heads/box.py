@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
+from .base import check_params
 
 N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
 CLASSES = ("benign", "malignant")
@@ -124,15 +125,7 @@ class BoxHead:
 
     @classmethod
     def from_params(cls, config, params) -> "BoxHead":
-        cfg = dict(config)
-        if cfg.pop("kind", cls.kind) != cls.kind:
-            raise ConfigError(f"config kind {config.get('kind')!r} is not {cls.kind!r}", "use the matching head")
-        shapes = cls.param_shapes(config)
-        if set(params) != set(shapes):
-            raise ValueError(f"params names {sorted(params)} != expected {sorted(shapes)} for {config}")
-        for k, v in params.items():
-            if tuple(np.shape(v)) != tuple(shapes[k]):
-                raise ValueError(f"param {k!r} has shape {np.shape(v)}, expected {shapes[k]}")
+        cfg = check_params(cls, config, params)
         try:
             head = cls(**cfg)
         except TypeError as e:
