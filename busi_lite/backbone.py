@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import BusiError
+
 SIZE = 224
 GRID = 7
 N_FEATURES = 1280
@@ -28,10 +30,10 @@ ENV_BACKBONE = "BUSI_LITE_BACKBONE"
 HOW_TO_GET = (
     "get the Keras MobileNetV2 (alpha 0.35, 224) ImageNet backbone exported to ONNX "
     "(input 'input' [N,224,224,3], output 'features' [N,7,7,1280]; see README 'Backbone'), "
-    f"then pass --backbone PATH or set {ENV_BACKBONE}=PATH")
+    f"then give its path as the backbone or set {ENV_BACKBONE}=PATH")
 
 
-class BackboneError(Exception):
+class BackboneError(BusiError):
     """The backbone model is missing or does not fit; the message says what to do."""
 
 
@@ -73,8 +75,8 @@ def resolve_path(backbone=None) -> Path:
     if r.source == "packaged":
         raise BackboneError(f"no backbone model: the packaged {r.path} is missing (broken install?) -> "
                             f"reinstall busi-lite, or {HOW_TO_GET}")
-    src = "--backbone" if r.source == "option" else f"${ENV_BACKBONE}"
-    raise BackboneError(f"{r.path} (from {src}): file not found -> {HOW_TO_GET}")
+    src = "the backbone given" if r.source == "option" else f"${ENV_BACKBONE}"
+    raise BackboneError(f"{r.path} (from {src}): file not found", HOW_TO_GET, param="backbone")
 
 
 def file_sha256(path) -> str:

@@ -49,8 +49,9 @@ def lesion_rows(cache, rows) -> np.ndarray:
     rows = np.asarray(rows, np.int64)
     if "box" not in cache.views:
         raise BoxTrainingError(f"{cache.path}: the cache has no box views (has {', '.join(cache.views)})",
-                               "extract again with the box views: busi-lite extract --views "
-                               "flip,box,box_flip,box_j0,box_j1,box_j0_flip,box_j1_flip,box_s10,box_s20,box_s30")
+                               "extract the features again with the box views (the default views: flip, box, "
+                               "box_flip, box_j0, box_j1, box_j0_flip, box_j1_flip, box_s10, box_s20, box_s30)",
+                               param="cache")
     names = list(cache.classes)
     missing = [c for c in BOX_CLASSES if c not in names]
     if missing:

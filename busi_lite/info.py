@@ -133,7 +133,7 @@ def _agreement(bb: Found, m: Found) -> tuple[bool | None, str]:
     if want == bb.sha256:
         return True, "yes: the model was trained on this backbone"
     return False, (f"NO: the model was trained on backbone {want[:12]}..., this backbone is {bb.sha256[:12]}... "
-                   "-> pass the matching --backbone or a model trained on this one")
+                   "-> give the matching backbone or a model trained on this one")
 
 
 def _blas() -> tuple[list, int | None, str | None]:

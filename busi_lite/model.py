@@ -213,8 +213,8 @@ class Model:
         for p in (npz, js):
             if not p.is_file():
                 raise ModelError(f"{p}: model file not found",
-                                 f"train one (busi-lite train --out {npz.with_suffix('')}) or give another model "
-                                 "(NAME.npz + NAME.json)")
+                                 f"train one (busi-lite train) into {npz.with_suffix('')}, or give another model "
+                                 "(NAME.npz + NAME.json)", param="model")
         try:
             meta = json.loads(js.read_text())
         except (ValueError, OSError) as e:

@@ -89,7 +89,7 @@ def test_loaders_follow_the_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv(R.ENV["backbone"], str(tmp_path / "env.onnx"))
     with pytest.raises(B.BackboneError, match=r"env\.onnx \(from \$BUSI_LITE_BACKBONE\)"):
         B.resolve_path()
-    with pytest.raises(B.BackboneError, match=r"opt\.onnx \(from --backbone\)"):
+    with pytest.raises(B.BackboneError, match=r"opt\.onnx \(from the backbone given\)"):
         B.resolve_path(tmp_path / "opt.onnx")
 
 
