@@ -88,18 +88,6 @@ class Config:
         if not _is_number(self.C) or self.C <= 0:
             bad("C", "the inverse regularisation strength must be a finite number > 0", "e.g. C=0.01")
 
-    # read access by field name, for callers written against the old dict form
-    def __getitem__(self, key):
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key, default=None):
-        return getattr(self, key) if key in self.__dataclass_fields__ else default
-
-    def keys(self):
-        return list(self.__dataclass_fields__)
-
     def to_json(self) -> dict:
         """Fields as JSON; the fields added with issue 11 (preprocess, flip, C) only when not at
         their defaults, so configs written before them read back unchanged."""

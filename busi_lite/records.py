@@ -140,29 +140,6 @@ class Record:
             out[f.name] = jsonable(v)
         return out
 
-    # --- old dict-style read access --------------------------------------------------
-    def __getitem__(self, key):
-        if key not in {f.name for f in fields(self)}:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __contains__(self, key):
-        return key in {f.name for f in fields(self)} and getattr(self, key) is not None
-
-    def get(self, key, default=None):
-        return self[key] if key in self else default
-
-    def keys(self):
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-    def __setitem__(self, key, value):
-        if key not in {f.name for f in fields(self)}:
-            raise KeyError(key)
-        typ = self._record_fields().get(key)
-        if typ is not None and value is not None and not isinstance(value, typ):
-            value = typ.from_json(jsonable(value), key)
-        setattr(self, key, value)
-
     @classmethod
     def _record_fields(cls) -> dict:
         """{field name: record class} for fields holding one record (coerced on item assignment)."""
@@ -368,12 +345,6 @@ class SummaryRow(Record):
         if self.paper is not None:
             out["paper"] = dict(self.paper)
         return out
-
-    def __getitem__(self, key):
-        return self.metrics[key] if key in self.metrics else super().__getitem__(key)
-
-    def __contains__(self, key):
-        return key in self.metrics or super().__contains__(key)
 
     @classmethod
     def from_json(cls, d, where="summary row") -> "SummaryRow":

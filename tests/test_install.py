@@ -85,7 +85,7 @@ def test_loaders_follow_the_precedence(monkeypatch, tmp_path):
     with pytest.raises(M.ModelError, match="nowhere.npz"):
         M.Model.load()
     monkeypatch.delenv(R.ENV["model"])
-    assert M.Model.load().meta["backbone_sha256"] == BACKBONE_SHA256
+    assert M.Model.load().card.backbone_sha256 == BACKBONE_SHA256
     monkeypatch.setenv(R.ENV["backbone"], str(tmp_path / "env.onnx"))
     with pytest.raises(B.BackboneError, match=r"env\.onnx \(from \$BUSI_LITE_BACKBONE\)"):
         B.resolve_path()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -132,7 +133,7 @@ def test_predict_good_images(world, predictor):
         assert set(p.proba) == set(CLASSES)
         assert np.abs(np.array([p.proba[c] for c in predictor.model.classes]) - e).max() < 1e-3
         assert p.label == predictor.model.classes[int(np.argmax(e))]
-        assert p.malignant_threshold == pytest.approx(predictor.model.meta["calibration"]["malignant_threshold"])
+        assert p.malignant_threshold == pytest.approx(predictor.model.card.calibration.malignant_threshold)
         assert p.malignant_alert == (p.proba["malignant"] >= p.malignant_threshold)
         assert np.asarray(p.lesion).shape == (7, 7) and 0 <= p.lesion_area <= 1
         w, h = Image.open(path).size
@@ -316,7 +317,7 @@ def test_other_backbone_refused(world, tmp_path):
 def test_evaluate_consistent(world):
     m, fc = Model.load(world["model"]), FeatureCache(world["cache"])
     res = evaluate_flags(m, fc)
-    n = len(split_for(fc, m.meta["split"]["seed"]).test)
+    n = len(split_for(fc, m.card.split.seed).test)
     assert res.n == n
     errors = sum(1 for r in res.per_image if r["y"] != r["pred"])
     assert res.n_errors == errors and res.accuracy == pytest.approx(1 - errors / n)
@@ -338,10 +339,10 @@ def test_evaluate_consistent(world):
     r = CliRunner().invoke(main, ["evaluate", "--model", str(world["model"]), "--cache", str(world["cache"])])
     assert r.exit_code == 0 and "ANY FLAG" in r.stdout and "operating point" in r.stdout
     # a model whose split does not match the cache, or another backbone, is refused
-    m.meta["split"] = dict(m.meta["split"], digest="0" * 16)
+    m.card.split = dataclasses.replace(m.card.split, digest="0" * 16)
     with pytest.raises(ModelError, match="split"):
         evaluate_flags(m, fc)
-    m.meta["backbone_sha256"] = "f" * 64
+    m.card.backbone_sha256 = "f" * 64
     with pytest.raises(ModelError, match="backbone"):
         evaluate_flags(m, fc)
 
