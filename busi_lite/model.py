@@ -104,15 +104,6 @@ class Model:
     box_head: BoxHead | None = None
 
     @property
-    def meta(self) -> ModelCard | None:
-        """The model card (old name; read it like the old sidecar dict or by attribute)."""
-        return self.card
-
-    @meta.setter
-    def meta(self, card):
-        self.card = card if isinstance(card, ModelCard) or card is None else ModelCard.from_json(jsonable(card))
-
-    @property
     def classes(self) -> tuple[str, ...]:
         return tuple(self.card.classes) if self.card is not None else CLASSES
 

@@ -327,7 +327,7 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
         model, card = E.fit_model(cache, cfg, seed=0, folds=2)
         model.save(tmp_path / "toy")
         loaded = Model.load(tmp_path / "toy")
-        assert type(loaded.head) is ToyHead and loaded.meta.head["kind"] == "toy"
+        assert type(loaded.head) is ToyHead and loaded.card.head["kind"] == "toy"
         feats = cache.spatial("raw", np.arange(4)).astype(np.float32)
         assert np.array_equal(loaded.predict_features(feats)["proba"], model.predict_features(feats)["proba"])
         # the scaling reached prediction: a plain head with the same weights gives other numbers

@@ -84,7 +84,7 @@ def load_model_input(path) -> ModelInput:
 
     m = Model.load(path)
     stem = model_stem(path)
-    return ModelInput(name=stem.name, path=stem, meta=m.meta, model=m)
+    return ModelInput(name=stem.name, path=stem, meta=m.card, model=m)
 
 
 def _read_json(path: Path, what: str, fix: str):
