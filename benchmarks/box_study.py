@@ -8,9 +8,9 @@ lesion map's proposed box is worth.
 
 Caches: BUSI and BUS-BRA-dev caches extracted WITH the flip and box views, e.g.
 
-    busi-lite extract --data ../shared/datasets/busi --out /tmp/boxstudy/busi_v1.h5 \\
+    busi-lite extract --data ../shared/datasets/busi --out cache/busi_features.h5 \\
         --views flip,box,box_flip,box_j0,box_j1,box_j0_flip,box_j1_flip,box_s10,box_s20,box_s30
-    (same for ../shared/datasets/busbra-dev -> /tmp/boxstudy/busbra_v1.h5; --preprocess v2 for v2)
+    (same for ../shared/datasets/busbra-dev -> cache/busbra-dev_features_all.h5; --preprocess v2 for v2)
 
 Protocol, fixed before running (all benign vs malignant, on images WITH a lesion):
 - BUSI internal: seeds 0..S-1, the group-aware 85/15 split each seed gives (cache.split, as
@@ -278,8 +278,8 @@ def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--busi-cache", type=Path, default=Path("/tmp/boxstudy/busi_v1.h5"))
-    p.add_argument("--site-cache", type=Path, default=Path("/tmp/boxstudy/busbra_v1.h5"))
+    p.add_argument("--busi-cache", type=Path, default=Path("cache/busi_features.h5"))  # all views
+    p.add_argument("--site-cache", type=Path, default=Path("cache/busbra-dev_features_all.h5"))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--C", dest="Cval", type=float, default=0.01)
     p.add_argument("--backbone", type=Path, default=C.DEFAULT_BACKBONE)
