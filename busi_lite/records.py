@@ -21,10 +21,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-import numpy as np
-
 from .config import Config
 from .errors import BusiError, ConfigError
+from .jsonio import jsonable
 
 SCHEMA_VERSION = 1
 
@@ -38,21 +37,6 @@ class SplitMismatch(BusiError):
 
 
 # ---------------------------------------------------------------- JSON helpers
-
-def jsonable(x):
-    """Records -> to_json(); arrays/NumPy scalars -> lists/Python numbers; dicts/lists recursively."""
-    if hasattr(x, "to_json") and not isinstance(x, type):
-        return x.to_json()
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
 
 def _fail(where, what, fix="the file is damaged or from another version: rewrite it with this busi-lite"):
     raise RecordError(f"{where}: {what}", fix)
