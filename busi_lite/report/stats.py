@@ -44,8 +44,9 @@ def _pct(v, digits=1) -> str:
     return "-" if _nan(v) else f"{100 * v:.{digits}f}"
 
 
-def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0)) -> str:
-    """'84.4 [80.1, 88.7]' from {mean, lo, hi}; interval clipped to ``clip`` (a rate's range)."""
+def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0), ci_digits=None, sep=", ") -> str:
+    """'84.4 [80.1, 88.7]' from {mean, lo, hi}; interval clipped to ``clip`` (a rate's range),
+    its ends shown with ``ci_digits`` (default ``digits``) decimals."""
     m, lo, hi = d["mean"], d["lo"], d["hi"]
     if _nan(m):
         return "-"
@@ -53,7 +54,8 @@ def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0)) -> str:
         return f"{scale * m:.{digits}f}"
     if clip is not None:
         lo, hi = max(lo, clip[0]), min(hi, clip[1])
-    return f"{scale * m:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+    k = digits if ci_digits is None else ci_digits
+    return f"{scale * m:.{digits}f} [{scale * lo:.{k}f}{sep}{scale * hi:.{k}f}]"
 
 
 def paper_name(config: dict) -> str | None:
@@ -151,15 +153,8 @@ def curve_names(sw: SweepInput, wanted: list[str]) -> list[str]:
     return out
 
 def _fmt(d, clip=(0.0, 1.0)) -> str:
-    """'0.794 [0.55,1.00]': mean and 95 % interval, the interval clipped to ``clip`` (a rate's range)."""
-    m, lo, hi = d["mean"], d["lo"], d["hi"]
-    if _nan(m):
-        return "-"
-    if _nan(lo) or _nan(hi):
-        return f"{m:.3f}"
-    if clip is not None:
-        lo, hi = max(lo, clip[0]), min(hi, clip[1])
-    return f"{m:.3f} [{lo:.2f},{hi:.2f}]"
+    """'0.794 [0.55,1.00]': the terminal form of :func:`_mean_ci_text`."""
+    return _mean_ci_text(d, scale=1, digits=3, clip=clip, ci_digits=2, sep=",")
 
 
 def _as_json(summary) -> list[dict]:
