@@ -44,7 +44,6 @@ from .imread import (  # noqa: F401
     MAX_PIXELS,
     ImageError,
     _dicom,
-    _to_rgb,
     content_sha256,
     dicom_region,
     file_kind,

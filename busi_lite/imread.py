@@ -40,6 +40,10 @@ class ImageError(BusiError):
     """One image file cannot be used; ``what`` names the file, ``fix`` says what to do."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (refused before decoding)."""
+
+
 def open_regular(path):
     """Open ``path`` for binary reading, only if it is a regular file (symlinks followed).
 
@@ -102,17 +106,27 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if _dicom().is_dicom(path):
         return read_dicom_image(path, max_pixels).rgb
     with open_regular(path) as fh:
-        try:
-            with Image.open(fh) as im:
-                _check_pixels(path, im, max_pixels)
-                im = ImageOps.exif_transpose(im)
-                return _to_rgb(im)
-        except ImageError:
-            raise
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-                Image.DecompressionBombError) as e:
-            raise ImageError(f"{path}: cannot be read as an image ({e})",
-                             "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
+        return decode_rgb(fh, path, max_pixels)
+
+
+def decode_rgb(fh, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An open binary file object (a file, ``io.BytesIO``) of a PNG/JPEG/BMP/TIFF -> RGB uint8 [H,W,3].
+
+    The decoding of :func:`read_rgb` (pixel limit, EXIF orientation, 16-bit scaling)
+    for bytes that are not a path, e.g. a web upload. ``name`` names the image in
+    messages. Raises :class:`ImageTooLarge` over ``max_pixels``, ImageError otherwise.
+    """
+    try:
+        with Image.open(fh) as im:
+            _check_pixels(name, im, max_pixels)
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: cannot be read as an image ({e})",
+                         "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
 
 
 def _dicom():
@@ -147,7 +161,7 @@ def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> DicomImage:
                          "export the frame you want as its own file")
     h, w = f.rgb.shape[:2]
     if w * h > max_pixels:
-        raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit", "downscale the image first")
+        raise ImageTooLarge(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit", "downscale the image first")
     return DicomImage(f.rgb, f.crop)
 
 
@@ -173,8 +187,8 @@ def dicom_region(image, size) -> tuple | None:
 def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:
     w, h = im.size
     if w * h > max_pixels:
-        raise ImageError(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
-                         "(possible decompression bomb)", "downscale the image first")
+        raise ImageTooLarge(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit "
+                            "(possible decompression bomb)", "downscale the image first")
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -7,7 +7,7 @@ Contract:
 * :func:`decode` turns one upload into a list of :class:`Frame` (one per image; one
   per frame of a DICOM cine) or raises :class:`UploadError` with an HTTP status
   (415: not an image/DICOM, 400: broken or unsupported file) and a message naming the file.
-* Images are decoded exactly as ``busi_lite.data.read_rgb`` decodes files (same pixel
+* Images are decoded by ``busi_lite.imread.decode_rgb``, the decoder of ``read_rgb`` (same pixel
   limit, EXIF orientation, 16-bit scaling), so the web record equals ``predict --json``'s.
 * DICOM goes through ``busi_lite.dicom`` when that module (and pydicom) is installed. Its
   reader takes a path, so the bytes are written to a private (0600) temp file, in RAM on
@@ -23,10 +23,10 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .. import data as D
 from ..errors import BusiError
+from ..imread import MAX_PIXELS, ImageError, ImageTooLarge, decode_rgb
 
 PREVIEW_SIDE = 640          # longest side of the preview JPEG sent to the page
 PREVIEW_QUALITY = 85
@@ -80,7 +80,7 @@ def dicom_available() -> bool:
     return True
 
 
-def decode(name: str, blob: bytes, max_pixels: int = D.MAX_PIXELS) -> list[Frame]:
+def decode(name: str, blob: bytes, max_pixels: int = MAX_PIXELS) -> list[Frame]:
     """One upload -> frames (see module docstring); raises UploadError."""
     kind = sniff(blob[:132])
     if kind is None:
@@ -89,17 +89,11 @@ def decode(name: str, blob: bytes, max_pixels: int = D.MAX_PIXELS) -> list[Frame
     if kind == "dicom":
         return _decode_dicom(name, blob)
     try:
-        with Image.open(io.BytesIO(blob)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UploadError(f"{name}: {w}x{h} pixels is over the {max_pixels:,} limit",
-                                  "downscale the image first", 413, name)
-            rgb = D._to_rgb(ImageOps.exif_transpose(im))
-    except UploadError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UploadError(f"{name}: looks like {kind.upper()} but cannot be decoded ({e})",
-                          "check the file is complete, or re-export it", 400, name) from e
+        rgb = decode_rgb(io.BytesIO(blob), name, max_pixels)
+    except ImageTooLarge as e:
+        raise UploadError(e.what, e.fix, 413, name) from e
+    except ImageError as e:
+        raise UploadError(f"looks like {kind.upper()}: {e.what}", e.fix, 400, name) from e
     return [Frame(name, rgb, {})]
 
 
