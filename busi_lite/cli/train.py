@@ -52,7 +52,7 @@ def _config_options(f):
     return f
 
 
-def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess="v1", flip=False, C=0.01):
+def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C):
     """CLI values -> a validated busi_lite.config.Config. ``balance``: (kind, per_class)."""
     from ..config import Config
 
@@ -61,13 +61,14 @@ def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, prepr
                   head=head, views=tuple(views), lam=lam, preprocess=preprocess, flip=flip, C=C)
 
 
-def default_name(head, lr, batch, epochs, masks, balance, seed, preprocess="v1", flip=False, C=0.01) -> str:
-    from ..config import DEFAULT_PER_CLASS
+def default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C) -> str:
+    """A model name from its hyper-parameters; values at Config's defaults are left out."""
+    from ..config import Config
 
-    kind, n = balance
-    bal = "" if kind == "none" else "-" + kind + (str(n) if kind == "undersample" and n != DEFAULT_PER_CLASS else "")
-    c = "" if C == 0.01 else f"-C{C:g}"
-    pp = "" if preprocess == "v1" else f"-{preprocess}"
+    d, (kind, n) = Config(), balance
+    bal = "" if kind == "none" else "-" + kind + (str(n) if kind == "undersample" and n != d.per_class else "")
+    c = "" if C == d.C else f"-C{C:g}"
+    pp = "" if preprocess == d.preprocess else f"-{preprocess}"
     return f"{head}-lr{lr:g}-b{batch}-e{epochs}{c}{'-masks' if masks else ''}{bal}{pp}{'-flip' if flip else ''}-s{seed}"
 
 
