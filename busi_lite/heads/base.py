@@ -115,6 +115,13 @@ def _positive_int(name, n) -> int:
     return int(n)
 
 
+def _positive_float(name, v, fix=None) -> float:
+    """v as a float; ConfigError(param=name) unless a finite real number > 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {v!r}", fix or f"e.g. {name}=0.01", param=name)
+    return float(v)
+
+
 class Head:
     """Shared plumbing: sizes, init, input checks, chunked prediction, the class-level protocol
     (see the package docstring). Subclasses set ``kind``, ``consumes``, ``ndim`` and implement
@@ -275,12 +282,11 @@ def evaluate(head, X, y):
 
 def check_hyper(lr, batch_size, epochs) -> tuple[float, int, int]:
     """Validate fit's hyper-parameters: lr > 0 finite, batch_size int >= 1, epochs int >= 1."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.number)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"learning rate lr must be a finite number > 0, got {lr!r}", "e.g. lr=1e-4", param="lr")
+    lr = _positive_float("lr", lr, "give the learning rate, e.g. lr=1e-4")
     for name, v in (("batch_size", batch_size), ("epochs", epochs)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", f"give {name} >= 1", param=name)
-    return float(lr), int(batch_size), int(epochs)
+    return lr, int(batch_size), int(epochs)
 
 
 def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_target=None, seg_weight=None,

@@ -20,12 +20,10 @@ view from a feature cache, ``param_shapes``/``from_params``/``config``/``params`
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..errors import ConfigError
-from .base import check_params
+from .base import _positive_float, check_params
 
 N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
 CLASSES = ("benign", "malignant")
@@ -35,13 +33,6 @@ DEFAULT_C = 0.01
 def whole_view(view: str) -> str:
     """The whole-image view that goes with a box view: its mirror for a ``*_flip`` view, else raw."""
     return "flip" if view.endswith("_flip") else "raw"
-
-
-def _check_c(C) -> float:
-    if isinstance(C, bool) or not isinstance(C, (int, float, np.floating)) or not math.isfinite(C) or C <= 0:
-        raise ConfigError(f"C (inverse L2 strength) must be a finite number > 0, got {C!r}",
-                          "e.g. C=0.01 (smaller = stronger L2)", param="C")
-    return float(C)
 
 
 def _sigmoid(s):
@@ -105,7 +96,7 @@ class BoxHead:
         if n_classes != 2:
             raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
                               "use n_classes=2", param="n_classes")
-        self.n_features, self.C, self.n_classes = int(n_features), _check_c(C), 2
+        self.n_features, self.C, self.n_classes = int(n_features), _positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)"), 2
         D = self.n_features
         self.params = {"mean": np.zeros(D, np.float32), "scale": np.ones(1, np.float32),
                        "w": np.zeros(D, np.float32), "b": np.zeros(1, np.float32)}

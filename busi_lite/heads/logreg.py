@@ -21,19 +21,10 @@ lr / batch / epochs of the training config are not used by this head.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..errors import ConfigError
-from .base import Head, HeadOutput, TrainingError, _log_softmax, _positive_int
+from .base import Head, HeadOutput, TrainingError, _log_softmax, _positive_float, _positive_int
 from .registry import register_head
-
-
-def _positive_float(name, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v <= 0:
-        raise ConfigError(f"{name} must be a finite number > 0, got {v!r}", f"e.g. {name}=0.01", param=name)
-    return float(v)
 
 
 def lbfgs(fun, x0, max_iter=1000, tol=1e-6, memory=10):
