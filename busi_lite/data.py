@@ -124,7 +124,8 @@ class Dataset:
                                "fix them (each line says how), then run again")
 
 
-def _natural_key(name: str):
+def natural_key(name: str):
+    """Sort key: digit runs compare as numbers ("img2" before "img10")."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
@@ -157,7 +158,7 @@ def discover(root, classes=CLASSES, require=()) -> Dataset:
                            + _suggest(root, classes))
     samples, problems, notes, present, other = [], [], [], [], []
     try:
-        top = sorted(root.iterdir(), key=lambda p: _natural_key(p.name))
+        top = sorted(root.iterdir(), key=lambda p: natural_key(p.name))
     except OSError as e:
         raise DatasetError(f"{root}: dataset folder cannot be listed ({e.strerror or e})",
                            "check its permissions") from None
@@ -213,7 +214,7 @@ def _absent(cls, path, what, fix, required, problems, notes):
 def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
     """One class folder -> (images {stem: rel}, masks {stem: [(k, rel)]}); bad entries -> problems."""
     images, masks = {}, {}
-    entries = sorted((root / cls).iterdir(), key=lambda p: _natural_key(p.name))
+    entries = sorted((root / cls).iterdir(), key=lambda p: natural_key(p.name))
     # among files sharing a stem, the preferred extension wins (x.png over x.jpg)
     entries.sort(key=lambda p: (p.suffix.lower() not in _EXT_PREFERENCE,
                                 _EXT_PREFERENCE.index(p.suffix.lower()) if p.suffix.lower() in _EXT_PREFERENCE else 0))
@@ -254,7 +255,7 @@ def _scan_class(root: Path, cls: str, problems: list) -> tuple[dict, dict]:
                                     "rename or remove one of them"))
         else:
             images[key] = rel
-    images = dict(sorted(images.items(), key=lambda kv: _natural_key(kv[1].split("/", 1)[1])))
+    images = dict(sorted(images.items(), key=lambda kv: natural_key(kv[1].split("/", 1)[1])))
     return images, masks
 
 

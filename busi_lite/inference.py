@@ -133,7 +133,7 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
         p = Path(item)
         try:
             if p.is_dir():
-                found = sorted((f for f in p.iterdir() if _is_input_file(f)), key=lambda f: D._natural_key(f.name))
+                found = sorted((f for f in p.iterdir() if _is_input_file(f)), key=lambda f: D.natural_key(f.name))
                 if not found:
                     kinds = ", ".join(sorted(D.IMAGE_EXTS | dicom.DICOM_SUFFIXES))
                     errors.append(Prediction(str(p), False, f"{p}: folder holds no image or DICOM files "
