@@ -42,7 +42,7 @@ from .atomic import atomic_path
 from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
 from .card import FORMAT, ModelCard, OODInfo, jsonable
 from .errors import BusiError, ConfigError
-from .heads import get_head
+from .heads import HeadOutput, get_head
 from .heads.box import BoxHead
 from .preprocess import Preprocessing
 from .records import RecordError
@@ -53,6 +53,17 @@ TORN = "save again or reinstall"
 _NPZ_SLACK = 1 << 20  # bytes an .npz may hold beyond its expected members (zip directory, .npy headers)
 DEFAULT_MODEL = "busi_lite_default"  # stem of the packaged default model (busi_lite.resources)
 ENV_MODEL = "BUSI_LITE_MODEL"
+
+
+def mirror_average(out: HeadOutput, mirrored: HeadOutput) -> HeadOutput:
+    """Flip averaging of one head's outputs on N images and on their mirrors: proba [N,C] the
+    mean of the two; lesion [N,49] the mean with the mirror's map mirrored back first (None
+    when the head has no lesion map). Dtypes follow numpy's rules for the inputs."""
+    lesion = None
+    if out.lesion is not None:
+        back = np.asarray(mirrored.lesion).reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(out.lesion), GRID * GRID)
+        lesion = (out.lesion + back) / 2
+    return HeadOutput((out.proba + mirrored.proba) / 2, lesion)
 
 
 class ModelError(BusiError):
@@ -148,10 +159,9 @@ class Model:
             if len(cm) != len(cells):
                 raise ModelError(f"{len(cm)} mirrored feature rows for {len(cells)} images", "give one per image")
             om = self.head.predict(type(self.head).feature_inputs(cm))
-            proba = (np.asarray(proba, np.float64) + om.proba) / 2
-            if lesion is not None:
-                back = np.asarray(om.lesion).reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(cm), GRID * GRID)
-                lesion = (np.asarray(lesion, np.float64) + back) / 2
+            avg = mirror_average(HeadOutput(np.asarray(proba, np.float64),
+                                            None if lesion is None else np.asarray(lesion, np.float64)), om)
+            proba, lesion = avg.proba, avg.lesion
         return {"proba": proba, "pooled": pooled, "lesion": lesion}
 
     def predict_box(self, whole, crop, whole_mirrored=None, crop_mirrored=None) -> np.ndarray:

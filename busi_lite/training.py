@@ -25,7 +25,7 @@ from .config import Config
 from .features import CacheError, FeatureCache
 from .geometry import upsample
 from .heads import get_head
-from .model import OOD
+from .model import OOD, mirror_average
 from .preprocess import Preprocessing
 from .records import Calibration, Metrics
 
@@ -163,12 +163,8 @@ def predict_rows(head, cache: FeatureCache, rows, config: Config) -> RowPredicti
     if not config.flip:
         return RowPredictions(out.proba, out.lesion, xy["y"])
     rows = np.asarray(rows, dtype=np.int64)
-    fl = head.predict(get_head(config.head).cache_inputs(cache, "flip", rows))
-    lesion = None
-    if out.lesion is not None:
-        back = fl.lesion.reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(rows), -1)
-        lesion = (out.lesion + back) / 2
-    return RowPredictions((out.proba + fl.proba) / 2, lesion, xy["y"])
+    avg = mirror_average(out, head.predict(get_head(config.head).cache_inputs(cache, "flip", rows)))
+    return RowPredictions(avg.proba, avg.lesion, xy["y"])
 
 
 def lesion_scores(lesion: np.ndarray, masks224: np.ndarray) -> dict:
