@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from .. import __version__
 from ..atomic import write_bytes, write_text
 from ..errors import BusiError, ConfigError
-from ..inference import Prediction, Predictor
+from ..inference import NO_BOX_NOTE, Prediction, Predictor
 from ..jsonio import dumps, jsonable
 from . import openapi
 from .uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
@@ -48,7 +48,6 @@ log = logging.getLogger("busi_lite.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MB = 1024 * 1024
 MAX_FILES = 200
-NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
                                  b"base-uri 'none'; frame-ancestors 'none'"),
