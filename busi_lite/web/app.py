@@ -84,17 +84,10 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def _field(obj, key):
-    """obj.key or obj[key] (model cards are records that read both ways), else None."""
-    if obj is None:
-        return None
-    v = getattr(obj, key, None)
-    return obj.get(key) if v is None and hasattr(obj, "get") else v
-
-
 def _model_name(model) -> str | None:
-    card = _field(model, "card") or _field(model, "meta")
-    return _field(_field(card, "config"), "name")
+    """The model card's config name, or None for a model without a card."""
+    card = getattr(model, "card", None)
+    return None if card is None else card.config.name
 
 
 class _Service:
