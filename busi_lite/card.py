@@ -21,10 +21,10 @@ import numpy as np
 from .config import Config
 from .errors import ConfigError
 from .records import (SCHEMA_VERSION, Calibration, Metrics, Record, SelectionResult, SplitInfo, _config, _fail,
-                      _get, _history, _int, _list, _num, _obj, _schema, _str, jsonable)
+                      _get, _history, _int, _list, _num, _obj, _schema, _str)
 from .sitecal import SiteCalibration
 
-__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions", "jsonable"]
+__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions"]
 
 
 # ---------------------------------------------------------------- model card

@@ -40,14 +40,13 @@ import numpy as np
 from . import CLASSES
 from .atomic import atomic_path
 from .backbone import GRID, N_FEATURES, PREPROCESS_VERSION
-from .card import FORMAT, ModelCard, OODInfo, jsonable
+from .card import FORMAT, ModelCard, OODInfo
 from .errors import BusiError, ConfigError
 from .heads import HeadOutput, get_head
 from .heads.box import BoxHead
 from .preprocess import Preprocessing
 from .records import RecordError
 
-_jsonable = jsonable  # old name, used by the CLI
 DAMAGED = "the model is damaged; retrain or reinstall it"
 TORN = "save again or reinstall"
 _NPZ_SLACK = 1 << 20  # bytes an .npz may hold beyond its expected members (zip directory, .npy headers)
