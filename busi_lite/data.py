@@ -54,7 +54,7 @@ from .imread import (  # noqa: F401
 )
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}   # as dicom.DICOM_SUFFIXES (that module builds on this one)
+DICOM_SUFFIXES = {".dcm", ".dicom"}   # the one list; dicom.DICOM_SUFFIXES is this set
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$", re.IGNORECASE)
 
 

@@ -54,10 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import MAX_PIXELS, ImageError
+from .data import DICOM_SUFFIXES, MAX_PIXELS, ImageError
 from .errors import BusiError, ConfigError
 
-DICOM_SUFFIXES = {".dcm", ".dicom"}
 MAX_TOTAL_PIXELS = 100_000_000      # Rows*Columns*frames over the whole file
 MAX_FILE_BYTES = 1 << 30            # 1 GiB
 INSTALL = 'pip install "busi-lite[dicom]"'
