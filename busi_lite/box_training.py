@@ -101,8 +101,11 @@ def out_of_fold_scores(cache, rows, seed: int, folds: int = 5, C: float = DEFAUL
         te = fold == f
         if te.any():
             head = fit_box_head(cache, rows[~te], C, views)
-            mirrored[te] = box_scores(head, cache, rows[te], view, True)
             plain[te] = box_scores(head, cache, rows[te], view, False)
+            mirrored[te] = plain[te]
+            if f"{view}_flip" in cache.views:  # box_scores(..., flip=True) without predicting ``view`` again
+                mirrored[te] = (plain[te] + head.predict_proba(BoxHead.cache_inputs(cache, f"{view}_flip",
+                                                                                     rows[te]))[:, 1]) / 2
     return mirrored, plain
 
 
@@ -136,11 +139,11 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
         flip = bool(auc_m - auc_p >= MIRROR_GAIN)
         log(f"box head: OOF AUC {auc_m:.3f} with the mirrored pair, {auc_p:.3f} without -> "
             f"{'mirror' if flip else 'no mirror'} at prediction (rule: gain >= {MIRROR_GAIN})")
-    oof = oof_m if flip else oof_p
+    oof, oof_auc = (oof_m, auc_m) if flip else (oof_p, auc_p)
     thr = float(M.threshold_for_recall(y == 1, oof, target_recall))
     pos, neg = oof[y == 1], oof[y == 0]
     recall, far = float((pos >= thr).mean()), float((neg >= thr).mean()) if len(neg) else float("nan")
-    log(f"box head: {len(train)} training lesion images, OOF AUC {M.roc_auc(y == 1, oof):.3f}, threshold "
+    log(f"box head: {len(train)} training lesion images, OOF AUC {oof_auc:.3f}, threshold "
         f"{thr:.3f} (OOF recall {recall:.3f}, FAR {far:.3f})")
     yt = box_y(cache, test) == 1
     test_auc = {}
@@ -150,7 +153,7 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
     log("box head test AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in test_auc.items()))
     info = BoxInfo(head=head.config(), classes=list(BOX_CLASSES), malignant_threshold=thr,
                    target_recall=float(target_recall), oof_recall=recall, oof_far=far,
-                   oof_auc=float(M.roc_auc(y == 1, oof)), oof_auc_mirror=float(auc_m), oof_auc_no_mirror=float(auc_p),
+                   oof_auc=float(oof_auc), oof_auc_mirror=float(auc_m), oof_auc_no_mirror=float(auc_p),
                    calibration_view=CALIBRATION_VIEW,
                    n_train_images=int(len(train)), n_train_samples=int(len(train) * len(views)),
                    train_views=list(views), flip=bool(flip), margin=BOX_MARGIN, test_auc=test_auc,
