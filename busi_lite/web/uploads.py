@@ -120,20 +120,13 @@ def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
         os.unlink(tmp)
     out = []
     for fr in frames:
-        extra = {"frame": fr.frame, "n_frames": fr.n_frames}
-        for key in ("sop_instance_uid", "crop"):
-            if getattr(fr, key, None) is not None:
-                extra["dicom_crop" if key == "crop" else key] = _plain(getattr(fr, key))
+        extra = {"frame": int(fr.frame), "n_frames": int(fr.n_frames)}
+        if fr.sop_instance_uid is not None:
+            extra["sop_instance_uid"] = fr.sop_instance_uid
+        if fr.crop is not None:
+            extra["dicom_crop"] = [int(v) for v in fr.crop]
         out.append(Frame(name, fr.rgb, extra))
     return out
-
-
-def _plain(v):
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def preview(rgb: np.ndarray, side: int = PREVIEW_SIDE) -> str:
