@@ -159,11 +159,11 @@ def calibrate_on_cache(model, cache, target_recall: float, site: str, data_root=
 
 
 def calibrated_model(model, sc: SiteCalibration):
-    """A new Model (same head and OOD objects) whose card uses the site's threshold and records ``sc``."""
+    """A new Model (same head, OOD and box-head objects) whose card uses the site's threshold and records ``sc``."""
     card = model.card
     cal = replace(card.calibration, malignant_threshold=sc.threshold, target_recall=sc.target_recall,
                   oof_far_at_threshold=math.nan)
-    return type(model)(model.head, replace(card, calibration=cal, site=sc), model.ood)
+    return replace(model, card=replace(card, calibration=cal, site=sc))
 
 
 def default_out(model_path, site: str) -> Path:
