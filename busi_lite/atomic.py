@@ -92,9 +92,7 @@ def atomic_path(dest, doing: str = "writing"):
         raise os_error(dest, e, doing) from None
     finally:
         try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+            tmp.unlink(missing_ok=True)
         except OSError:
             pass
 
