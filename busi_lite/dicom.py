@@ -171,7 +171,7 @@ def read_frames(path, frame: int | None = None) -> list[DicomFrame]:
             raise DicomError(f"{src}: holds no pixel data (e.g. a DICOMDIR or a report)",
                              "give an image DICOM file")
         decoder = _decoder(pydicom, ts, src)
-        crop = _region_box(ds, rows, cols)
+        crop = region_box(ds, rows, cols)
         indices = list(range(n_frames)) if frame is None else [int(frame)]
         declared_pi = str(ds.get("PhotometricInterpretation", "")).strip()
         uid = ds.get("SOPInstanceUID")
@@ -253,7 +253,7 @@ def _decoder(pydicom, ts, src: str):
     return dec
 
 
-def _region_box(ds, rows: int, cols: int):
+def region_box(ds, rows: int, cols: int):
     """Union box of the 2D ultrasound regions, half-open and clamped; None when none."""
     box = None
     for r in ds.get("SequenceOfUltrasoundRegions") or []:

@@ -168,20 +168,22 @@ def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> DicomImage:
 def dicom_region(image, size) -> tuple | None:
     """((frame width, height), crop box) when ``image`` is a DICOM file read as ``size``
     (width, height) after its region crop; None otherwise (not DICOM, no crop, unknown frame)."""
-    if not _dicom().is_dicom(image):
+    dicom = _dicom()
+    if not dicom.is_dicom(image):
         return None
-    crop = read_dicom_image(image).crop
-    if crop is None or (crop[2] - crop[0], crop[3] - crop[1]) != tuple(size):
-        return None
-    try:
+    try:  # the header only: the crop is the one read_frames applies (dicom.region_box)
         import pydicom
 
         with warnings.catch_warnings():  # pydicom warnings can quote element values
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(image, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-        return (int(ds.Columns), int(ds.Rows)), crop
+            ds = pydicom.dcmread(image, stop_before_pixels=True)
+        frame = (int(ds.Columns), int(ds.Rows))
+        crop = dicom.region_box(ds, frame[1], frame[0])
     except Exception:  # noqa: BLE001 - untrusted header: "unknown" is the answer
         return None
+    if crop is None or (crop[2] - crop[0], crop[3] - crop[1]) != tuple(size):
+        return None
+    return frame, crop
 
 
 def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:
