@@ -25,7 +25,6 @@ import hashlib
 import os
 import stat
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +103,7 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """
     path = Path(path)
     if _dicom().is_dicom(path):
-        return read_dicom_image(path, max_pixels).rgb
+        return read_dicom_image(path, max_pixels)
     with open_regular(path) as fh:
         return decode_rgb(fh, path, max_pixels)
 
@@ -134,16 +133,8 @@ def _dicom():
     return dicom
 
 
-@dataclass(frozen=True)
-class DicomImage:
-    """A DICOM dataset file read as one image. ``rgb`` uint8 [H,W,3] (after the crop);
-    ``crop`` (x0, y0, x1, y1) half-open in frame pixels, or None (whole frame)."""
-    rgb: np.ndarray = field(repr=False)
-    crop: tuple[int, int, int, int] | None
-
-
-def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> DicomImage:
-    """A single-frame DICOM file -> :class:`DicomImage` (frame cropped to its 2D ultrasound region).
+def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A single-frame DICOM file -> RGB uint8 [H,W,3], the frame cropped to its 2D ultrasound region.
 
     Raises ImageError (a DicomError for decoding failures) naming the file: a
     multi-frame cine, pydicom missing, a cropped image over ``max_pixels``.
@@ -162,7 +153,7 @@ def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> DicomImage:
     h, w = f.rgb.shape[:2]
     if w * h > max_pixels:
         raise ImageTooLarge(f"{path}: {w}x{h} pixels is over the {max_pixels:,} limit", "downscale the image first")
-    return DicomImage(f.rgb, f.crop)
+    return f.rgb
 
 
 def dicom_region(image, size) -> tuple | None:
