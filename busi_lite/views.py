@@ -32,6 +32,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageFilter
 
+from .preprocess import jitter_box, mask_box
+
 VIEWS = ("roi", "masked", "mask")
 JITTER_TRAIN = 0.2
 BOX_JITTER = {"box_j0": JITTER_TRAIN, "box_j1": JITTER_TRAIN, "box_s10": 0.1, "box_s20": 0.2, "box_s30": 0.3}
@@ -51,8 +53,6 @@ def box_rng(view: str, path: str) -> np.random.Generator:
 def view_boxes(box, width: int, height: int, path: str, views) -> dict:
     """{box view base name (no _flip): lesion box (x0, y0, x1, y1)} for the box views in ``views``;
     ``box`` is the mask box itself, the others jittered (busi_lite.preprocess.jitter_box)."""
-    from .preprocess import jitter_box
-
     out = {}
     for v in views:
         base = v[:-5] if v.endswith("_flip") else v
@@ -60,22 +60,16 @@ def view_boxes(box, width: int, height: int, path: str, views) -> dict:
             continue
         out[base] = box if base == "box" else jitter_box(box, width, height, box_rng(base, path), BOX_JITTER[base])
     return out
+
+
 ROI_MARGIN = 0.25     # of the bounding box's longer side, on each side
 DILATE = 0.04         # dilation radius for `masked`, as a share of the image's shorter side
 DARKEN = 4          # outside the dilated mask, pixels are divided by this
 
 
-def bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom), right/bottom exclusive; None for an empty mask."""
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    if len(rows) == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
 def roi_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """Square box around the lesion plus margin (may extend past the image)."""
-    l, t, r, b = bbox(mask)
+    l, t, r, b = mask_box(mask)  # (left, top, right, bottom), exclusive
     side = int(round(max(r - l, b - t) * (1 + 2 * ROI_MARGIN)))
     side = max(side, 32)
     cx, cy = (l + r) // 2, (t + b) // 2
