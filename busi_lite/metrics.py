@@ -355,9 +355,6 @@ def t_critical_95(df: int) -> float:
     return float(np.interp(1.0 / df, 1.0 / _T95_DF[::-1], _T95[::-1]))
 
 
-_t_critical_95 = t_critical_95  # old private name, kept until report switches
-
-
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval over repeated runs.
 
