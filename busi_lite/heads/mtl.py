@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .registry import register_head
-from .base import Head, HeadOutput, _bce_logits, _ce, _sigmoid, _trunc_normal
+from .base import Head, HeadOutput, _bce_logits, _ce, _log_softmax, _sigmoid, _trunc_normal
 
 
 @register_head
@@ -80,9 +80,16 @@ class MTLHead(Head):
         return np.concatenate([_sigmoid(self._forward(self._cast(X[i:i + chunk]))[1][0])
                                for i in range(0, len(X), chunk)])
 
-    def predict(self, X) -> HeadOutput:
-        """X [N,K,D] -> HeadOutput(proba [N,C], lesion [N,K])."""
-        return HeadOutput(self.predict_proba(X), self.lesion_map(X))
+    def predict(self, X, chunk=256) -> HeadOutput:
+        """X [N,K,D] -> HeadOutput(proba [N,C], lesion [N,K]): predict_proba and lesion_map
+        from ONE forward pass per chunk."""
+        X = self._check_X(X)
+        z, s = [], []
+        for i in range(0, len(X), chunk):
+            zi, (si, *_) = self._forward(self._cast(X[i:i + chunk]))
+            z.append(zi)
+            s.append(si)
+        return HeadOutput(np.exp(_log_softmax(np.concatenate(z))), _sigmoid(np.concatenate(s)))
 
     def _loss_grads(self, X, y, w, t=None, sw=None):
         N, K, D = X.shape
