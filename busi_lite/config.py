@@ -144,7 +144,8 @@ def paper_grid(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, f
     return [Config(name=n + s, head=head, preprocess=pp, flip=flip, **kw) for n, (kw, _) in PAPER.items()]
 
 
-def _names(v, param) -> list:
+def _names(v) -> list:
+    """A list of names, or a comma-separated string of them -> list (blanks dropped from a string)."""
     if isinstance(v, str):
         v = [h.strip() for h in v.split(",") if h.strip()]
     return list(v)
@@ -153,7 +154,7 @@ def _names(v, param) -> list:
 def grid_for_heads(heads, preprocess=(DEFAULT_PREPROCESS,), flips=(False,)) -> list[Config]:
     """paper_grid of each head in ``heads`` x preprocessing in ``preprocess`` x flip in ``flips``
     (lists, or comma-separated strings for heads/preprocess)."""
-    heads, preprocess = _names(heads, "heads"), _names(preprocess, "preprocess")
+    heads, preprocess = _names(heads), _names(preprocess)
     if not heads:
         raise ConfigError("no head given", f"choose from {', '.join(head_kinds())}", param="heads")
     if not preprocess:
@@ -168,9 +169,7 @@ def pick_configs(configs, only) -> list[Config]:
     matches 'model-7' and 'model-7+mtl'). An unknown name -> ConfigError(param="only")
     listing the valid names; the result is never empty."""
     configs = list(configs)
-    if isinstance(only, str):
-        only = [x.strip() for x in only.split(",") if x.strip()]
-    only = list(only or [])
+    only = _names(only or [])
     if not only:
         if not configs:
             raise ConfigError("no configurations to run", "choose at least one head", param="only")
