@@ -186,9 +186,8 @@ def evaluate_rows(head, cache: FeatureCache, rows, config: Config, malignant_thr
     p = pred if pred is not None else predict_rows(head, cache, rows, config)
     res = M.summarize(p.y, p.proba, cache.classes, malignant_threshold=malignant_threshold)
     if p.lesion is not None:
-        lesion_rows = np.asarray(rows)[cache.has_mask[rows]]
         sel = cache.has_mask[rows]
-        res["segmentation"] = lesion_scores(p.lesion[sel], cache.mask224(lesion_rows))
+        res["segmentation"] = lesion_scores(p.lesion[sel], cache.mask224(np.asarray(rows)[sel]))
     return Metrics.from_json(res)
 
 
