@@ -34,7 +34,7 @@ HOW_TO_GET = (
 
 
 class BackboneError(BusiError):
-    """The backbone model is missing or does not fit; the message says what to do."""
+    """The backbone model is missing or does not fit: what -> fix."""
 
 
 def center_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -73,7 +73,7 @@ def resolve_path(backbone=None) -> Path:
     if r.path.is_file():
         return r.path
     if r.source == "packaged":
-        raise BackboneError(f"no backbone model: the packaged {r.path} is missing (broken install?) -> "
+        raise BackboneError(f"no backbone model: the packaged {r.path} is missing (broken install?)",
                             f"reinstall busi-lite, or {HOW_TO_GET}")
     src = "the backbone given" if r.source == "option" else f"${ENV_BACKBONE}"
     raise BackboneError(f"{r.path} (from {src}): file not found", HOW_TO_GET, param="backbone")
@@ -105,7 +105,7 @@ class Backbone:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises several private exception types
-            raise BackboneError(f"{self.path}: onnxruntime cannot load it ({str(e)[:200]}) -> "
+            raise BackboneError(f"{self.path}: onnxruntime cannot load it ({str(e)[:200]})",
                                 f"is it a complete .onnx file? {HOW_TO_GET}") from e
         self._check_contract()
 
@@ -123,14 +123,13 @@ class Backbone:
         elif not _shape_ok(outs[0].shape, (GRID, GRID, N_FEATURES)):
             problems.append(f"output shape is {outs[0].shape}, expected [N,{GRID},{GRID},{N_FEATURES}]")
         if problems:
-            raise BackboneError(f"{self.path}: model does not fit busi-lite: " + "; ".join(problems)
-                                + f" -> {HOW_TO_GET}")
+            raise BackboneError(f"{self.path}: model does not fit busi-lite: " + "; ".join(problems), HOW_TO_GET)
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """x float32 [N,224,224,3] in [-1,1] -> features float32 [N,7,7,1280]."""
         out = self.session.run(["features"], {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
         if out.shape[1:] != (GRID, GRID, N_FEATURES):
-            raise BackboneError(f"{self.path}: produced {out.shape}, expected [N,7,7,1280] -> {HOW_TO_GET}")
+            raise BackboneError(f"{self.path}: produced {out.shape}, expected [N,7,7,1280]", HOW_TO_GET)
         return out
 
 
