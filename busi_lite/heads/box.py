@@ -96,7 +96,8 @@ class BoxHead:
         if n_classes != 2:
             raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
                               "use n_classes=2", param="n_classes")
-        self.n_features, self.C, self.n_classes = int(n_features), _positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)"), 2
+        self.C = _positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)")
+        self.n_features, self.n_classes = int(n_features), 2
         D = self.n_features
         self.params = {"mean": np.zeros(D, np.float32), "scale": np.ones(1, np.float32),
                        "w": np.zeros(D, np.float32), "b": np.zeros(1, np.float32)}
