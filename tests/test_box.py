@@ -438,3 +438,21 @@ def test_train_box_flag_adds_the_box_head(world, tmp_path):
     m = Model.load(tmp_path / "tb")
     assert m.supports_box and m.card.box.n_train_images >= 1
     assert m.card.split.digest == Model.load(world["plain"]).card.split.digest   # the same split
+
+
+def test_site_calibration_keeps_the_box_head(world, tmp_path):
+    """A model with a lesion-box head can be site-calibrated: the new model keeps the box head and its
+    card section (it once dropped the head but kept the section, so saving failed)."""
+    from busi_lite.sitecal import calibrated_model, fit_site_calibration, save_new_model
+
+    m = Model.load(world["boxed"])
+    y = np.array([0, 1, 1, 0, 1, 1, 0, 1], bool)
+    p = np.array([0.1, 0.8, 0.6, 0.3, 0.9, 0.7, 0.2, 0.55])
+    sc = fit_site_calibration(y, p, 0.9, "clinic", m.card.calibration.malignant_threshold,
+                              m.card.calibration.target_recall)
+    save_new_model(calibrated_model(m, sc), tmp_path / "site")
+    back = Model.load(tmp_path / "site")
+    assert back.supports_box and back.card.box is not None
+    assert back.card.calibration.malignant_threshold == sc.threshold
+    x = world["cache"].pooled("raw", [0])
+    np.testing.assert_array_equal(back.head.predict_proba(x), m.head.predict_proba(x))
