@@ -1,5 +1,5 @@
 """Training and a warm predict on a quiet machine and beside a core-burning process,
-with NumPy's default BLAS threads and with one BLAS thread (busi_lite.threads).
+with NumPy's default BLAS threads and with one BLAS thread (busi_lite.common.threads).
 
     python benchmarks/bench_busy.py [--cache FILE] [--train one|fit] [--predict-n 30]
                                     [--train-repeats 1] [--predict-repeats 3]
@@ -50,14 +50,14 @@ WARMUP = 5
 
 # ---------------------------------------------------------------- child tasks
 def _limit(blas: str):
-    from busi_lite.threads import blas_pools, limit_blas
+    from busi_lite.common.threads import blas_pools, limit_blas
 
     limiter = None if blas == "default" else limit_blas(int(blas))
     return limiter, [p.to_dict() for p in blas_pools()]
 
 
 def child_train(cache_path, blas: str, kind: str) -> dict:
-    from busi_lite import experiments as E
+    from busi_lite.training import experiments as E
 
     _, pools = _limit(blas)
     cache = E.FeatureCache(cache_path)
@@ -77,8 +77,8 @@ def child_train(cache_path, blas: str, kind: str) -> dict:
 
 
 def child_predict(image, blas: str, n: int, ort_threads: int) -> dict:
-    from busi_lite.backbone import Backbone
-    from busi_lite.inference import Predictor
+    from busi_lite.features.backbone import Backbone
+    from busi_lite.serving.inference import Predictor
 
     _, pools = _limit(blas)
     t0 = time.perf_counter()

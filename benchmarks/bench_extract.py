@@ -29,7 +29,7 @@ def child_extract(args) -> dict:
     """In the child: one cold extraction into a fresh temp dir."""
     import h5py
 
-    from busi_lite.features import extract
+    from busi_lite.features.cache import extract
 
     views = tuple(v for v in args.views.split(",") if v)
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as td:

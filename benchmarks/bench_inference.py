@@ -7,7 +7,7 @@ Models: by default a plain (model-7) and a multi-task (model-7+mtl) model are tr
 into a temp dir from a cache extracted there (experiments.fit_model with --folds
 calibration folds + Model.save); or pass --model STEM (repeatable) for saved models.
 Per model:
-  warm      busi_lite.inference.Predictor(model, backbone), 5 warm-up calls, then
+  warm      busi_lite.serving.inference.Predictor(model, backbone), 5 warm-up calls, then
             predict([path]) one image at a time over ~N BUSI images (every k-th file,
             all classes): p50 / p95 / mean latency; in a child process (peak RSS);
   cold      `busi-lite predict ONE.png --model M --backbone B` as a new process, 5x:
@@ -40,7 +40,7 @@ WARMUP, COLD_REPEATS = 5, 5
 
 
 def pick_images(data: Path, n: int) -> list[Path]:
-    from busi_lite import data as D
+    from busi_lite.io import data as D
 
     s = D.discover(data).samples
     step = max(1, len(s) // n)
@@ -50,7 +50,7 @@ def pick_images(data: Path, n: int) -> list[Path]:
 def child_warm(args) -> dict:
     import numpy as np
 
-    from busi_lite.inference import Predictor
+    from busi_lite.serving.inference import Predictor
 
     paths = [Path(p) for p in json.loads(Path(args.list).read_text())]
     t0 = time.perf_counter()
@@ -94,7 +94,7 @@ def train_models(data, backbone, cache_arg, work: Path, folds: int) -> tuple[lis
         C.log("extracting a cache (no views needed for model-7) into a temp dir (setup) ...")
         subprocess.run([sys.executable, "-m", "busi_lite.cli", "extract", "--data", str(data), "--backbone",
                         str(backbone), "--out", str(cache), "--views", ""], check=True, stdout=subprocess.DEVNULL)
-    from busi_lite import experiments as E
+    from busi_lite.training import experiments as E
 
     fc = E.FeatureCache(cache)
     stems = []

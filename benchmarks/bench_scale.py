@@ -87,7 +87,7 @@ class Pool:
     """Replica files built once in a pool dir; a tree for xF links replicas 0..F-1."""
 
     def __init__(self, data: Path, work: Path):
-        from busi_lite import data as D
+        from busi_lite.io import data as D
 
         self.data, self.work = data, work
         self.ds = D.discover(data)
@@ -128,7 +128,7 @@ class Pool:
 
 # ---------------------------------------------------------------- child tasks
 def child_extract(args) -> dict:
-    from busi_lite.features import extract
+    from busi_lite.features.cache import extract
 
     t0 = time.perf_counter()
     s = extract(args.tree, args.cache, args.backbone, views=("roi", "masked", "mask"), force=True, progress=False,
@@ -144,8 +144,8 @@ def child_extract(args) -> dict:
 def child_train(args) -> dict:
     import h5py
 
-    from busi_lite import data as D
-    from busi_lite import experiments as E
+    from busi_lite.io import data as D
+    from busi_lite.training import experiments as E
 
     cache = E.FeatureCache(args.cache)
     with h5py.File(args.cache, "r") as f:

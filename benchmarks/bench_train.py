@@ -11,7 +11,7 @@ Each task runs in its own child process (peak RSS per task):
   mtl          run_one of model-7+mtl (multi-task head on the 7x7 grid features), seed 0
   sklearn      MLPClassifier(hidden 100, adam, lr 1e-4, batch 32, 50 epochs, alpha 0, no early
                stopping) on the same pooled training features of the same splits
-               (split_for, training_rows, build_xy), evaluated with busi_lite.metrics.summarize
+               (split_for, training_rows, build_xy), evaluated with busi_lite.evaluation.metrics.summarize
 
 Targets: one config <= 2 s on 2 cores; whole plain grid x 5 seeds <= 3 min.
 """
@@ -36,7 +36,7 @@ LR, BATCH, EPOCHS = 1e-4, 32, 50
 
 
 def _cfg(masks: bool, head="plain"):
-    from busi_lite.experiments import Config
+    from busi_lite.training.experiments import Config
 
     return Config(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
                   epochs=EPOCHS, masks=masks, head=head)
@@ -59,7 +59,7 @@ def _preload(cache, pooled=True):
 
 # ---------------------------------------------------------------- child tasks
 def child_one(cache_path, seeds, masks: bool) -> dict:
-    from busi_lite import experiments as E
+    from busi_lite.training import experiments as E
     from busi_lite.heads import fit
 
     cache = E.FeatureCache(cache_path)
@@ -84,7 +84,7 @@ def child_one(cache_path, seeds, masks: bool) -> dict:
 
 
 def child_grid(cache_path, seeds) -> dict:
-    from busi_lite import experiments as E
+    from busi_lite.training import experiments as E
 
     cache = E.FeatureCache(cache_path)
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def child_grid(cache_path, seeds) -> dict:
 
 
 def child_mtl(cache_path, seed) -> dict:
-    from busi_lite import experiments as E
+    from busi_lite.training import experiments as E
 
     cache = E.FeatureCache(cache_path)
     t0 = time.perf_counter()
@@ -122,8 +122,8 @@ def child_sklearn(cache_path, seeds) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from busi_lite import experiments as E
-    from busi_lite import metrics as M
+    from busi_lite.training import experiments as E
+    from busi_lite.evaluation import metrics as M
 
     cache = E.FeatureCache(cache_path)
     _preload(cache)
@@ -162,7 +162,7 @@ def _extract_cache(data, backbone, out: Path):
 
 
 def _agg(runs, key):
-    from busi_lite.metrics import mean_ci
+    from busi_lite.evaluation.metrics import mean_ci
 
     vals = [r[key] for r in runs]
     mean, lo, hi = mean_ci(vals)

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         sys.exit("error: no chromium on PATH (apt-get install chromium)")
     from pydicom.data import get_testdata_file
 
-    from busi_lite.inference import Predictor
+    from busi_lite.serving.inference import Predictor
     from busi_lite.web.app import create_app
 
     data, backbone, model = C.data_path(args), C.backbone_path(args), Path(args.model)

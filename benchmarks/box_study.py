@@ -17,7 +17,7 @@ Protocol, fixed before running (all benign vs malignant, on images WITH a lesion
   sweep does). Trained on the TRAINING lesion images only:
     whole-image only : the same L2 logistic regression (C) on the whole image's pooled features
                        (raw + its mirror as training samples; test score = mean of the two);
-    box mode         : busi_lite.box_training.fit_box_head (jittered boxes box_j0/j1 + mirrors);
+    box mode         : busi_lite.training.box.fit_box_head (jittered boxes box_j0/j1 + mirrors);
                        tested with the TRUE mask box (box, averaged with box_flip = what serving
                        does), the true box without the mirror, and sloppy boxes box_s10/s20/s30
                        (jitter 10/20/30 % of shift and scale, no mirror).
@@ -54,12 +54,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from busi_lite import data as D  # noqa: E402
-from busi_lite import metrics as M  # noqa: E402
-from busi_lite.box_training import box_y, fit_box_head, lesion_rows  # noqa: E402
-from busi_lite.features import FeatureCache  # noqa: E402
-from busi_lite.heads.box import BoxHead  # noqa: E402
-from busi_lite.views import EVAL_BOX_VIEWS  # noqa: E402
+from busi_lite.io import data as D
+from busi_lite.evaluation import metrics as M
+from busi_lite.training.box import box_y, fit_box_head, lesion_rows
+from busi_lite.features.cache import FeatureCache
+from busi_lite.heads.box import BoxHead
+from busi_lite.features.views import EVAL_BOX_VIEWS
 
 FAR_CAP, RECALL = 0.10, 0.95
 # backbone inputs per image: whole (+ mirror) (+ lesion crop (+ its mirror)); the box head's
@@ -138,7 +138,7 @@ def zero_shot(fc, site, Cval) -> dict:
 # ---------------------------------------------------------------- proposed box (lesion map)
 
 def _true_box(root: Path, rel: str, size) -> tuple | None:
-    from busi_lite.preprocess import mask_box
+    from busi_lite.features.preprocess import mask_box
 
     ds_sample = next((s for s in _samples(root) if s.path == rel), None)
     m = D.read_mask(root, ds_sample, size) if ds_sample is not None else None
@@ -176,11 +176,11 @@ def proposed_box_iou(fc, site, backbone, Cval) -> dict:
     """IoU of the MTL lesion map's proposed box with the true mask box, and box-mode AUC when the
     proposed box is used UNCORRECTED (no proposal -> the centre crop) against the true box, with
     the same box head (trained on BUSI seed 0's training lesion images, no mirror)."""
-    from busi_lite.backbone import Backbone, center_box
-    from busi_lite.config import Config
-    from busi_lite.geometry import lesion_geometry
-    from busi_lite.preprocess import Preprocessing
-    from busi_lite.training import train_head
+    from busi_lite.features.backbone import Backbone, center_box
+    from busi_lite.model.config import Config
+    from busi_lite.serving.geometry import lesion_geometry
+    from busi_lite.features.preprocess import Preprocessing
+    from busi_lite.training.core import train_head
 
     sp = fc.split(0, 0.15)
     box_head = fit_box_head(fc, lesion_rows(fc, sp.train), Cval)
@@ -231,10 +231,10 @@ def _index(cache, key):
 # ---------------------------------------------------------------- timing
 
 def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
-    from busi_lite.backbone import Backbone
-    from busi_lite.box_training import add_box_head
-    from busi_lite.inference import Predictor
-    from busi_lite.model import Model
+    from busi_lite.features.backbone import Backbone
+    from busi_lite.training.box import add_box_head
+    from busi_lite.serving.inference import Predictor
+    from busi_lite.model.model import Model
 
     base = Model.load()
     with FeatureCache(busi_cache) as fc:

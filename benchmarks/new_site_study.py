@@ -58,7 +58,7 @@ CITATION = ("Gómez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W
 
 
 def configs() -> dict:
-    from busi_lite.config import grid_for_heads
+    from busi_lite.model.config import grid_for_heads
 
     grid = grid_for_heads("plain,logreg", "v1,v2", (False, True))
     return {c.name: c for c in grid if c.name in CONDITIONS}
@@ -66,7 +66,7 @@ def configs() -> dict:
 
 def paired_auc_gain(y, a, b, n=N_RESAMPLES, seed=0) -> dict:
     """AUC(b) - AUC(a) on the same images, stratified bootstrap percentile 95 % interval."""
-    from busi_lite.metrics import roc_auc
+    from busi_lite.evaluation.metrics import roc_auc
 
     y = np.asarray(y, bool)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
@@ -91,7 +91,7 @@ def devices(site: Path) -> dict:
 
 
 def per_device_auc(paths, y, p, dev: dict) -> dict:
-    from busi_lite.metrics import bootstrap_auc_interval, roc_auc
+    from busi_lite.evaluation.metrics import bootstrap_auc_interval, roc_auc
 
     names = np.array([dev.get(Path(q).stem, "unknown") for q in paths])
     out = {}
@@ -106,9 +106,9 @@ def per_device_auc(paths, y, p, dev: dict) -> dict:
 
 
 def run_condition(cfg, busi, site, site_dir, seeds, dev) -> tuple[dict, np.ndarray, np.ndarray]:
-    from busi_lite import metrics as M
-    from busi_lite.experiments import fit_model, run_one
-    from busi_lite.external import MALIGNANT, evaluate_external, predict_cache
+    from busi_lite.evaluation import metrics as M
+    from busi_lite.training.experiments import fit_model, run_one
+    from busi_lite.evaluation.external import MALIGNANT, evaluate_external, predict_cache
 
     t0 = time.perf_counter()
     runs = [run_one(busi, cfg, s) for s in seeds]
@@ -149,9 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="new_site_study", help="results file name in benchmarks/results/")
     args = p.parse_args(argv)
 
-    from busi_lite import metrics as M
-    from busi_lite.features import FeatureCache
-    from busi_lite.jsonio import write
+    from busi_lite.evaluation import metrics as M
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.common.jsonio import write
 
     head = C.header()
     cfgs = configs()

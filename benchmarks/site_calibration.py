@@ -7,11 +7,11 @@ target recall on the other half?  (issue 11, section 4, first bullet)
 With the model (default: the committed default, trained on BUSI only) on the site's
 folder (default $BUSI_LITE_SITE_DATA, then ../shared/datasets/busbra-dev):
 
-1. zero-shot (busi_lite.external.evaluate_external on ALL images): AUC malignant vs the
+1. zero-shot (busi_lite.evaluation.external.evaluate_external on ALL images): AUC malignant vs the
    rest with its stratified-bootstrap 95 % interval (2000 resamples, seed 0), recall/FAR at
    argmax and at the model's own (BUSI-chosen) operating point, Wilson 95 % intervals;
 2. ``--repeats`` random halves, stratified by malignant / not (rng = default_rng(seed),
-   one permutation per class per repeat): busi_lite.sitecal.fit_site_calibration on half
+   one permutation per class per repeat): busi_lite.evaluation.sitecal.fit_site_calibration on half
    A for each target, then recall and FAR of that threshold on half B, against the
    BUSI-chosen threshold on the same half B. Reported: mean and 5th-95th percentiles
    over the repeats, the share of repeats whose held-out recall is within 0.05 of the
@@ -64,7 +64,7 @@ def summary(v) -> dict:
 
 
 def study(y_mal, p_mal, busi_t, target, repeats, seed, site) -> dict:
-    from busi_lite.sitecal import fit_site_calibration
+    from busi_lite.evaluation.sitecal import fit_site_calibration
 
     rng = np.random.default_rng(seed)
     site_r, site_f, busi_r, busi_f, thr, warned, a_mal = [], [], [], [], [], 0, []
@@ -101,15 +101,10 @@ def main(argv=None) -> int:
     p.add_argument("--targets", default="0.90,0.95")
     args = p.parse_args(argv)
 
-    from busi_lite.external import (
-        MALIGNANT,
-        ensure_cache,
-        evaluate_external,
-        predict_cache,
-    )
-    from busi_lite.features import FeatureCache
-    from busi_lite.jsonio import write
-    from busi_lite.model import Model
+    from busi_lite.evaluation.external import MALIGNANT, ensure_cache, evaluate_external, predict_cache
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.common.jsonio import write
+    from busi_lite.model.model import Model
 
     site_dir = C.resolve(args.site_data, ENV_SITE, DEFAULT_SITE, "site folder", True)
     head = C.header()

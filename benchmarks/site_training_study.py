@@ -3,7 +3,7 @@
     python benchmarks/site_training_study.py [--k 5] [--seed 0] [--busi-v1 C] [--busi-v2 C]
         [--site-v1 C] [--site-v2 C]
 
-With busi_lite.site_training.site_cv (group-aware 5-fold over the site's images, each image
+With busi_lite.training.site.site_cv (group-aware 5-fold over the site's images, each image
 predicted once out of fold; AUC malignant vs benign with a stratified bootstrap 95 % interval,
 2000 resamples; recall/FAR at argmax):
 
@@ -41,10 +41,10 @@ def main(argv=None) -> int:
     p.add_argument("--site-v2", default="cache/busbra-dev_features_all_v2.h5")
     args = p.parse_args(argv)
 
-    from busi_lite.config import grid_for_heads
-    from busi_lite.features import FeatureCache
-    from busi_lite.jsonio import write
-    from busi_lite.site_training import site_cv
+    from busi_lite.model.config import grid_for_heads
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.common.jsonio import write
+    from busi_lite.training.site import site_cv
 
     head = C.header()
     cfgs = {c.name: c for c in grid_for_heads("plain,logreg", "v1,v2", (False, True)) if c.name in CONFIGS}

@@ -4,15 +4,15 @@ Data flow: data (discover, validate, group, split) -> backbone (ONNX MobileNetV2
 -> features (HDF5 cache) -> head (NumPy MLP / multi-task, Adam) -> experiments
 -> predict (labels, lesion map, safety flags) -> report.
 
-Python API: :func:`predict` (below); for many calls, :class:`busi_lite.inference.Predictor`
+Python API: :func:`predict` (below); for many calls, :class:`busi_lite.serving.inference.Predictor`
 loads the model and the backbone once.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from busi_lite.common.constants import CLASSES, VERSION as __version__
 
-CLASSES = ("normal", "benign", "malignant")
+__all__ = ["CLASSES", "__version__", "predict"]
 
 
 def predict(paths, model=None, backbone=None, threshold_malignant: float | None = None, flags=None,
@@ -26,16 +26,16 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
         file with the ``DICM`` preamble; needs ``pip install "busi-lite[dicom]"``)
         and/or folders (their image and DICOM files, sorted, not recursive, lesion
         masks ``*_mask*`` and hidden files skipped).
-    model : str | Path | busi_lite.model.Model | None
+    model : str | Path | busi_lite.model.model.Model | None
         Model stem ``NAME`` (``NAME.npz`` + ``NAME.json``); default ``$BUSI_LITE_MODEL``,
         then the shipped default model.
-    backbone : str | Path | busi_lite.backbone.Backbone | None
+    backbone : str | Path | busi_lite.features.backbone.Backbone | None
         ONNX backbone; default ``$BUSI_LITE_BACKBONE``, then the shipped one. It must be
         the backbone the model was trained on (checked by SHA-256).
     threshold_malignant : float in [0, 1] | None
         p(malignant) at or above which ``malignant_alert`` is set; default: the model's
         operating point (chosen on training data for high sensitivity).
-    flags : busi_lite.flags.FlagConfig | None
+    flags : busi_lite.serving.flags.FlagConfig | None
         Which safety flags to raise and threshold overrides; default: all, calibrated.
     overlay_dir : str | Path | None
         When given, write ``<stem>_overlay.png`` per image there (DICOM frames:
@@ -49,11 +49,11 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
         (benign, malignant) and ``box_malignant_alert``; a model without one ignores the
         box with a note in ``notes``. A box outside the image fails that image.
     boxes : dict {image path: box} | None
-        Boxes for several images (``busi_lite.boxes.read_boxes_csv`` reads a boxes.csv).
+        Boxes for several images (``busi_lite.serving.boxes.read_boxes_csv`` reads a boxes.csv).
 
     Returns
     -------
-    list[busi_lite.inference.Prediction]
+    list[busi_lite.serving.inference.Prediction]
         One per image, in argument order. ``ok`` is False (with ``error``) for an image
         that could not be read; the others are still predicted. ``proba`` maps class ->
         probability, ``label`` is the most probable class, ``malignant_alert`` is the
@@ -69,8 +69,8 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
     >>> import busi_lite
     >>> [p.label for p in busi_lite.predict(["img.png"])]  # doctest: +SKIP
     """
-    from .flags import FlagConfig
-    from .inference import predict_images
+    from busi_lite.serving.flags import FlagConfig
+    from busi_lite.serving.inference import predict_images
 
     return predict_images(paths, model=model, backbone=backbone, threshold_malignant=threshold_malignant,
                           flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir, frame=frame,

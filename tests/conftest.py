@@ -113,7 +113,7 @@ def real_cache(real_data, real_backbone, tmp_path_factory):
     """The real BUSI extracted once per session (raw + REAL_VIEWS): ``(cache path, extract summary)``.
 
     Read-only for the tests, except test_real's rerun, which re-extracts into it and must reuse every row."""
-    from busi_lite import features as F
+    from busi_lite.features import cache as F
 
     out = tmp_path_factory.mktemp("real") / "busi_features.h5"
     summary = F.extract(real_data, out, backbone=real_backbone, views=REAL_VIEWS, progress=False,

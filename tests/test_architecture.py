@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "busi_lite"
-TRAINING = {"busi_lite.training", "busi_lite.experiments", "busi_lite.box_training"}
-SERVING = {"busi_lite.inference", "busi_lite.flags", "busi_lite.overlay", "busi_lite.geometry",
-           "busi_lite.preprocess", "busi_lite.boxes", "busi_lite.web.app", "busi_lite.web.uploads",
+TRAINING = {"busi_lite.training.core", "busi_lite.training.experiments", "busi_lite.training.box"}
+SERVING = {"busi_lite.serving.inference", "busi_lite.serving.flags", "busi_lite.serving.overlay", "busi_lite.serving.geometry",
+           "busi_lite.features.preprocess", "busi_lite.serving.boxes", "busi_lite.web.app", "busi_lite.web.uploads",
            "busi_lite.cli.predict", "busi_lite.cli.serve"}
 MAX_LINES = 540
 

@@ -1,4 +1,4 @@
-"""Tests for busi_lite.backbone: preprocessing, path resolution, the ONNX contract."""
+"""Tests for busi_lite.features.backbone: preprocessing, path resolution, the ONNX contract."""
 from __future__ import annotations
 
 import hashlib
@@ -6,8 +6,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from busi_lite import backbone as B
-from busi_lite import resources
+from busi_lite.features import backbone as B
+from busi_lite.common import resources
 from synth import BAD_VARIANTS, make_tiny_onnx
 
 

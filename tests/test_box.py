@@ -1,7 +1,7 @@
 """Lesion-box mode and serving that follows the model (preprocessing v1/v2, flip averaging).
 
 Tiny synthetic world: a BUSI-like tree, the tiny ONNX backbone, a cache with the flip and box
-views, a plain model, and the same model plus a box head (busi_lite.box_training)."""
+views, a plain model, and the same model plus a box head (busi_lite.training.box)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from busi_lite import data as D
-from busi_lite.backbone import Backbone, preprocess
-from busi_lite.box_training import MIRROR_GAIN, add_box_head
-from busi_lite.boxes import BoxError, LesionBox, make_box, read_boxes_csv
+from busi_lite.io import data as D
+from busi_lite.features.backbone import Backbone, preprocess
+from busi_lite.training.box import MIRROR_GAIN, add_box_head
+from busi_lite.serving.boxes import BoxError, LesionBox, make_box, read_boxes_csv
 from busi_lite.cli import main
-from busi_lite.errors import ConfigError
-from busi_lite.experiments import Config, fit_model
-from busi_lite.features import FeatureCache, extract
+from busi_lite.common.errors import ConfigError
+from busi_lite.training.experiments import Config, fit_model
+from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.heads.box import BoxHead, lbfgs
-from busi_lite.inference import NO_BOX_NOTE, Predictor, predict_images
-from busi_lite.model import Model, ModelError
-from busi_lite.preprocess import V2, Preprocessing, mirror
-from busi_lite.views import BOX_VIEWS
+from busi_lite.serving.inference import NO_BOX_NOTE, Predictor, predict_images
+from busi_lite.model.model import Model, ModelError
+from busi_lite.features.preprocess import V2, Preprocessing, mirror
+from busi_lite.features.views import BOX_VIEWS
 from synth import make_busi_tree
 
 
@@ -370,7 +370,7 @@ def test_shipped_model_serves_as_before(real_data, real_backbone):
 
 def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factory):
     from busi_lite.heads import HeadOutput
-    from busi_lite.inference import PROPOSED_NOTE
+    from busi_lite.serving.inference import PROPOSED_NOTE
     from web_support import synth_images, tiny_model
 
     base = tmp_path_factory.mktemp("mtl_world")
@@ -414,8 +414,8 @@ def test_browser_box_mode_shows_the_box_heads_answer(world, tmp_path):
 
 def test_serving_inputs_equal_the_cache_views_training_used(world):
     """What serving feeds the backbone for a box (and a mirror) is what extraction cached for training."""
-    from busi_lite.inference import _input, _Prep
-    from busi_lite.preprocess import mask_box
+    from busi_lite.serving.inference import _input, _Prep
+    from busi_lite.features.preprocess import mask_box
 
     fc, root = world["cache"], world["root"]
     samples = {s.path: s for s in D.discover(root).samples}
@@ -443,7 +443,7 @@ def test_train_box_flag_adds_the_box_head(world, tmp_path):
 def test_site_calibration_keeps_the_box_head(world, tmp_path):
     """A model with a lesion-box head can be site-calibrated: the new model keeps the box head and its
     card section (it once dropped the head but kept the section, so saving failed)."""
-    from busi_lite.sitecal import calibrated_model, fit_site_calibration, save_new_model
+    from busi_lite.evaluation.sitecal import calibrated_model, fit_site_calibration, save_new_model
 
     m = Model.load(world["boxed"])
     y = np.array([0, 1, 1, 0, 1, 1, 0, 1], bool)

@@ -50,7 +50,7 @@ def _real_assets():
 @pytest.fixture(scope="module")
 def setup(browser_ready, tiny_backbone, tmp_path_factory):
     """(predictor, image to upload, which assets)"""
-    from busi_lite.inference import Predictor
+    from busi_lite.serving.inference import Predictor
 
     real = _real_assets()
     if real:
@@ -112,7 +112,7 @@ def test_page_in_headless_chromium(setup, tmp_path):
 def test_dicom_cine_and_a_wrong_file_in_the_page(setup, tmp_path):
     """A 30-frame cine gives one card with a frame slider; a text file gives an error card."""
     pytest.importorskip("pydicom")
-    pytest.importorskip("busi_lite.dicom")
+    pytest.importorskip("busi_lite.io.dicom")
     from pydicom.data import get_testdata_file
 
     from busi_lite.web.app import create_app
@@ -140,7 +140,7 @@ def test_dicom_cine_and_a_wrong_file_in_the_page(setup, tmp_path):
         rows = page.evaluate("() => window.busiCsv()").splitlines()
         assert len(rows) == 1 + 30 + 1 and rows[6].startswith("cine.dcm,5,true,")
         assert console == []
-    from busi_lite.dicom import read_frames
+    from busi_lite.io.dicom import read_frames
 
     rec = predictor.predict_arrays([read_frames(cine, frame=5)[0].rgb], names=["cine.dcm"])[0]
     assert shown["proba"] == {c: _pct(p) for c, p in rec.proba.items()}

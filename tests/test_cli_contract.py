@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from busi_lite.cli import main
 from busi_lite.cli.commands import TRAIN_OPTIONS, report_command, sweep_command, train_command
 from busi_lite.cli.common import BusiGroup, Progress
-from busi_lite.config import Config, ConfigError
-from busi_lite.errors import BusiError
-from busi_lite.jsonio import dumps
+from busi_lite.model.config import Config, ConfigError
+from busi_lite.common.errors import BusiError
+from busi_lite.common.jsonio import dumps
 
 
 def _invoke(args):
@@ -165,7 +165,7 @@ def test_train_command_covers_every_config_field():
 def test_train_command_logreg_flip_v2_box_card():
     """A logreg head on v2 features with flip averaging and C, plus the lesion-box head: the rebuilt
     command names each (--head logreg --preprocess v2 --flip --C --box) and parses back to the same Config."""
-    from busi_lite.model import Model
+    from busi_lite.model.model import Model
 
     cfg = Config(name="model-7p+logreg+flip", lr=3e-4, epochs=20, head="logreg", preprocess="v2", flip=True,
                  C=0.05, balance="undersample", per_class=90)

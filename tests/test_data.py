@@ -1,4 +1,4 @@
-"""Tests for busi_lite.data: discovery, validation, reading odd images, duplicates, split, folds."""
+"""Tests for busi_lite.io.data: discovery, validation, reading odd images, duplicates, split, folds."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from busi_lite import data as D
+from busi_lite.io import data as D
 from synth import (
     CLASSES,
     EXIF_JPEG_DISPLAY_SIZE,

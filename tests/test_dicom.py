@@ -1,4 +1,4 @@
-"""busi_lite.dicom: pydicom's real ultrasound files and synthetic DICOMs (no network)."""
+"""busi_lite.io.dicom: pydicom's real ultrasound files and synthetic DICOMs (no network)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pydicom import uid  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.pixels import apply_color_lut, get_decoder  # noqa: E402
 
-from busi_lite import dicom as D  # noqa: E402
-from busi_lite.errors import BusiError, ConfigError  # noqa: E402
+from busi_lite.io import dicom as D
+from busi_lite.common.errors import BusiError, ConfigError
 
 # name -> (n_frames, (H, W) after the crop, crop)
 EXAMPLES = {

@@ -23,8 +23,8 @@ pytest.importorskip("pydicom", minversion="3.0", reason='pydicom>=3 missing: pip
 import dicom_synth as S
 from synth import make_busi_tree
 
-from busi_lite import data as D
-from busi_lite import features as F
+from busi_lite.io import data as D
+from busi_lite.features import cache as F
 from busi_lite.cli import main
 
 PATIENT = "Quixote^Dulcinea"           # a name that cannot occur by chance in any output
@@ -195,7 +195,7 @@ def test_without_pydicom_each_dicom_file_is_a_problem(dcm_copy, monkeypatch):
 
 
 def test_dicom_suffixes_agree():
-    from busi_lite import dicom
+    from busi_lite.io import dicom
 
     assert D.DICOM_SUFFIXES == dicom.DICOM_SUFFIXES
 
@@ -236,8 +236,8 @@ def test_cli_data_check_and_extract(dcm_copy, tiny_backbone, tmp_path):
 
 
 def test_cli_evaluate_data_on_dicom_tree_equals_png_tree(trees, tiny_backbone, tmp_path):
-    from busi_lite.experiments import Config, fit_model
-    from busi_lite.features import FeatureCache
+    from busi_lite.training.experiments import Config, fit_model
+    from busi_lite.features.cache import FeatureCache
 
     train_root, train_cache = tmp_path / "train", tmp_path / "train.h5"
     make_busi_tree(train_root, n_per_class=(4, 6, 5), seed=11, extras=False)

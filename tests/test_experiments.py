@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from busi_lite import experiments as E
+from busi_lite.training import experiments as E
 from busi_lite.cli import main
-from busi_lite.errors import ConfigError
-from busi_lite.features import FeatureCache, extract
+from busi_lite.common.errors import ConfigError
+from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.heads import HEADS, PlainHead, register_head
-from busi_lite.model import OOD, Model, ModelError
-from busi_lite.records import RecordError, RunResult, SweepResult
-from busi_lite.views import VIEWS
+from busi_lite.model.model import OOD, Model, ModelError
+from busi_lite.model.records import RecordError, RunResult, SweepResult
+from busi_lite.features.views import VIEWS
 from synth import make_busi_tree
 
 FAST = dict(epochs=15, lr=1e-3, batch=8)
@@ -154,7 +154,7 @@ def test_model_save_is_atomic(fitted, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("busi_lite.model.json.dumps", boom)
+    monkeypatch.setattr("busi_lite.model.model.json.dumps", boom)
     with pytest.raises(KeyboardInterrupt):
         model.save(tmp_path / "m")
     assert (npz.read_bytes(), js.read_text()) == before

@@ -1,5 +1,5 @@
-"""External evaluation (busi_lite.external, `busi-lite evaluate --data`), Wilson and bootstrap
-intervals (busi_lite.metrics), and one real-asset check on BUS-BRA-dev ($BUSI_LITE_SITE_DATA)."""
+"""External evaluation (busi_lite.evaluation.external, `busi-lite evaluate --data`), Wilson and bootstrap
+intervals (busi_lite.evaluation.metrics), and one real-asset check on BUS-BRA-dev ($BUSI_LITE_SITE_DATA)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,21 @@ import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from busi_lite import metrics as M
+from busi_lite.evaluation import metrics as M
 from busi_lite.cli import main
-from busi_lite.experiments import Config, fit_model
-from busi_lite.external import (ExternalError, ExternalEvaluation, class_map, csv_text, default_cache_path,
-                                ensure_cache, evaluate_external)
-from busi_lite.features import FeatureCache, extract
-from busi_lite.jsonio import dumps
-from busi_lite.model import Model, ModelError
+from busi_lite.training.experiments import Config, fit_model
+from busi_lite.evaluation.external import (
+    ExternalError,
+    ExternalEvaluation,
+    class_map,
+    csv_text,
+    default_cache_path,
+    ensure_cache,
+    evaluate_external,
+)
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.common.jsonio import dumps
+from busi_lite.model.model import Model, ModelError
 from synth import make_busi_tree, make_tiny_onnx
 
 

@@ -28,9 +28,9 @@ import pytest
 from PIL import Image
 from synth import make_busi_tree, make_tiny_onnx
 
-from busi_lite import atomic
-from busi_lite import data as D
-from busi_lite import features as F
+from busi_lite.common import atomic
+from busi_lite.io import data as D
+from busi_lite.features import cache as F
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,8 +238,8 @@ def test_decompression_bomb_mask_is_an_image_error(tmp_path):
 # --------------------------------------------------------------------------- 9.4 disk full
 _EXTRACT_SCRIPT = """
 import sys
-from busi_lite import features as F
-from busi_lite.errors import BusiError
+from busi_lite.features import cache as F
+from busi_lite.common.errors import BusiError
 root, out, bb, views = sys.argv[1:5]
 try:
     F.extract(root, out, backbone=bb, views=tuple(v for v in views.split(",") if v), force=True,
@@ -337,7 +337,7 @@ def test_orphaned_temps_are_removed_by_the_next_extract(tree, tmp_path, tiny_bac
 
 _SIGTERM_SCRIPT = """
 import sys, time
-from busi_lite import features as F
+from busi_lite.features import cache as F
 root, out, bb = sys.argv[1:4]
 real = F._run_backbone
 calls = []
@@ -441,7 +441,7 @@ def test_one_mask_file_rule(name, is_mask):
 
 def test_predict_folder_expansion_uses_the_one_mask_rule(tmp_path):
     """predict's folder expansion must skip exactly the files discovery calls masks."""
-    from busi_lite import inference
+    from busi_lite.serving import inference
 
     for name in ("a.png", "a_Mask.png", "b_mask_1.png", "c_masked.png"):
         Image.new("L", (8, 8)).save(tmp_path / name)
@@ -466,7 +466,7 @@ def test_12bit_data_in_16bit_png_uses_its_bit_depth(tmp_path):
 
 
 # --------------------------------------------------------------------------- messages
-@pytest.mark.parametrize("module", ["data.py", "features.py", "views.py", "atomic.py"])
+@pytest.mark.parametrize("module", ["io/data.py", "features/cache.py", "features/views.py", "common/atomic.py"])
 def test_library_messages_name_no_cli_flags(module):
     """Library messages say the fix in words; the CLI adds its option names."""
     tree = ast.parse((REPO / "busi_lite" / module).read_text())

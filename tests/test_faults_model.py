@@ -19,18 +19,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from busi_lite import experiments as E
-from busi_lite import resources
-from busi_lite.card import ModelCard
+from busi_lite.training import experiments as E
+from busi_lite.common import resources
+from busi_lite.model.card import ModelCard
 from busi_lite.cli import main
-from busi_lite.features import FeatureCache, extract
-from busi_lite.flags import FlagConfig, compute_flags
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.serving.flags import FlagConfig, compute_flags
 from busi_lite.heads import PlainHead, fit
 from busi_lite.heads.base import TrainingError
-from busi_lite.model import OOD, Model, ModelError
-from busi_lite.records import SelectionResult, SelectionRow
-from busi_lite.training import auc_interval, calibrate, chance_warnings
-from busi_lite.views import VIEWS
+from busi_lite.model.model import OOD, Model, ModelError
+from busi_lite.model.records import SelectionResult, SelectionRow
+from busi_lite.training.core import auc_interval, calibrate, chance_warnings
+from busi_lite.features.views import VIEWS
 from synth import make_busi_tree
 
 D = 1280
@@ -199,7 +199,7 @@ def test_save_writes_weights_first(tmp_path, monkeypatch):
     """Order npz -> json: a crash between the two leaves new weights + old card = refused."""
     stem = tmp_path / "m"
     tiny_model(seed=1).save(stem)
-    import busi_lite.model as mm
+    import busi_lite.model.model as mm
 
     real, calls = mm.atomic_path, []
 

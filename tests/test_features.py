@@ -1,4 +1,4 @@
-"""Tests for busi_lite.features: extraction into the HDF5 cache, incremental reuse, safety."""
+"""Tests for busi_lite.features.cache: extraction into the HDF5 cache, incremental reuse, safety."""
 from __future__ import annotations
 
 import copy
@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 import busi_lite
-from busi_lite import data as D
-from busi_lite import features as F
-from busi_lite.backbone import PREPROCESS_VERSION, Backbone, preprocess
-from busi_lite import views as V
-from busi_lite.preprocess import Preprocessing, margin_box, mask_box, mirror
-from busi_lite.views import VIEWS
+from busi_lite.io import data as D
+from busi_lite.features import cache as F
+from busi_lite.features.backbone import PREPROCESS_VERSION, Backbone, preprocess
+from busi_lite.features import views as V
+from busi_lite.features.preprocess import Preprocessing, margin_box, mask_box, mirror
+from busi_lite.features.views import VIEWS
 from synth import make_busi_tree, make_tiny_onnx
 
 ALL_VIEWS = ("raw",) + V.ALL_VIEWS

@@ -4,9 +4,20 @@ import json
 import numpy as np
 import pytest
 
-from busi_lite.errors import ConfigError
-from busi_lite.heads import (HEADS, Adam, Head, HeadOutput, MTLHead, PlainHead, evaluate, fit, get_head, make_head,
-                             register_head)
+from busi_lite.common.errors import ConfigError
+from busi_lite.heads import (
+    HEADS,
+    Adam,
+    Head,
+    HeadOutput,
+    MTLHead,
+    PlainHead,
+    evaluate,
+    fit,
+    get_head,
+    make_head,
+    register_head,
+)
 
 D, H, C, K, N = 7, 5, 3, 4, 6  # small sizes for gradient checks
 

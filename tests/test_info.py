@@ -1,4 +1,4 @@
-"""busi_lite.info (never raises; finds what the commands find) and busi_lite.threads."""
+"""busi_lite.serving.info (never raises; finds what the commands find) and busi_lite.common.threads."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from busi_lite import info as I
-from busi_lite import resources as R
-from busi_lite import threads as T
-from busi_lite.errors import ConfigError
-from busi_lite.jsonio import dumps
+from busi_lite.serving import info as I
+from busi_lite.common import resources as R
+from busi_lite.common import threads as T
+from busi_lite.common.errors import ConfigError
+from busi_lite.common.jsonio import dumps
 
 SHA = "d75e5fd95a8aa3807fafc7d4a91f2ccea91bce75e19e4c5acae256468778294a"
 
@@ -52,7 +52,7 @@ def test_collect_reports_problems_instead_of_raising(no_env, tmp_path, monkeypat
 def test_collect_detects_a_backbone_the_model_was_not_trained_on(no_env, tmp_path, monkeypatch):
     other = tmp_path / "other.onnx"
     other.write_bytes(R.packaged("backbone").read_bytes() + b"\0")  # another file, other SHA-256
-    monkeypatch.setattr("busi_lite.backbone.Backbone", lambda path: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr("busi_lite.features.backbone.Backbone", lambda path: (_ for _ in ()).throw(RuntimeError("boom")))
     info = I.collect(backbone=other)
     assert info.backbone.loads is False and "RuntimeError: boom" in info.backbone.error
     assert info.agree is False and "NO" in info.agreement

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import busi_lite
-from busi_lite import backbone as B
-from busi_lite import model as M
-from busi_lite import resources as R
-from busi_lite.errors import ConfigError
+from busi_lite.features import backbone as B
+from busi_lite.model import model as M
+from busi_lite.common import resources as R
+from busi_lite.common.errors import ConfigError
 
 BACKBONE_SHA256 = "d75e5fd95a8aa3807fafc7d4a91f2ccea91bce75e19e4c5acae256468778294a"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_packaged_files_resolve_from_any_cwd(tmp_path):
     """In a fresh interpreter, in an empty cwd with no BUSI_LITE_* set, both defaults come
     from the package's weights folder, and both load."""
     code = (
-        "import json; from busi_lite import resources as R, backbone as B, model as M\n"
+        "import json; from busi_lite.common import resources as R; from busi_lite.features import backbone as B; from busi_lite.model import model as M\n"
         "b, m = R.resolve('backbone'), R.resolve('model')\n"
         "M.Model.load()\n"
         "print(json.dumps({'dir': str(R.packaged_dir()), 'backbone': b.to_dict(), 'model': m.to_dict(),\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from busi_lite.config import Config
-from busi_lite.errors import ConfigError
+from busi_lite.model.config import Config
+from busi_lite.common.errors import ConfigError
 from busi_lite.heads import HEADS, LogRegHead, get_head, make_head
 from busi_lite.heads.logreg import lbfgs
 

@@ -1,4 +1,4 @@
-"""Tests for busi_lite.metrics: hand-computed cases, nan cases, sklearn agreement."""
+"""Tests for busi_lite.evaluation.metrics: hand-computed cases, nan cases, sklearn agreement."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from busi_lite import metrics as M
+from busi_lite.evaluation import metrics as M
 
 nan = float("nan")
 

@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter
 
-from busi_lite import data as D
-from busi_lite.experiments import Config, fit_model, split_for
-from busi_lite.features import FeatureCache, extract
-from busi_lite.model import Model, ModelError
+from busi_lite.io import data as D
+from busi_lite.training.experiments import Config, fit_model, split_for
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.model.model import Model, ModelError
 from busi_lite.cli import main
-from busi_lite.jsonio import dumps as dump
-from busi_lite.flag_eval import evaluate_flags
-from busi_lite.flags import FlagConfig, compute_flags
-from busi_lite.geometry import lesion_geometry
-from busi_lite.inference import Predictor, predict_images
+from busi_lite.common.jsonio import dumps as dump
+from busi_lite.evaluation.flag_eval import evaluate_flags
+from busi_lite.serving.flags import FlagConfig, compute_flags
+from busi_lite.serving.geometry import lesion_geometry
+from busi_lite.serving.inference import Predictor, predict_images
 from synth import make_busi_tree, make_odd_images, make_tiny_onnx
 
 CLASSES = ("normal", "benign", "malignant")
@@ -394,7 +394,7 @@ def test_non_finite_probabilities_are_an_error_not_a_label(world):
 
 
 def test_verdict_keeps_label_and_screen_apart(world, predictor, tmp_path):
-    from busi_lite.overlay import screen_text, verdict_line
+    from busi_lite.serving.overlay import screen_text, verdict_line
 
     p = predictor.predict(world["good"][:1])[0]
     p.label, p.proba = "normal", {"normal": 0.74, "benign": 0.23, "malignant": 0.03}
@@ -415,13 +415,13 @@ def test_serving_imports_no_training():
     import subprocess
     import sys
 
-    code = ("import sys, busi_lite.inference, busi_lite.flags, busi_lite.overlay; "
+    code = ("import sys, busi_lite.serving.inference, busi_lite.serving.flags, busi_lite.serving.overlay; "
             "print(sorted(m for m in sys.modules if m.startswith('busi_lite')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    for m in ("busi_lite.experiments", "busi_lite.training", "busi_lite.head", "busi_lite.heads.base",
-              "busi_lite.metrics", "busi_lite.cli", "busi_lite.report"):
+    for m in ("busi_lite.training.experiments", "busi_lite.training.core", "busi_lite.head", "busi_lite.heads.base",
+              "busi_lite.evaluation.metrics", "busi_lite.cli", "busi_lite.report"):
         assert f"'{m}'" not in out, (m, out)
-    assert "'busi_lite.inference'" in out
+    assert "'busi_lite.serving.inference'" in out
 
 
 def _has_nan(x) -> bool:

@@ -23,10 +23,10 @@ pydicom = pytest.importorskip("pydicom")
 from dicom_synth import FAKE_ID, FAKE_NAME, FAKE_VALUES, wrap_png_as_dicom
 from synth import make_busi_tree
 
-from busi_lite import data as D
+from busi_lite.io import data as D
 from busi_lite.cli import main
-from busi_lite.errors import ConfigError
-from busi_lite.inference import Predictor
+from busi_lite.common.errors import ConfigError
+from busi_lite.serving.inference import Predictor
 
 EXAMPLES = {"examples_palette.dcm": 1, "examples_ybr_color.dcm": 30, "examples_rgb_color.dcm": 1,
             "examples_jpeg2k.dcm": 1}
@@ -43,15 +43,15 @@ def serving(request, tiny_backbone, tmp_path_factory):
     except pytest.skip.Exception:
         backbone = data = None
     if backbone is not None:
-        from busi_lite.resources import packaged
+        from busi_lite.common.resources import packaged
 
         model = packaged("model")
         meta = json.loads(model.with_name(model.name + ".json").read_text())
         tp = meta["test_predictions"]
         images = [data / next(p for p, y in zip(tp["path"], tp["y"]) if y == c) for c in range(3)]
         return {"kind": "real", "model": model, "backbone": backbone, "images": images}
-    from busi_lite.experiments import Config, fit_model
-    from busi_lite.features import FeatureCache, extract
+    from busi_lite.training.experiments import Config, fit_model
+    from busi_lite.features.cache import FeatureCache, extract
 
     base = tmp_path_factory.mktemp("dicom_world")
     info = make_busi_tree(base / "busi", seed=0)
@@ -128,7 +128,7 @@ def test_cine_frame_option_and_api(serving, tmp_path):
     with pytest.raises(ConfigError, match="frame"):
         pr.predict([path], frame=-1)
     # decoded frames through predict_arrays (as the web page does) give the same records
-    from busi_lite import dicom
+    from busi_lite.io import dicom
     frames = dicom.read_frames(path, 3)
     arr = pr.predict_arrays([f.rgb for f in frames], names=[str(path)], frames=frames)[0]
     assert (arr.frame, arr.sop_instance_uid, arr.crop_box) == (3, every[3].sop_instance_uid, every[3].crop_box)

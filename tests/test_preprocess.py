@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from busi_lite.backbone import preprocess as backbone_preprocess
-from busi_lite.errors import ConfigError
-from busi_lite.preprocess import (V1, V2, Preprocessing, check_box, jitter_box, margin_box, mask_box, mirror)
+from busi_lite.features.backbone import preprocess as backbone_preprocess
+from busi_lite.common.errors import ConfigError
+from busi_lite.features.preprocess import (
+    V1,
+    V2,
+    Preprocessing,
+    check_box,
+    jitter_box,
+    margin_box,
+    mask_box,
+    mirror,
+)
 
 
 def _img(h=300, w=400, seed=0):

@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from busi_lite import CLASSES
-from busi_lite import data as D
-from busi_lite import features as F
+from busi_lite.common.constants import CLASSES
+from busi_lite.io import data as D
+from busi_lite.features import cache as F
 
 EXPECTED = {"normal": 133, "benign": 437, "malignant": 210}
 BYTE_DUPLICATE = ("benign/benign (433).png", "malignant/malignant (145).png")

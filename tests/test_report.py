@@ -18,13 +18,13 @@ from PIL import Image
 pytest.importorskip("matplotlib")
 from click.testing import CliRunner  # noqa: E402
 
-from busi_lite import experiments as E  # noqa: E402
-from busi_lite import features as F  # noqa: E402
-from busi_lite import report as R  # noqa: E402
-from busi_lite.cli import main  # noqa: E402
-from busi_lite.cli.commands import train_command  # noqa: E402
-from busi_lite.jsonio import write as write_json  # noqa: E402
-from busi_lite.views import VIEWS  # noqa: E402
+from busi_lite.training import experiments as E
+from busi_lite.features import cache as F
+from busi_lite import report as R
+from busi_lite.cli import main
+from busi_lite.cli.commands import train_command
+from busi_lite.common.jsonio import write as write_json
+from busi_lite.features.views import VIEWS
 from synth import make_busi_tree, make_tiny_onnx  # noqa: E402
 
 PNG = "data:image/png;base64,"

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("matplotlib")
 from click.testing import CliRunner  # noqa: E402
 
-from busi_lite.cli import main  # noqa: E402
-from busi_lite.experiments import Config, fit_model  # noqa: E402
-from busi_lite.features import FeatureCache, extract  # noqa: E402
+from busi_lite.cli import main
+from busi_lite.training.experiments import Config, fit_model
+from busi_lite.features.cache import FeatureCache, extract
 from synth import make_busi_tree  # noqa: E402
 
 PNG = "data:image/png;base64,"

@@ -1,4 +1,4 @@
-"""Site calibration (busi_lite.sitecal, `busi-lite calibrate`): threshold rule, warning rule,
+"""Site calibration (busi_lite.evaluation.sitecal, `busi-lite calibrate`): threshold rule, warning rule,
 a NEW model that differs only in its card, never overwriting."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from test_external import make_site, site_world  # noqa: F401  (session fixture shared with test_external)
 
-from busi_lite import metrics as M
-from busi_lite import sitecal as S
+from busi_lite.evaluation import metrics as M
+from busi_lite.evaluation import sitecal as S
 from busi_lite.cli import main
-from busi_lite.external import MALIGNANT, evaluate_external, predict_cache
-from busi_lite.features import FeatureCache
-from busi_lite.model import Model
-from busi_lite.records import RecordError
+from busi_lite.evaluation.external import MALIGNANT, evaluate_external, predict_cache
+from busi_lite.features.cache import FeatureCache
+from busi_lite.model.model import Model
+from busi_lite.model.records import RecordError
 
 
 def _reject(name):

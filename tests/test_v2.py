@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from busi_lite import experiments as E
-from busi_lite import training as T
-from busi_lite.config import Config, grid_for_heads, pick_configs
-from busi_lite.errors import BusiError, ConfigError
-from busi_lite.features import CacheError, FeatureCache, extract
-from busi_lite.model import Model
-from busi_lite.preprocess import V1, V2
+from busi_lite.training import experiments as E
+from busi_lite.training import core as T
+from busi_lite.model.config import Config, grid_for_heads, pick_configs
+from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.features.cache import CacheError, FeatureCache, extract
+from busi_lite.model.model import Model
+from busi_lite.features.preprocess import V1, V2
 from synth import make_busi_tree
 
 FAST = dict(epochs=10, lr=1e-3, batch=8)
@@ -144,7 +144,7 @@ def test_complexity_prefers_no_flip_then_v1():
 def test_evaluate_of_a_flip_model_averages_like_its_card(caches):
     """`busi-lite evaluate` (flag_eval) must score a flip model as training did: mean of the raw and
     mirrored passes. It once used the raw pass only and disagreed with the card's test metrics."""
-    from busi_lite.flag_eval import evaluate_flags
+    from busi_lite.evaluation.flag_eval import evaluate_flags
 
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:

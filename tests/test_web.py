@@ -15,10 +15,10 @@ pytest.importorskip("starlette")
 pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
 
-from busi_lite import data as D  # noqa: E402
-from busi_lite.errors import ConfigError  # noqa: E402
-from busi_lite.inference import Predictor  # noqa: E402
-from busi_lite.web.app import NO_BOX_NOTE, STATIC_DIR, create_app  # noqa: E402
+from busi_lite.io import data as D
+from busi_lite.common.errors import ConfigError
+from busi_lite.serving.inference import Predictor
+from busi_lite.web.app import NO_BOX_NOTE, STATIC_DIR, create_app
 from web_support import FAKE_NAME, dicom_bytes, synth_images, tiny_model  # noqa: E402
 
 TRACE_MARKERS = ("Traceback", 'File "', "site-packages", ".py\", line")
@@ -217,7 +217,7 @@ def test_box_goes_to_a_model_with_a_box_mode(world):
 # --------------------------------------------------------------------------- DICOM
 def test_dicom_wrap_equals_png_and_leaks_no_patient_name(client, predictor, world):
     pytest.importorskip("pydicom")
-    pytest.importorskip("busi_lite.dicom")
+    pytest.importorskip("busi_lite.io.dicom")
     path = world["images"][1]
     rgb = D.read_rgb(path)
     assert (rgb[..., 0] == rgb[..., 2]).all()               # grey: MONOCHROME2 holds it exactly
@@ -240,7 +240,7 @@ def test_dicom_wrap_equals_png_and_leaks_no_patient_name(client, predictor, worl
 
 def test_dicom_cine_gives_one_record_per_frame(predictor):
     pydicom = pytest.importorskip("pydicom")
-    pytest.importorskip("busi_lite.dicom")
+    pytest.importorskip("busi_lite.io.dicom")
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("examples_ybr_color.dcm")
@@ -364,7 +364,7 @@ def test_serve_loads_once_prints_the_url_and_answers(world):
 def test_serve_validates_its_parameters_and_refuses_a_busy_port(world):
     import socket
 
-    from busi_lite.errors import BusiError
+    from busi_lite.common.errors import BusiError
     from busi_lite.web.app import serve
 
     with pytest.raises(ConfigError, match="port"):
@@ -381,7 +381,7 @@ def test_serve_validates_its_parameters_and_refuses_a_busy_port(world):
 
 def test_dicom_temp_copy_is_removed_even_when_broken(client, monkeypatch):
     pytest.importorskip("pydicom")
-    pytest.importorskip("busi_lite.dicom")
+    pytest.importorskip("busi_lite.io.dicom")
     import tempfile
 
     from busi_lite.web import uploads

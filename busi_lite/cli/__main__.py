@@ -1,5 +1,5 @@
 """`python -m busi_lite.cli ...` runs the busi-lite command."""
 
-from . import main
+from busi_lite.cli import main
 
 main()

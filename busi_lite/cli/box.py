@@ -1,7 +1,7 @@
 """CLI verb ``train-box``: add a lesion-box head to a trained model (lesion-box mode).
 
 The box head (busi_lite.heads.box) is trained on the training lesion images of the model's
-own split (busi_lite.box_training), from a cache holding the box views; the result is a
+own split (busi_lite.training.box), from a cache holding the box views; the result is a
 NEW model (the input model is never overwritten). Predict with it: ``predict --box``.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .common import log
+from busi_lite.cli.common import log
 
 
 @click.command("train-box", short_help="Add a lesion-box head to a model (predict --box).")
@@ -40,10 +40,10 @@ def train_box(model, cache, out, C, target_recall, folds, mirror, force):
     out of fold for --target-recall, and it is evaluated on the held-out lesion
     images with the true and sloppy boxes (printed, and kept in the card's 'box').
     """
-    from ..box_training import add_box_head
-    from ..features import FeatureCache
-    from ..model import Model, _paths
-    from ..resources import resolve
+    from busi_lite.training.box import add_box_head
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.model import Model, _paths
+    from busi_lite.common.resources import resolve
 
     src = _paths(resolve("model", model).path)[0]
     dst = _paths(out)[0]

@@ -31,7 +31,7 @@ def _value(v) -> str:
 def config_args(config) -> tuple[list, list]:
     """(train options, names of fields train cannot set) that rebuild ``config`` (a Config):
     every field differing from the Config default, through TRAIN_OPTIONS; --name always."""
-    from ..config import Config
+    from busi_lite.model.config import Config
 
     default, args, missing = Config(), [], []
     for f in Config.__dataclass_fields__:
@@ -57,8 +57,8 @@ def train_command(meta, stem, cache: str) -> str:
 
     ``meta``: its model card (card.ModelCard) or the card's JSON dict. A field of the card's Config
     that `train` cannot set is named in a trailing ``# NB`` comment."""
-    from ..config import Config
-    from ..paper import PAPER
+    from busi_lite.model.config import Config
+    from busi_lite.common.paper import PAPER
 
     d = meta.to_json() if hasattr(meta, "to_json") else meta  # the card as JSON (cards are read as documents)
     sel, split = d.get("selection") or {}, d.get("split") or {}
@@ -96,7 +96,7 @@ def train_command(meta, stem, cache: str) -> str:
 
 def sweep_command(data: dict, path, cache: str) -> str:
     """The `sweep` command that rebuilds the sweep result ``data`` (written to ``path``)."""
-    from ..paper import PAPER
+    from busi_lite.common.paper import PAPER
 
     res = data["results"]
     seeds = sorted({r["seed"] for r in res})

@@ -1,7 +1,7 @@
 """What every CLI command shares: output, logging, error handling, option types, progress.
 
 Commands import this module, never the package ``busi_lite.cli`` (no import cycle).
-Errors: every :class:`busi_lite.errors.BusiError` (and the older per-module error
+Errors: every :class:`busi_lite.common.errors.BusiError` (and the older per-module error
 types) print as ``error: what -> fix`` with exit code 2, no traceback; when the error
 names a library parameter (``param``), the CLI option for it is printed too
 (:data:`PARAM_OPTIONS`: ``lr`` -> ``--lr``). Library messages never name CLI flags.
@@ -16,8 +16,8 @@ import time
 
 import click
 
-from ..errors import BusiError
-from ..jsonio import dumps, write
+from busi_lite.common.errors import BusiError
+from busi_lite.common.jsonio import dumps, write
 
 ENV_DATA = "BUSI_LITE_DATA"
 
@@ -73,10 +73,10 @@ def error_text(e: Exception) -> str:
 def _known_errors() -> tuple:
     """User-facing errors: printed without a traceback. BusiError first; the older per-module
     types stay until every module raises BusiError."""
-    from ..backbone import BackboneError
-    from ..data import DatasetError, ImageError
-    from ..features import CacheError
-    from ..model import ModelError
+    from busi_lite.features.backbone import BackboneError
+    from busi_lite.io.data import DatasetError, ImageError
+    from busi_lite.features.cache import CacheError
+    from busi_lite.model.model import ModelError
 
     return (BusiError, BackboneError, DatasetError, ImageError, CacheError, ModelError, ValueError)
 
@@ -85,7 +85,7 @@ class BusiGroup(click.Group):
     """A click group that turns known errors into one line ``error: ...`` and exit code 2."""
 
     def invoke(self, ctx):
-        from ..threads import limit_blas
+        from busi_lite.common.threads import limit_blas
 
         try:
             # The heads' matrices are small: one BLAS thread for every command (busi_lite/threads.py).
@@ -104,7 +104,7 @@ class BalanceType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
-        from ..config import Config
+        from busi_lite.model.config import Config
 
         try:
             return Config.parse_balance(value)
@@ -156,7 +156,7 @@ class NameType(click.ParamType):
 
 
 def head_choice() -> click.Choice:
-    from ..heads import head_kinds
+    from busi_lite.heads import head_kinds
 
     return click.Choice(list(head_kinds()))
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..views import ALL_VIEWS
-from .common import ENV_DATA, CommaList, dump, fail, log
+from busi_lite.features.views import ALL_VIEWS
+from busi_lite.cli.common import ENV_DATA, CommaList, dump, fail, log
 
 
 @click.group()
@@ -34,7 +34,7 @@ def data_check(directory, strict, as_json, classes, sheet):
     Decodes every image and mask. Exits 1 when there are errors (fatal problems,
     or any problem with --strict).
     """
-    from .. import data as D
+    from busi_lite.io import data as D
 
     directory = directory or os.environ.get(ENV_DATA)
     if not directory:
@@ -60,7 +60,7 @@ def data_check(directory, strict, as_json, classes, sheet):
         for p in inv["problems"]:
             click.echo(f"  {'ERROR' if p['fatal'] or strict else 'warning'} {p['path']}: {p['what']} -> {p['fix']}")
     if sheet:
-        from ..report.sheet import duplicate_sheet
+        from busi_lite.report.sheet import duplicate_sheet
 
         mixed = inv["mixed_label_groups"]
         rest = [g for g in inv["duplicate_groups"] if g not in mixed]
@@ -97,8 +97,8 @@ def extract(data_dir, backbone, out, preprocess, views, force, strict, as_json):
     780 images took 178 s (v1) and 213 s (v2) with all 14 views, 1.6 GB peak
     memory, on a busy 2-core machine (raw alone: about 16 s).
     """
-    from .. import data as D
-    from ..features import default_cache, extract as run
+    from busi_lite.io import data as D
+    from busi_lite.features.cache import default_cache, extract as run
 
     if not data_dir:
         fail(f"give the dataset folder: --data DIR (or set {ENV_DATA})")

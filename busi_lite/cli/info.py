@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import dump
+from busi_lite.cli.common import dump
 
 
 @click.command()
@@ -22,7 +22,7 @@ def info(model, backbone, as_json):
     and model were found (path, SHA-256, where from: option, variable or
     packaged), whether they load and agree, and the BLAS/onnxruntime threads.
     """
-    from .. import info as I
+    from busi_lite.serving import info as I
 
     facts = I.collect(model=model, backbone=backbone)
     click.echo(dump(facts) if as_json else I.render(facts))

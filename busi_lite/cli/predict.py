@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import dump, log
+from busi_lite.cli.common import dump, log
 
 
 def _flag_options(f):
@@ -33,7 +33,7 @@ def _flag_options(f):
 
 
 def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel):
-    from ..flags import FlagConfig
+    from busi_lite.serving.flags import FlagConfig
 
     return FlagConfig(low_confidence=not no_low, mismatch=not no_mismatch, unusual_input=not no_ood,
                       pixel_checks=not no_pixel, low_confidence_threshold=low_confidence,
@@ -70,7 +70,7 @@ def _csv_row(p) -> dict:
 
 
 def _human(p) -> str:
-    from ..overlay import label_text, probs_text, screen_text
+    from busi_lite.serving.overlay import label_text, probs_text, screen_text
 
     if not p.ok:
         return f"{p.name}\n  ERROR {p.error}"
@@ -150,8 +150,8 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     \b
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
     """
-    from ..boxes import make_box, read_boxes_csv
-    from ..inference import Predictor
+    from busi_lite.serving.boxes import make_box, read_boxes_csv
+    from busi_lite.serving.inference import Predictor
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -166,7 +166,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
                                      param_hint="--box")
         boxes = {images[0]: make_box(box_text, "--box")}
     elif boxes_csv is not None:
-        from ..inference import expand_inputs
+        from busi_lite.serving.inference import expand_inputs
 
         boxes = read_boxes_csv(boxes_csv)
         unused = sorted(set(boxes) - {f.resolve() for f in expand_inputs(list(images))[0]})
@@ -211,7 +211,7 @@ def _n(x, fmt=".3f") -> str:
 
 
 def evaluate_table(res) -> str:
-    """Human table of a :class:`busi_lite.flags.FlagEvidence` (``busi-lite evaluate``)."""
+    """Human table of a :class:`busi_lite.serving.flags.FlagEvidence` (``busi-lite evaluate``)."""
     t = res.thresholds
     lines = [f"model {res.model} on {res.n} held-out test images (split {res.split_digest}, cache {res.cache})",
              f"argmax accuracy {res.accuracy:.3f}; errors {res.n_errors}; missed malignant: "
@@ -279,13 +279,13 @@ def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold
     plus AUC with a bootstrap interval, recall/FAR/precision with Wilson intervals
     at argmax and at the operating point, and the confusion matrix.
     """
-    from ..features import FeatureCache
-    from ..flag_eval import evaluate_flags
-    from ..model import Model
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.evaluation.flag_eval import evaluate_flags
+    from busi_lite.model.model import Model
 
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
     if data_dir is not None:
-        from .site import evaluate_folder
+        from busi_lite.cli.site import evaluate_folder
 
         return evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path,
                                per_image)

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import click
 
-from .commands import (evaluate_command, external_evaluate_command, extract_command, report_external_command,
-                       sweep_command, train_command)
-from .common import CommaList, log
+from busi_lite.cli.commands import (
+    evaluate_command,
+    external_evaluate_command,
+    extract_command,
+    report_external_command,
+    sweep_command,
+    train_command,
+)
+from busi_lite.cli.common import CommaList, log
 
 
 @click.command()
@@ -47,9 +53,15 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
       busi-lite report --model models/m_mtl --sweep out/sweep.json \\
           --cache cache/busi_features.h5 --out out/report
     """
-    from ..features import FeatureCache
-    from ..report import (ReportInputs, build_report, load_external_input, load_flags_input, load_model_input,
-                          load_sweep_input)
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.report import (
+        ReportInputs,
+        build_report,
+        load_external_input,
+        load_flags_input,
+        load_model_input,
+        load_sweep_input,
+    )
 
     if not (models or sweeps or flags_json or externals):
         raise click.UsageError("give at least one of --model, --sweep, --flags-json, --external")
@@ -86,8 +98,8 @@ def _model_for_external(ev, mis) -> str | None:
     backbone, else None when the packaged default has that name, else a placeholder."""
     import json
 
-    from ..card import ModelCard
-    from ..resources import packaged
+    from busi_lite.model.card import ModelCard
+    from busi_lite.common.resources import packaged
 
     for mi in mis:
         if mi.meta.config.name == ev.model and mi.meta.backbone_sha256 == ev.backbone_sha256:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import fail
+from busi_lite.cli.common import fail
 
 
 @click.command()
@@ -32,7 +32,7 @@ def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb):
     and not stored unless --save is given. Research tool, not a diagnosis.
     """
     try:
-        from ..web.app import serve as run
+        from busi_lite.web.app import serve as run
     except ImportError as e:
         fail(f"the web page needs the web extra ({e.name} is missing) -> pip install \"busi-lite[web]\"")
     run(host=host, port=port, model=model, backbone=backbone, save_dir=save_dir, max_file_mb=max_file_mb,

@@ -1,8 +1,8 @@
 """CLI for another site: ``evaluate --data DIR`` (its implementation) and ``calibrate``.
 
 ``evaluate --data DIR`` evaluates a model on EVERY image of a labelled folder
-(busi_lite.external); ``calibrate`` re-chooses the malignant threshold on a site's
-labelled cases and saves a NEW model (busi_lite.sitecal). Both find or build the
+(busi_lite.evaluation.external); ``calibrate`` re-chooses the malignant threshold on a site's
+labelled cases and saves a NEW model (busi_lite.evaluation.sitecal). Both find or build the
 folder's feature cache (default ``cache/<folder name>_features.h5``).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .common import dump, log
+from busi_lite.cli.common import dump, log
 
 
 def _pct(r) -> str:
@@ -20,7 +20,7 @@ def _pct(r) -> str:
 
 
 def external_table(ev) -> str:
-    """Human summary of a :class:`busi_lite.external.ExternalEvaluation`."""
+    """Human summary of a :class:`busi_lite.evaluation.external.ExternalEvaluation`."""
     counts = ", ".join(f"{c} {n}" for c, n in ev.counts.items())
     lines = [f"model {ev.model} on ALL {ev.n} images of {ev.data_root or ev.cache} ({counts}); cache {ev.cache}",
              (f"malignant vs the rest: AUC {ev.auc:.3f} [{ev.auc_lo:.3f}, {ev.auc_hi:.3f}] "
@@ -35,7 +35,7 @@ def external_table(ev) -> str:
               f"{'':12s}" + "".join(f"{c:>11s}" for c in ev.model_classes)]
     for c, row in zip(ev.dataset_classes, ev.confusion):
         lines.append(f"{c:12s}" + "".join(f"{v:11d}" for v in row))
-    from .predict import evaluate_table
+    from busi_lite.cli.predict import evaluate_table
 
     lines += ["", "flags on all images:", evaluate_table(ev.flags).replace("held-out test images", "images")
               .replace("of the test images", "of the images")]
@@ -45,10 +45,10 @@ def external_table(ev) -> str:
 
 def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path, per_image):
     """Implementation of ``busi-lite evaluate --data DIR`` (called by cli.predict.evaluate)."""
-    from ..atomic import write_text
-    from ..external import csv_text, ensure_cache, evaluate_external
-    from ..features import FeatureCache
-    from ..model import Model
+    from busi_lite.common.atomic import write_text
+    from busi_lite.evaluation.external import csv_text, ensure_cache, evaluate_external
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.model import Model
 
     m = Model.load(model)
     path = ensure_cache(data_dir, cache, backbone, log=log, preprocess=m.card.preprocess_version,
@@ -92,16 +92,11 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
     too few malignant cases to promise the target (fewer than 30, or the Wilson
     lower bound of the recall below target - 0.05).
     """
-    from ..external import ensure_cache
-    from ..features import FeatureCache
-    from ..model import Model
-    from ..resources import resolve
-    from ..sitecal import (
-        calibrate_on_cache,
-        calibrated_model,
-        default_out,
-        save_new_model,
-    )
+    from busi_lite.evaluation.external import ensure_cache
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.model import Model
+    from busi_lite.common.resources import resolve
+    from busi_lite.evaluation.sitecal import calibrate_on_cache, calibrated_model, default_out, save_new_model
 
     site = site or Path(data_dir).resolve().name
     m = Model.load(model)

@@ -6,21 +6,21 @@ from pathlib import Path
 
 import click
 
-from .. import CLASSES
-from ..views import VIEWS
-from .common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
+from busi_lite.common.constants import CLASSES
+from busi_lite.features.views import VIEWS
+from busi_lite.cli.common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
 
 DEFAULT_VIEWS = ",".join(VIEWS)
 
 
 def _heads_list():
-    from ..heads import head_kinds
+    from busi_lite.heads import head_kinds
 
     return head_kinds()
 
 
 def _config_options(f):
-    from ..config import Config
+    from busi_lite.model.config import Config
 
     d = Config()
     opts = [
@@ -53,8 +53,8 @@ def _config_options(f):
 
 
 def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C):
-    """CLI values -> a validated busi_lite.config.Config. ``balance``: (kind, per_class)."""
-    from ..config import Config
+    """CLI values -> a validated busi_lite.model.config.Config. ``balance``: (kind, per_class)."""
+    from busi_lite.model.config import Config
 
     kind, per_class = balance
     return Config(name=name, lr=lr, batch=batch, epochs=epochs, masks=masks, balance=kind, per_class=per_class,
@@ -63,7 +63,7 @@ def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, prepr
 
 def default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C) -> str:
     """A model name from its hyper-parameters; values at Config's defaults are left out."""
-    from ..config import Config
+    from busi_lite.model.config import Config
 
     d, (kind, n) = Config(), balance
     bal = "" if kind == "none" else "-" + kind + (str(n) if kind == "undersample" and n != d.per_class else "")
@@ -76,7 +76,7 @@ def cache_path(cache, preprocess="v1"):
     """--cache, else $BUSI_LITE_CACHE, else the default cache of ``preprocess`` (features.default_cache)."""
     import os
 
-    from ..features import ENV_CACHE, default_cache
+    from busi_lite.features.cache import ENV_CACHE, default_cache
 
     return cache or os.environ.get(ENV_CACHE) or default_cache(preprocess)
 
@@ -105,8 +105,8 @@ MODELS_DIR = Path("models")  # where train and select write by default (never th
 def check_out(out: Path, force: bool) -> Path:
     """Refuse to write into the installed package's weights folder (the shipped default model
     and backbone) unless ``force``."""
-    from ..errors import BusiError
-    from ..resources import packaged_dir
+    from busi_lite.common.errors import BusiError
+    from busi_lite.common.resources import packaged_dir
 
     stem = Path(out)
     folder = stem.expanduser().parent.resolve()
@@ -147,15 +147,15 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
     predictions on the training images only; the held-out 15 % is touched once,
     for the reported metrics. A diverging run is an error and saves nothing.
     """
-    from ..experiments import fit_model
-    from ..features import FeatureCache
+    from busi_lite.training.experiments import fit_model
+    from busi_lite.features.cache import FeatureCache
 
     name = name or default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
     out = check_out(out or MODELS_DIR / name, force)
     config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
     fc = FeatureCache(cache_path(cache, preprocess))
     if fc.classes != CLASSES:  # a site folder (e.g. benign, malignant only): BUSI's classes, mapped by name
-        from ..training import with_classes
+        from busi_lite.training.core import with_classes
 
         log(f"note: the cache has classes {', '.join(fc.classes)}; the head predicts {', '.join(CLASSES)} "
             f"(labels mapped by name; it sees no image of the missing classes)")
@@ -183,7 +183,7 @@ FLIPS = {"off": (False,), "on": (True,), "both": (False, True)}
 def _configs(heads, only, preprocess=("v1",), flips=(False,)):
     """The paper's grid for ``heads`` x ``preprocess`` x ``flips`` filtered by ``only`` (one rule
     for sweep and select; an unknown name is an error naming --only, before anything runs or is written)."""
-    from ..config import grid_for_heads, pick_configs
+    from busi_lite.model.config import grid_for_heads, pick_configs
 
     return pick_configs(grid_for_heads(heads, preprocess, flips), only)
 
@@ -214,9 +214,9 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, a
     Progress is saved to OUT.partial.json after every run, so an interrupted
     sweep resumes where it stopped.
     """
-    from ..experiments import resume_runs, save_partial, sweep as run
-    from ..features import FeatureCache
-    from ..report.stats import sweep_table, write_sweep_csv
+    from busi_lite.training.experiments import resume_runs, save_partial, sweep as run
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.report.stats import sweep_table, write_sweep_csv
 
     configs = _configs(heads, only, (preprocess,), FLIPS[flip])
     if not fractions:
@@ -275,8 +275,8 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
     split, tested once on the held-out split and saved (not over the shipped default
     unless --force).
     """
-    from ..errors import BusiError
-    from ..experiments import fit_model, select as run
+    from busi_lite.common.errors import BusiError
+    from busi_lite.training.experiments import fit_model, select as run
 
     if out is not None:
         check_out(out, force)
@@ -316,9 +316,9 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
 def open_caches(paths, preprocess) -> dict:
     """{preprocess: FeatureCache} for select: each given cache under its own preprocessing
     (read from the file), then each wanted preprocessing without one from its default cache."""
-    from ..errors import BusiError
-    from ..features import FeatureCache, default_cache
-    from ..preprocess import SHORT
+    from busi_lite.common.errors import BusiError
+    from busi_lite.features.cache import FeatureCache, default_cache
+    from busi_lite.features.preprocess import SHORT
 
     short = {v: k for k, v in SHORT.items()}
     caches = {}
@@ -361,8 +361,8 @@ def site_cv(lr, batch, epochs, masks, balance, head, views, lam, preprocess, fli
     bootstrap 95 % interval and recall/FAR at argmax; with BUSI also the BUSI
     test AUC of the mixed head. Saves no model.
     """
-    from ..features import FeatureCache
-    from ..site_training import site_cv as run
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.training.site import site_cv as run
 
     name = default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
     config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BusiError, ConfigError
+from busi_lite.common.errors import BusiError, ConfigError
 
 DIVERGENCE_FACTOR = 1e3  # an epoch's mean loss above this x the loss at init (at least ln C) = diverged
 

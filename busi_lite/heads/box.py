@@ -2,7 +2,7 @@
 
 Input X [N, 2*1280]: the whole image's pooled features (the centre crop, as the main head
 sees it) followed by the pooled features of the lesion crop (the box plus 30 % margin on
-each side, resized to 224x224; busi_lite.preprocess). Output: proba [N, 2] over
+each side, resized to 224x224; busi_lite.features.preprocess). Output: proba [N, 2] over
 ``CLASSES`` = (benign, malignant). A box marks a lesion, so there is no normal class.
 
 Model: L2-regularised logistic regression on standardised features,
@@ -14,7 +14,7 @@ with plain-NumPy L-BFGS (deterministic, no random init). ``C`` small = strong L2
 study found C about 0.01 on globally scaled features as good as an MLP and steadier).
 
 This is NOT a registered main head (``train --head`` never offers it): a Model carries it
-as its optional second head ``box_head`` (busi_lite.model). The class still follows the
+as its optional second head ``box_head`` (busi_lite.model.model). The class still follows the
 head protocol where it makes sense: ``cache_inputs(cache, view, rows)`` reads X of a box
 view from a feature cache, ``param_shapes``/``from_params``/``config``/``params`` persist it.
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
-from .base import _positive_float, check_params
+from busi_lite.common.errors import ConfigError
+from busi_lite.heads.base import _positive_float, check_params
 
 N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
 CLASSES = ("benign", "malignant")

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Head, HeadOutput, TrainingError, _log_softmax, _positive_float, _positive_int
-from .registry import register_head
+from busi_lite.heads.base import Head, HeadOutput, TrainingError, _log_softmax, _positive_float, _positive_int
+from busi_lite.heads.registry import register_head
 
 
 def lbfgs(fun, x0, max_iter=1000, tol=1e-6, memory=10):
@@ -163,7 +163,7 @@ class LogRegHead(Head):
                 "val_loss": [], "val_acc": [], "iterations": [it], "converged": [float(converged)],
                 "objective": [self.objective(Xs, y, w, W, b)[0]]}
         if X_val is not None and len(X_val):
-            from .base import evaluate
+            from busi_lite.heads.base import evaluate
             vl, va = evaluate(self, X_val, y_val)
             hist["val_loss"].append(vl)
             hist["val_acc"].append(va)

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
-from .registry import register_head
-from .base import Head, HeadOutput, _bce_logits, _ce, _log_softmax, _sigmoid, _trunc_normal
+from busi_lite.common.errors import ConfigError
+from busi_lite.heads.registry import register_head
+from busi_lite.heads.base import Head, HeadOutput, _bce_logits, _ce, _log_softmax, _sigmoid, _trunc_normal
 
 
 @register_head

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register_head
-from .base import Head, _ce
+from busi_lite.heads.registry import register_head
+from busi_lite.heads.base import Head, _ce
 
 
 @register_head

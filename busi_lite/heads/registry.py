@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from busi_lite.common.errors import ConfigError
 
 HEADS: dict[str, type] = {}
 

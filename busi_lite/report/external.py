@@ -1,5 +1,5 @@
 """Report section "Another hospital": a model evaluated on every image of another labelled
-folder (:class:`busi_lite.external.ExternalEvaluation`, from ``busi-lite evaluate --data DIR
+folder (:class:`busi_lite.evaluation.external.ExternalEvaluation`, from ``busi-lite evaluate --data DIR
 --json``). Dataset, n per class, AUC with its bootstrap interval, recall/FAR/precision at
 argmax and at the operating point with Wilson intervals, the confusion matrix (folder
 classes x model classes), the flags' evidence, and a ROC figure when the record holds
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import figures as FG
-from .inputs import ExternalInput
-from .stats import _num, _slug
-from .tables import Section, Table, flags_tables
+from busi_lite.report import figures as FG
+from busi_lite.report.inputs import ExternalInput
+from busi_lite.report.stats import _num, _slug
+from busi_lite.report.tables import Section, Table, flags_tables
 
 MALIGNANT = "malignant"
 

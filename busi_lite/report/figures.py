@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
-from .inputs import ModelInput, ReportError
+from busi_lite.common.atomic import atomic_path
+from busi_lite.report.inputs import ModelInput, ReportError
 DPI = 130
 
 def pyplot():
@@ -103,7 +103,7 @@ def fig_confusion(panels: list[tuple[str, list]], classes) -> object:
 # ---------------------------------------------------------------- ROC
 
 def fig_roc(models: list[ModelInput]):
-    from .. import metrics as M
+    from busi_lite.evaluation import metrics as M
 
     plt = pyplot()
     with plt.rc_context(_RC):
@@ -140,7 +140,7 @@ def fig_roc(models: list[ModelInput]):
 def fig_roc_points(y_mal, score, model: str, label: str, argmax, op):
     """ROC of one model on another folder from per-image scores; y_mal [N] bool, score [N];
     ``argmax``/``op``: external.OperatingPoint drawn as circle / star."""
-    from .. import metrics as M
+    from busi_lite.evaluation import metrics as M
 
     plt = pyplot()
     with plt.rc_context(_RC):
@@ -199,10 +199,10 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     """Up to ``n`` test images with a lesion mask (half benign, half malignant, evenly spread):
     the centre crop the model sees, the predicted 7x7 map upsampled, the true mask, Dice.
     Returns (examples, note)."""
-    from .. import metrics as M
-    from ..backbone import SIZE, center_crop
-    from ..data import ImageError, read_rgb
-    from ..geometry import upsample
+    from busi_lite.evaluation import metrics as M
+    from busi_lite.features.backbone import SIZE, center_crop
+    from busi_lite.io.data import ImageError, read_rgb
+    from busi_lite.serving.geometry import upsample
 
     sp_meta = mi.meta.split
     if mi.meta.backbone_sha256 != cache.backbone_sha256:
@@ -283,7 +283,7 @@ def fig_lesions(name: str, ex: list[dict]):
 
 def save(fig, out_dir: Path, name: str, caption: str):
     """Write ``fig`` as OUT_DIR/NAME (PNG, atomically), close it; -> tables.Figure with its bytes."""
-    from .tables import Figure
+    from busi_lite.report.tables import Figure
 
     plt = pyplot()
     path = Path(out_dir) / name

@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BusiError
-from ..flags import FlagEvidence
+from busi_lite.common.errors import BusiError
+from busi_lite.serving.flags import FlagEvidence
 
 class ReportError(BusiError, ValueError):
     """An input of the report is missing or does not fit; the message says what to do."""
@@ -25,7 +25,7 @@ class ModelInput:
     name: str           # display name (file stem)
     path: Path          # stem (NAME)
     meta: object        # card.ModelCard, read by attribute (selection_table also reads a raw card dict)
-    model: object = None  # busi_lite.model.Model, for lesion maps
+    model: object = None  # busi_lite.model.model.Model, for lesion maps
 
 
 @dataclass
@@ -38,7 +38,7 @@ class SweepInput:
 @dataclass
 class ExternalInput:
     path: Path          # the JSON file it was read from
-    ev: object          # busi_lite.external.ExternalEvaluation
+    ev: object          # busi_lite.evaluation.external.ExternalEvaluation
 
 
 @dataclass
@@ -80,7 +80,7 @@ def model_stem(path) -> Path:
 
 def load_model_input(path) -> ModelInput:
     """Load a trained model (weights + model card); a damaged or outdated one fails here."""
-    from ..model import Model
+    from busi_lite.model.model import Model
 
     m = Model.load(path)
     stem = model_stem(path)
@@ -109,7 +109,7 @@ def load_sweep_input(path) -> SweepInput:
         if not isinstance(r, dict) or not {"config", "seed", "fraction", "test", "history"} <= set(r):
             raise ReportError(f"{path}: a sweep run lacks config/seed/fraction/test/history: another format", fix)
     try:  # the typed record checks every field (schema version, types) when it exists
-        from ..records import SweepResult
+        from busi_lite.model.records import SweepResult
     except ImportError:  # pragma: no cover - older layout
         SweepResult = None
     if SweepResult is not None:
@@ -132,7 +132,7 @@ def load_flags_input(path) -> list[FlagEvidence]:
 def load_external_input(path) -> ExternalInput:
     """Load ``busi-lite evaluate --data DIR --json`` output (an ExternalEvaluation record);
     another schema or a damaged file fails here, naming the file."""
-    from ..external import ExternalEvaluation
+    from busi_lite.evaluation.external import ExternalEvaluation
 
     path = Path(path)
     fix = "write it with `busi-lite evaluate --model M --data DIR --json --per-image` of this version"

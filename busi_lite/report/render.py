@@ -1,6 +1,6 @@
 """Report assembly: :func:`build_report` turns :class:`ReportInputs` into
 OUT/report.html (self-contained: figures as base64 data URIs), OUT/report.md (same
-tables, figures linked) and OUT/*.png. Writes go through :mod:`busi_lite.atomic`.
+tables, figures linked) and OUT/*.png. Writes go through :mod:`busi_lite.common.atomic`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,34 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbone import file_sha256
-from ..atomic import write_text
-from . import figures as FG
-from .external import external_section
-from .inputs import (ExternalInput, ModelInput, ReportError, ReportInputs, SweepInput, load_external_input,
-                     load_flags_input, load_model_input, load_sweep_input)
-from .stats import best_config, curve_names, sweep_curves, model_curves, _slug
-from .tables import (Section, Table, _text, flags_tables, fraction_table, segmentation_table, selection_table, table1,
-                     table2, _rows_for_tables)
+from busi_lite.features.backbone import file_sha256
+from busi_lite.common.atomic import write_text
+from busi_lite.report import figures as FG
+from busi_lite.report.external import external_section
+from busi_lite.report.inputs import (
+    ExternalInput,
+    ModelInput,
+    ReportError,
+    ReportInputs,
+    SweepInput,
+    load_external_input,
+    load_flags_input,
+    load_model_input,
+    load_sweep_input,
+)
+from busi_lite.report.stats import best_config, curve_names, sweep_curves, model_curves, _slug
+from busi_lite.report.tables import (
+    Section,
+    Table,
+    _text,
+    flags_tables,
+    fraction_table,
+    segmentation_table,
+    selection_table,
+    table1,
+    table2,
+    _rows_for_tables,
+)
 
 def _load(inputs: ReportInputs) -> ReportInputs:
     """Load what is still a path; check there is something to report."""
@@ -31,7 +50,7 @@ def _load(inputs: ReportInputs) -> ReportInputs:
     inputs.flags = list(inputs.flags or [])
     inputs.externals = [x if isinstance(x, ExternalInput) else load_external_input(x) for x in inputs.externals]
     if inputs.cache is not None and not hasattr(inputs.cache, "spatial"):
-        from ..features import FeatureCache
+        from busi_lite.features.cache import FeatureCache
 
         inputs.cache = FeatureCache(inputs.cache)
     if not (inputs.models or inputs.sweeps or inputs.flags or inputs.externals):
@@ -218,7 +237,7 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
         sections.append(external_section(xi, fig, cmd))
     sections = [s for s in sections if s is not None]
 
-    from .. import __version__
+    from busi_lite.common.constants import VERSION as __version__
     import matplotlib
 
     meta = {"generated": datetime.datetime.now().isoformat(timespec="seconds"), "package_version": __version__,

@@ -15,10 +15,10 @@ import re
 
 import numpy as np
 
-from ..atomic import write_text
+from busi_lite.common.atomic import write_text
 
-from ..metrics import t_critical_95
-from .inputs import ModelInput, SweepInput
+from busi_lite.evaluation.metrics import t_critical_95
+from busi_lite.report.inputs import ModelInput, SweepInput
 
 TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
               "macro_f1", "test_loss", "dice", "train_seconds")
@@ -60,7 +60,7 @@ def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0), ci_digits=Non
 
 def paper_name(config: dict) -> str | None:
     """The paper's model (Table 1) whose hyper-parameters ``config`` has, else None."""
-    from ..paper import PAPER
+    from busi_lite.common.paper import PAPER
 
     base = str(config.get("name", "")).split("+")[0]
     if base in PAPER:
@@ -74,7 +74,7 @@ def paper_name(config: dict) -> str | None:
 
 
 def paper_figures(name: str | None) -> dict:
-    from ..paper import PAPER
+    from busi_lite.common.paper import PAPER
 
     if name is None or name not in PAPER:
         return {}

@@ -11,9 +11,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..flags import FlagEvidence
-from .inputs import ModelInput, SweepInput
-from .stats import RATE_KEYS, _full_rows, _mean_ci_text, _nan, _num, _pct, paper_figures, paper_name
+from busi_lite.serving.flags import FlagEvidence
+from busi_lite.report.inputs import ModelInput, SweepInput
+from busi_lite.report.stats import (
+    RATE_KEYS,
+    _full_rows,
+    _mean_ci_text,
+    _nan,
+    _num,
+    _pct,
+    paper_figures,
+    paper_name,
+)
 
 # ---------------------------------------------------------------- tables (rendered to HTML and Markdown)
 
@@ -101,7 +110,7 @@ def _rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list
 
 
 def _order(rows):
-    from ..paper import PAPER
+    from busi_lite.common.paper import PAPER
 
     order = {n: i for i, n in enumerate(PAPER)}
     return sorted(rows, key=lambda r: (r["source"].startswith("model"), order.get(

@@ -2,7 +2,7 @@
 
 Contract:
 
-* :func:`create_app` builds the ASGI app around one :class:`~busi_lite.inference.Predictor`
+* :func:`create_app` builds the ASGI app around one :class:`~busi_lite.serving.inference.Predictor`
   (loaded once, before the app exists). :func:`serve` loads the predictor and runs uvicorn.
 * Routes: ``GET /`` the page (static files, no CDN: works offline); ``GET /api/info``;
   ``POST /api/predict`` (multipart: ``files`` one or more, optional ``box=x0,y0,x1,y1``
@@ -35,13 +35,13 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import __version__
-from ..atomic import write_bytes, write_text
-from ..errors import BusiError, ConfigError
-from ..inference import NO_BOX_NOTE, Prediction, Predictor
-from ..jsonio import dumps, jsonable
-from . import openapi
-from .uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
+from busi_lite.common.constants import VERSION as __version__
+from busi_lite.common.atomic import write_bytes, write_text
+from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.serving.inference import NO_BOX_NOTE, Prediction, Predictor
+from busi_lite.common.jsonio import dumps, jsonable
+from busi_lite.web import openapi
+from busi_lite.web.uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
 
 log = logging.getLogger("busi_lite.web")
 
@@ -291,7 +291,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     ``echo``: prints a line (default: print, flushed)."""
     import uvicorn
 
-    from ..resources import resolve
+    from busi_lite.common.resources import resolve
 
     echo = echo or functools.partial(print, flush=True)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:

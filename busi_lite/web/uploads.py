@@ -7,9 +7,9 @@ Contract:
 * :func:`decode` turns one upload into a list of :class:`Frame` (one per image; one
   per frame of a DICOM cine) or raises :class:`UploadError` with an HTTP status
   (415: not an image/DICOM, 400: broken or unsupported file) and a message naming the file.
-* Images are decoded by ``busi_lite.imread.decode_rgb``, the decoder of ``read_rgb`` (same pixel
+* Images are decoded by ``busi_lite.io.imread.decode_rgb``, the decoder of ``read_rgb`` (same pixel
   limit, EXIF orientation, 16-bit scaling), so the web record equals ``predict --json``'s.
-* DICOM goes through ``busi_lite.dicom`` when that module (and pydicom) is installed. Its
+* DICOM goes through ``busi_lite.io.dicom`` when that module (and pydicom) is installed. Its
   reader takes a path, so the bytes are written to a private (0600) temp file, in RAM on
   /dev/shm where that exists, and removed as soon as the frames are decoded.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import BusiError
-from ..imread import MAX_PIXELS, ImageError, ImageTooLarge, decode_rgb
+from busi_lite.common.errors import BusiError
+from busi_lite.io.imread import MAX_PIXELS, ImageError, ImageTooLarge, decode_rgb
 
 PREVIEW_SIDE = 640          # longest side of the preview JPEG sent to the page
 PREVIEW_QUALITY = 85
@@ -74,7 +74,7 @@ def sniff(head: bytes) -> str | None:
 
 def dicom_available() -> bool:
     try:
-        from .. import dicom  # noqa: F401
+        from busi_lite.io import dicom
     except ImportError:
         return False
     return True
@@ -99,7 +99,7 @@ def decode(name: str, blob: bytes, max_pixels: int = MAX_PIXELS) -> list[Frame]:
 
 def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
     try:
-        from .. import dicom
+        from busi_lite.io import dicom
     except ImportError as e:
         raise UploadError(f"{name}: DICOM file, but DICOM support is not installed ({e})",
                           'pip install "busi-lite[dicom]" and restart the server', 415, name) from e

@@ -1,0 +1,72 @@
+"""BLAS threads chosen by the program (threadpoolctl), not by the user's environment.
+
+Why one thread by default: the heads' matrix products are small (a batch of 32 x 1280
+features times 1280 x 100 weights is ~4 MFLOP, tens of microseconds on one core). With
+NumPy's default, OpenBLAS starts one thread per core for each of them; its threads
+busy-wait for each other, so on a 2-core laptop where another program holds one core,
+every product waits for a thread the OS has put to sleep. Measured in issue 10 on such a
+machine: `busi-lite train --lr 1e-4 --batch 32` took 78 s with the default threads and
+5.8 s with one (benchmarks/bench_busy.py measures it again). One thread is never slower
+here because there is nothing to split: the cost is memory traffic and Python overhead.
+
+Contract:
+  limit_blas(n=None) -> threadpoolctl.threadpool_limits
+    limits this process's BLAS pools (OpenBLAS, MKL, BLIS) to ``n`` threads
+    (default DEFAULT_BLAS_THREADS = 1); a context manager (``with limit_blas(): ...``
+    restores the previous limits on exit) or, called on its own, a setting kept until
+    ``.restore_original_limits()``. It overrides OPENBLAS_NUM_THREADS & co.
+  blas_pools() -> list[BlasPool]   what is loaded now and its current thread count.
+NumPy must be imported first (threadpoolctl finds the libraries already loaded); every
+busi_lite module that multiplies matrices does. onnxruntime's own threads (the backbone)
+are not BLAS threads: they are set by ``Backbone(threads=...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np  # also loads the BLAS library that threadpoolctl must see
+
+from busi_lite.common.errors import ConfigError
+
+DEFAULT_BLAS_THREADS = 1
+
+
+@dataclass(frozen=True)
+class BlasPool:
+    """One loaded BLAS library, as threadpoolctl reports it."""
+    library: str            # internal_api: "openblas", "mkl", "blis"
+    version: str | None
+    threads: int            # its current thread count
+    threading_layer: str | None
+    path: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_threads(n, param: str = "blas_threads") -> int:
+    """``n`` as an int >= 1, else a ConfigError naming ``param``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"{param} must be a whole number >= 1, got {n!r}",
+                          "pass 1 (the default, best for small matrices on a busy machine) or more",
+                          param=param)
+    return int(n)
+
+
+def limit_blas(n: int | None = None):
+    """Limit this process's BLAS thread pools to ``n`` (default DEFAULT_BLAS_THREADS)."""
+    from threadpoolctl import threadpool_limits
+
+    n = DEFAULT_BLAS_THREADS if n is None else check_threads(n)
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def blas_pools() -> list[BlasPool]:
+    """The BLAS libraries loaded in this process and their current thread counts."""
+    from threadpoolctl import threadpool_info
+
+    return [BlasPool(library=p.get("internal_api", "?"), version=p.get("version"),
+                     threads=int(p.get("num_threads", 0)), threading_layer=p.get("threading_layer"),
+                     path=p.get("filepath", ""))
+            for p in threadpool_info() if p.get("user_api") == "blas"]

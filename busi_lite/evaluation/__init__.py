@@ -1,0 +1,1 @@
+"""Evaluation: metrics with intervals, flag evidence, labelled external folders, site calibration."""

@@ -1,0 +1,1 @@
+"""Input: discover folders, read images and DICOM, duplicate groups, group-aware splits."""

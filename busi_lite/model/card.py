@@ -1,0 +1,254 @@
+"""The model card: everything about a trained model except its arrays (the NAME.json sidecar).
+
+Records as in :mod:`busi_lite.model.records`; ``ModelCard.from_json`` validates strictly (types,
+finite thresholds, a class list matching the head's outputs, integer head sizes), so a
+damaged or hand-edited sidecar is refused at load, before any array is read.
+
+Optional ``box`` section (:class:`BoxInfo`): the model's lesion-box head (busi_lite.heads.box),
+its classes (benign, malignant), its own malignant threshold (calibrated on out-of-fold
+training predictions), how it was trained and its held-out figures. Absent = no box mode.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from busi_lite.model.config import Config
+from busi_lite.common.errors import ConfigError
+from busi_lite.model.records import (
+    SCHEMA_VERSION,
+    Calibration,
+    Metrics,
+    Record,
+    SelectionResult,
+    SplitInfo,
+    _config,
+    _fail,
+    _get,
+    _history,
+    _int,
+    _list,
+    _num,
+    _obj,
+    _schema,
+    _str,
+)
+from busi_lite.evaluation.sitecal import SiteCalibration
+
+__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions"]
+
+
+# ---------------------------------------------------------------- model card
+
+FORMAT = 1  # weights file layout (NAME.npz + NAME.json)
+
+
+@dataclass
+class TestMetrics(Record):
+    SCHEMA: ClassVar[str] = f"test_metrics/{SCHEMA_VERSION}"
+    test_argmax: Metrics
+    test_operating_point: Metrics
+
+    @classmethod
+    def from_json(cls, d, where="metrics") -> "TestMetrics":
+        d = _obj(d, where)
+        return cls(*(Metrics.from_json(_get(d, k, where), f"{where}.{k}") for k in ("test_argmax", "test_operating_point")))
+
+
+@dataclass
+class TestPredictions(Record):
+    """The held-out test images' probabilities: path [n], y [n] int, proba [n,C] (rounded to 5 decimals)."""
+    SCHEMA: ClassVar[str] = f"test_predictions/{SCHEMA_VERSION}"
+    path: list
+    y: np.ndarray
+    proba: np.ndarray
+
+    @classmethod
+    def from_json(cls, d, where="test_predictions", n_classes=None) -> "TestPredictions":
+        d = _obj(d, where)
+        path, y, proba = _list(d, "path", where), _list(d, "y", where), _list(d, "proba", where)
+        if not all(isinstance(p, str) for p in path) or not all(isinstance(v, int) and not isinstance(v, bool) for v in y):
+            _fail(where, "path must be strings and y integers")
+        try:
+            proba = np.asarray(proba, dtype=np.float64)
+        except (TypeError, ValueError):
+            _fail(where, "proba must be a list of number lists")
+        if not len(path) == len(y) == len(proba) or (len(proba) and (proba.ndim != 2 or not np.isfinite(proba).all())):
+            _fail(where, "path, y and proba must have one finite entry per test image")
+        if n_classes is not None and len(proba) and proba.shape[1] != n_classes:
+            _fail(where, f"proba has {proba.shape[1]} columns, the model {n_classes} classes")
+        return cls(path, np.asarray(y, np.int64), proba)
+
+
+@dataclass
+class OODInfo(Record):
+    SCHEMA: ClassVar[str] = f"ood/{SCHEMA_VERSION}"
+    resid_var: float
+    threshold: float
+
+    @classmethod
+    def from_json(cls, d, where="ood") -> "OODInfo":
+        d = _obj(d, where)
+        rv, thr = _num(d, "resid_var", where, finite=True), _num(d, "threshold", where, finite=True)
+        if rv <= 0:
+            _fail(where, f"resid_var must be > 0, got {rv}")
+        return cls(rv, thr)
+
+
+@dataclass
+class BoxInfo(Record):
+    """The lesion-box head of a model (the card's ``box`` section); arrays ``box_head.*`` in the .npz."""
+    SCHEMA: ClassVar[str] = f"box_head/{SCHEMA_VERSION}"
+    head: dict                    # BoxHead.config(): kind "box", n_features, n_classes 2, C
+    classes: list                 # ["benign", "malignant"]
+    malignant_threshold: float    # p(malignant) of the box head at or above which box_malignant_alert is set
+    target_recall: float          # the OOF recall that threshold was chosen for
+    oof_recall: float             # reached out of fold (training images, jittered boxes)
+    oof_far: float
+    oof_auc: float
+    oof_auc_mirror: float         # OOF AUC with the mirrored pair averaged in, and without (chooses ``flip``)
+    oof_auc_no_mirror: float
+    calibration_view: str         # box view the OOF predictions used (a jittered, hand-drawn-like box)
+    n_train_images: int           # lesion images (benign + malignant) of the training split
+    n_train_samples: int
+    train_views: list             # box views trained on (each paired with raw, or flip for *_flip)
+    flip: bool                    # prediction averages [raw, crop] and [mirror, mirrored crop]
+    margin: float                 # share of the box's width/height added on each side before the resize
+    test_auc: dict                # {box view: benign-vs-malignant AUC on the held-out lesion images}
+    n_test: int
+
+    @classmethod
+    def from_json(cls, d, where="box") -> "BoxInfo":
+        from busi_lite.heads.box import BoxHead
+
+        d = _obj(d, where)
+        _schema(cls, d, where)
+        head = _obj(_get(d, "head", where), f"{where}.head")
+        if head.get("kind") != BoxHead.kind:
+            _fail(f"{where}.head", f"kind must be {BoxHead.kind!r}, got {head.get('kind')!r}")
+        _int(head, "n_features", f"{where}.head", 1)
+        if _int(head, "n_classes", f"{where}.head", 1) != 2:
+            _fail(f"{where}.head", "n_classes must be 2 (benign, malignant)")
+        if _num(head, "C", f"{where}.head", finite=True) <= 0:
+            _fail(f"{where}.head", "C must be > 0")
+        classes = _list(d, "classes", where)
+        if classes != list(BoxHead.classes):
+            _fail(where, f"classes must be {list(BoxHead.classes)}, got {classes!r}")
+        thr = _num(d, "malignant_threshold", where, finite=True)
+        if not 0 <= thr <= 1:
+            _fail(where, f"malignant_threshold must be within [0, 1], got {thr}")
+        views = _list(d, "train_views", where)
+        auc = _obj(_get(d, "test_auc", where), f"{where}.test_auc")
+        if not views or not all(isinstance(v, str) and v.startswith("box") for v in views + list(auc)):
+            _fail(where, "train_views and test_auc must name box views")
+        flip = _get(d, "flip", where)
+        if not isinstance(flip, bool):
+            _fail(where, f"flip must be true or false, got {flip!r}")
+        return cls(head=dict(head), classes=classes, malignant_threshold=thr,
+                   target_recall=_num(d, "target_recall", where, finite=True),
+                   oof_recall=_num(d, "oof_recall", where), oof_far=_num(d, "oof_far", where),
+                   oof_auc=_num(d, "oof_auc", where), oof_auc_mirror=_num(d, "oof_auc_mirror", where),
+                   oof_auc_no_mirror=_num(d, "oof_auc_no_mirror", where),
+                   calibration_view=_str(d, "calibration_view", where),
+                   n_train_images=_int(d, "n_train_images", where, 1), n_train_samples=_int(d, "n_train_samples", where, 1),
+                   train_views=views, flip=flip, margin=_num(d, "margin", where, finite=True),
+                   test_auc={str(k): _num(auc, k, f"{where}.test_auc") for k in auc},
+                   n_test=_int(d, "n_test", where, 0))
+
+
+@dataclass
+class ModelCard(Record):
+    """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
+    SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
+    DOCUMENT: ClassVar[bool] = True
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box")
+    config: Config
+    classes: list
+    backbone_sha256: str
+    backbone_file: str | None
+    preprocess_version: str
+    feature_shape: list
+    package_version: str
+    split: SplitInfo
+    calibration: Calibration
+    metrics: TestMetrics
+    test_predictions: TestPredictions
+    history: dict
+    train_seconds: float
+    total_seconds: float
+    selection: SelectionResult | None = None
+    format: int = FORMAT
+    head: dict = field(default_factory=dict)   # head.config(): kind, n_features, n_hidden, n_classes, ...
+    ood: OODInfo | None = None
+    weights_sha256: str | None = None  # SHA-256 of NAME.npz's bytes (set by Model.save, checked by Model.load)
+    warnings: list | None = None       # loud caveats found at training, e.g. an out-of-fold AUC at chance
+    site: SiteCalibration | None = None  # threshold re-chosen on another site's cases (busi_lite.evaluation.sitecal)
+    box: BoxInfo | None = None         # optional lesion-box head (busi_lite.heads.box); arrays box_head.*
+
+    @classmethod
+    def _record_fields(cls) -> dict:
+        return {"split": SplitInfo, "calibration": Calibration, "metrics": TestMetrics,
+                "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo,
+                "site": SiteCalibration, "box": BoxInfo}
+
+    @classmethod
+    def from_json(cls, d, where="model card") -> "ModelCard":
+        """Strict: types, finite thresholds, class list matching the head's outputs, head sizes integers."""
+        from busi_lite.heads import get_head
+
+        d = _obj(d, where)
+        _schema(cls, d, where)
+        classes = _list(d, "classes", where)
+        if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            _fail(where, f"classes must be distinct names, got {classes!r}")
+        shape = _list(d, "feature_shape", where)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            _fail(where, f"feature_shape must be positive integers, got {shape!r}")
+        head = _obj(_get(d, "head", where), f"{where}.head")
+        try:
+            get_head(head.get("kind"))
+        except ConfigError as e:
+            _fail(f"{where}.head", str(e))
+        for k in ("n_features", "n_classes") + (("n_hidden",) if "n_hidden" in head else ()):  # logreg: none
+            _int(head, k, f"{where}.head", 1)
+        if head["n_classes"] != len(classes):
+            _fail(f"{where}.head", f"n_classes {head['n_classes']} != {len(classes)} class names {classes}")
+        if not shape or head["n_features"] != shape[-1]:
+            _fail(f"{where}.head", f"n_features {head['n_features']} does not match feature_shape {shape}")
+        for k, v in head.items():
+            if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                _fail(f"{where}.head", f"{k} must be a finite number, got {v!r}")
+        sel, ood = d.get("selection"), d.get("ood")
+        sha = _str(d, "weights_sha256", where, none_ok=True, default=None)
+        if sha is not None and not re.fullmatch("[0-9a-f]{64}", sha):
+            _fail(where, f"weights_sha256 must be 64 hex digits, got {sha!r}")
+        warns = _list(d, "warnings", where, default=[]) if d.get("warnings") is not None else None
+        if warns is not None and not all(isinstance(w, str) for w in warns):
+            _fail(where, "warnings must be a list of strings")
+        card = cls(
+            config=_config(d, "config", where), classes=classes, backbone_sha256=_str(d, "backbone_sha256", where),
+            backbone_file=_str(d, "backbone_file", where, none_ok=True, default=None),
+            preprocess_version=_str(d, "preprocess_version", where), feature_shape=shape,
+            package_version=_str(d, "package_version", where),
+            split=SplitInfo.from_json(_get(d, "split", where), f"{where}.split"),
+            calibration=Calibration.from_json(_get(d, "calibration", where), f"{where}.calibration"),
+            metrics=TestMetrics.from_json(_get(d, "metrics", where), f"{where}.metrics"),
+            test_predictions=TestPredictions.from_json(_get(d, "test_predictions", where), f"{where}.test_predictions",
+                                                       len(classes)),
+            history=_history(d, "history", where), train_seconds=_num(d, "train_seconds", where),
+            total_seconds=_num(d, "total_seconds", where),
+            selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
+            format=_int(d, "format", where), head=dict(head),
+            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
+        site = d.get("site")
+        card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
+        box = d.get("box")
+        card.box = None if box is None else BoxInfo.from_json(box, f"{where}.box")
+        if card.config.head != head["kind"]:
+            _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
+        return card
