@@ -41,6 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from busi_lite.features.cache import FeatureCache
+from busi_lite.model.config import Config
+
 DEFAULT_CACHE = C.REPO / "cache" / "busi_features.h5"  # what busi-lite extract writes in a checkout
 EXAMPLE = C.REPO / "examples" / "malignant_206.png"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -60,13 +63,13 @@ def child_train(cache_path, blas: str, kind: str) -> dict:
     from busi_lite.training import experiments as E
 
     _, pools = _limit(blas)
-    cache = E.FeatureCache(cache_path)
+    cache = FeatureCache(cache_path)
     t0 = time.perf_counter()
     for v in cache.views:
         cache.valid(v)
         cache.pooled(v)
     load_s = time.perf_counter() - t0
-    config = E.Config(name="busy-bench", lr=1e-4, batch=32)
+    config = Config(name="busy-bench", lr=1e-4, batch=32)
     t0 = time.perf_counter()
     if kind == "fit":
         E.fit_model(cache, config, 0)

@@ -35,6 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from busi_lite.features.cache import FeatureCache
+from busi_lite.model.config import Config
+
 TARGETS = {"p50_ms": 20.0, "p95_ms": 40.0, "cold_s": 1.5, "cold_mb": 300.0}
 WARMUP, COLD_REPEATS = 5, 5
 
@@ -96,10 +99,10 @@ def train_models(data, backbone, cache_arg, work: Path, folds: int) -> tuple[lis
                         str(backbone), "--out", str(cache), "--views", ""], check=True, stdout=subprocess.DEVNULL)
     from busi_lite.training import experiments as E
 
-    fc = E.FeatureCache(cache)
+    fc = FeatureCache(cache)
     stems = []
     for head in ("plain", "mtl"):
-        cfg = E.Config(name="model-7" + ("+mtl" if head == "mtl" else ""), lr=1e-4, batch=32, epochs=50, head=head)
+        cfg = Config(name="model-7" + ("+mtl" if head == "mtl" else ""), lr=1e-4, batch=32, epochs=50, head=head)
         C.log(f"training {cfg.name} (fit_model, {folds} calibration folds; setup) ...")
         t0 = time.perf_counter()
         model, meta = E.fit_model(fc, cfg, seed=0, folds=folds)

@@ -33,6 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from busi_lite.features.cache import FeatureCache
+from busi_lite.model.config import Config
+
 SHIFT, BRIGHT = 0.06, 0.15
 TRAIN_BLAS = "1"  # NumPy BLAS threads of the training child (--train-blas)
 
@@ -147,7 +150,7 @@ def child_train(args) -> dict:
     from busi_lite.io import data as D
     from busi_lite.training import experiments as E
 
-    cache = E.FeatureCache(args.cache)
+    cache = FeatureCache(args.cache)
     with h5py.File(args.cache, "r") as f:
         sha, ph = list(f["index/content_sha256"].asstr()[:]), f["index/phash"][:]
     t0 = time.perf_counter()
@@ -160,7 +163,7 @@ def child_train(args) -> dict:
     load_s = time.perf_counter() - t0
     out = {"dedup_seconds": dedup_s, "load_seconds": load_s, "n_groups": int(len(set(cache.groups.tolist())))}
     for masks in (False, True):
-        cfg = E.Config(name="model-7p" if masks else "model-7", lr=1e-4, batch=32, epochs=50, masks=masks)
+        cfg = Config(name="model-7p" if masks else "model-7", lr=1e-4, batch=32, epochs=50, masks=masks)
         r = E.run_one(cache, cfg, 0)
         out[cfg.name] = {"train_seconds": r["train_seconds"], "n_train_samples": r["n_train_samples"],
                          "accuracy": r["test"]["accuracy"]}

@@ -31,12 +31,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from busi_lite.features.cache import FeatureCache
+from busi_lite.training.core import make_head, split_for, training_rows
+
 TARGET_ONE_S, TARGET_GRID_S = 2.0, 180.0
 LR, BATCH, EPOCHS = 1e-4, 32, 50
 
 
 def _cfg(masks: bool, head="plain"):
-    from busi_lite.training.experiments import Config
+    from busi_lite.model.config import Config
 
     return Config(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
                   epochs=EPOCHS, masks=masks, head=head)
@@ -59,10 +62,10 @@ def _preload(cache, pooled=True):
 
 # ---------------------------------------------------------------- child tasks
 def child_one(cache_path, seeds, masks: bool) -> dict:
-    from busi_lite.training import experiments as E
     from busi_lite.heads import fit
+    from busi_lite.training import experiments as E
 
-    cache = E.FeatureCache(cache_path)
+    cache = FeatureCache(cache_path)
     load_s = _preload(cache)
     cfg = _cfg(masks)
     runs = []
@@ -71,9 +74,9 @@ def child_one(cache_path, seeds, masks: bool) -> dict:
         r = E.run_one(cache, cfg, seed)
         total = time.perf_counter() - t0
         # fit() alone on the same samples, no per-epoch validation pass (like sklearn's fit)
-        sp = E.split_for(cache, seed)
-        tr = E.build_xy(cache, E.training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
-        head = E.make_head(cfg, len(cache.classes), seed)
+        sp = split_for(cache, seed)
+        tr = E.build_xy(cache, training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
+        head = make_head(cfg, len(cache.classes), seed)
         t1 = time.perf_counter()
         fit(head, tr["X"], tr["y"], lr=cfg.lr, batch_size=cfg.batch, epochs=cfg.epochs, seed=seed)
         fit_s = time.perf_counter() - t1
@@ -84,11 +87,12 @@ def child_one(cache_path, seeds, masks: bool) -> dict:
 
 
 def child_grid(cache_path, seeds) -> dict:
+    from busi_lite.model.config import paper_grid
     from busi_lite.training import experiments as E
 
-    cache = E.FeatureCache(cache_path)
+    cache = FeatureCache(cache_path)
     t0 = time.perf_counter()
-    res = E.sweep(cache, E.paper_grid("plain"), list(seeds))
+    res = E.sweep(cache, paper_grid("plain"), list(seeds))
     seconds = time.perf_counter() - t0
     per = [{"name": s["name"], **{k: s[k]["mean"] for k in ("accuracy", "malignant_recall", "malignant_far",
                                                              "malignant_auc", "train_seconds")}}
@@ -100,7 +104,7 @@ def child_grid(cache_path, seeds) -> dict:
 def child_mtl(cache_path, seed) -> dict:
     from busi_lite.training import experiments as E
 
-    cache = E.FeatureCache(cache_path)
+    cache = FeatureCache(cache_path)
     t0 = time.perf_counter()
     for v in cache.views:
         cache.valid(v)
@@ -122,18 +126,18 @@ def child_sklearn(cache_path, seeds) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from busi_lite.training import experiments as E
     from busi_lite.evaluation import metrics as M
+    from busi_lite.training import experiments as E
 
-    cache = E.FeatureCache(cache_path)
+    cache = FeatureCache(cache_path)
     _preload(cache)
     out = {"sklearn": sklearn.__version__, "configs": {}}
     for masks in (False, True):
         cfg = _cfg(masks)
         runs = []
         for seed in seeds:
-            sp = E.split_for(cache, seed)
-            rows = E.training_rows(cache, sp.train, cfg, seed)
+            sp = split_for(cache, seed)
+            rows = training_rows(cache, sp.train, cfg, seed)
             tr = E.build_xy(cache, rows, cfg, with_views=cfg.masks)
             te = E.build_xy(cache, sp.test, cfg, with_views=False)
             clf = MLPClassifier(hidden_layer_sizes=(100,), solver="adam", learning_rate_init=LR, batch_size=BATCH,

@@ -54,12 +54,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from busi_lite.io import data as D
 from busi_lite.evaluation import metrics as M
-from busi_lite.training.box import box_y, fit_box_head, lesion_rows
 from busi_lite.features.cache import FeatureCache
-from busi_lite.heads.box import BoxHead
 from busi_lite.features.views import EVAL_BOX_VIEWS
+from busi_lite.heads.box import BoxHead
+from busi_lite.io import data as D
+from busi_lite.io.imread import read_rgb
+from busi_lite.training.box import box_y, fit_box_head, lesion_rows
 
 FAR_CAP, RECALL = 0.10, 0.95
 # backbone inputs per image: whole (+ mirror) (+ lesion crop (+ its mirror)); the box head's
@@ -167,7 +168,7 @@ def _crop_pooled(bb, pp, root: Path, rels, boxes) -> np.ndarray:
     """Pooled backbone features [n,1280] of each image's lesion crop (box + margin, resized)."""
     out = []
     for i in range(0, len(rels), 16):
-        x = np.stack([pp(D.read_rgb(root / r), box=b) for r, b in zip(rels[i:i + 16], boxes[i:i + 16])])
+        x = np.stack([pp(read_rgb(root / r), box=b) for r, b in zip(rels[i:i + 16], boxes[i:i + 16])])
         out.append(bb.features(x).reshape(len(x), -1, 1280).mean(axis=1))
     return np.concatenate(out)
 
@@ -177,9 +178,9 @@ def proposed_box_iou(fc, site, backbone, Cval) -> dict:
     proposed box is used UNCORRECTED (no proposal -> the centre crop) against the true box, with
     the same box head (trained on BUSI seed 0's training lesion images, no mirror)."""
     from busi_lite.features.backbone import Backbone, center_box
+    from busi_lite.features.preprocess import Preprocessing
     from busi_lite.model.config import Config
     from busi_lite.serving.geometry import lesion_geometry
-    from busi_lite.features.preprocess import Preprocessing
     from busi_lite.training.core import train_head
 
     sp = fc.split(0, 0.15)
@@ -232,9 +233,9 @@ def _index(cache, key):
 
 def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
     from busi_lite.features.backbone import Backbone
-    from busi_lite.training.box import add_box_head
-    from busi_lite.serving.inference import Predictor
     from busi_lite.model.model import Model
+    from busi_lite.serving.inference import Predictor
+    from busi_lite.training.box import add_box_head
 
     base = Model.load()
     with FeatureCache(busi_cache) as fc:
@@ -243,7 +244,7 @@ def timing(backbone, image: Path, busi_cache: Path, reps: int) -> dict:
     flip = Model(base.head, replace(base.card, config=replace(base.card.config, flip=True)), base.ood)
     no_mirror = Model(boxed.head, replace(boxed.card, box=replace(boxed.card.box, flip=False)), boxed.ood,
                       boxed.box_head)
-    rgb = D.read_rgb(image)
+    rgb = read_rgb(image)
     h, w = rgb.shape[:2]
     box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
     out = {"image": str(image), "size": [w, h], "box": list(box), "reps": reps,

@@ -107,8 +107,8 @@ def per_device_auc(paths, y, p, dev: dict) -> dict:
 
 def run_condition(cfg, busi, site, site_dir, seeds, dev) -> tuple[dict, np.ndarray, np.ndarray]:
     from busi_lite.evaluation import metrics as M
-    from busi_lite.training.experiments import fit_model, run_one
     from busi_lite.evaluation.external import MALIGNANT, evaluate_external, predict_cache
+    from busi_lite.training.experiments import fit_model, run_one
 
     t0 = time.perf_counter()
     runs = [run_one(busi, cfg, s) for s in seeds]
@@ -149,9 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="new_site_study", help="results file name in benchmarks/results/")
     args = p.parse_args(argv)
 
+    from busi_lite.common.jsonio import write
     from busi_lite.evaluation import metrics as M
     from busi_lite.features.cache import FeatureCache
-    from busi_lite.common.jsonio import write
 
     head = C.header()
     cfgs = configs()

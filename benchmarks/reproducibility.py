@@ -30,9 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def child(model, cache, threads, out) -> None:
     from threadpoolctl import threadpool_limits
 
-    from busi_lite.training import core as T
     from busi_lite.features.cache import FeatureCache
     from busi_lite.model.model import Model
+    from busi_lite.training import core as T
 
     m = Model.load(model)
     with FeatureCache(cache) as fc, threadpool_limits(int(threads), user_api="blas"):
@@ -56,8 +56,8 @@ def main() -> None:
     if a.child:
         child(a.model, *a.child)
         return
-    from busi_lite.model.model import Model
     from busi_lite.common.resources import resolve
+    from busi_lite.model.model import Model
 
     stem = resolve("model", a.model).path
     card = Model.load(stem).card

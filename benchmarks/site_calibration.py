@@ -101,9 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--targets", default="0.90,0.95")
     args = p.parse_args(argv)
 
+    from busi_lite.common.jsonio import write
     from busi_lite.evaluation.external import MALIGNANT, ensure_cache, evaluate_external, predict_cache
     from busi_lite.features.cache import FeatureCache
-    from busi_lite.common.jsonio import write
     from busi_lite.model.model import Model
 
     site_dir = C.resolve(args.site_data, ENV_SITE, DEFAULT_SITE, "site folder", True)

@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--site-v2", default="cache/busbra-dev_features_all_v2.h5")
     args = p.parse_args(argv)
 
-    from busi_lite.model.config import grid_for_heads
-    from busi_lite.features.cache import FeatureCache
     from busi_lite.common.jsonio import write
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.config import grid_for_heads
     from busi_lite.training.site import site_cv
 
     head = C.header()

@@ -10,7 +10,8 @@ loads the model and the backbone once.
 
 from __future__ import annotations
 
-from busi_lite.common.constants import CLASSES, VERSION as __version__
+from busi_lite.common.constants import CLASSES
+from busi_lite.common.constants import VERSION as __version__
 
 __all__ = ["CLASSES", "__version__", "predict"]
 

@@ -1,7 +1,13 @@
 """The house rules of the code base, checked on the source (no imports, no assets).
 
-- no import cycle between busi_lite modules (module-level imports);
-- serving (predict, flags, overlays, the web page) never imports training code, not even lazily;
+Every import counts: module level, inside functions and under TYPE_CHECKING.
+
+- the folders are the layers; a module imports only its own layer and the layers below it
+  (LAYERS, lowest first), and no module imports the top package ``busi_lite`` (the Python API);
+- no import cycle between modules (the one exception: a package's ``__init__`` importing its own
+  submodules, which is how the CLI registers its commands lazily and the heads register themselves);
+- serving (predict, flags, overlays, the web page, their CLI commands) never reaches training code;
+- no module imports a private name (``_x``) from another module: what another module needs is public;
 - the head kind is compared nowhere outside busi_lite/heads/ (the registry decides);
 - no module much over 500 lines.
 """
@@ -13,10 +19,10 @@ import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "busi_lite"
-TRAINING = {"busi_lite.training.core", "busi_lite.training.experiments", "busi_lite.training.box"}
-SERVING = {"busi_lite.serving.inference", "busi_lite.serving.flags", "busi_lite.serving.overlay", "busi_lite.serving.geometry",
-           "busi_lite.features.preprocess", "busi_lite.serving.boxes", "busi_lite.web.app", "busi_lite.web.uploads",
-           "busi_lite.cli.predict", "busi_lite.cli.serve"}
+LAYERS = ["common", "io", "features", "heads", "model", "serving", "evaluation", "training", "report", "web",
+          "cli"]
+TRAINING = ("busi_lite.training",)
+SERVING = ("busi_lite.serving", "busi_lite.web", "busi_lite.cli.predict", "busi_lite.cli.serve")
 MAX_LINES = 540
 
 
@@ -29,13 +35,15 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, top_level_only: bool) -> set[str]:
-    """busi_lite modules imported by ``name`` (resolving relative imports)."""
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    """(busi_lite module, names imported from it) for every import statement in ``name``."""
     tree = ast.parse(path.read_text())
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    nodes = tree.body if top_level_only else list(ast.walk(tree))
-    found = set()
-    for node in nodes:
+    found = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = pkg
@@ -44,23 +52,44 @@ def _imports(name: str, path: Path, top_level_only: bool) -> set[str]:
                 mod = f"{base}.{node.module}" if node.module else base
             else:
                 mod = node.module or ""
-            if mod.startswith("busi_lite"):
-                found.add(mod)
-                found.update(f"{mod}.{a.name}" for a in node.names)
+            if mod == "busi_lite" or mod.startswith("busi_lite."):
+                names = [a.name for a in node.names]
+                subs = [f"{mod}.{n}" for n in names if f"{mod}.{n}" in MODULES]
+                found.append((mod, [n for n in names if f"{mod}.{n}" not in MODULES]))
+                found.extend((s, []) for s in subs)
         elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("busi_lite"))
+            found.extend((a.name, []) for a in node.names if a.name.startswith("busi_lite"))
     return found
 
 
-def _graph(top_level_only: bool) -> dict[str, set[str]]:
-    mods = _modules()
-    return {n: {m for m in _imports(n, p, top_level_only) if m in mods and m != n} for n, p in mods.items()}
+def _graph() -> dict[str, set[str]]:
+    return {n: {m for m, _ in _imports(n, p) if m in MODULES and m != n} for n, p in MODULES.items()}
 
 
-def test_no_import_cycle_at_module_level():
-    g = _graph(top_level_only=True)
+def _layer(mod: str) -> str | None:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_module_lives_in_a_layer_folder():
+    stray = sorted(n for n in MODULES if n != "busi_lite" and _layer(n) is None)
+    assert not stray, f"modules outside the layer folders {LAYERS}: {stray}"
+
+
+def test_imports_flow_down_the_layers():
+    bad = []
+    for n, deps in _graph().items():
+        for d in deps:
+            if d == "busi_lite":
+                bad.append(f"{n} imports the top package busi_lite (import from the module that defines it)")
+            elif n != "busi_lite" and LAYERS.index(_layer(d)) > LAYERS.index(_layer(n)):
+                bad.append(f"{n} ({_layer(n)}) imports {d} ({_layer(d)}), a higher layer")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_no_import_cycle():
     # a package importing its own submodules (registration) is not a cycle of responsibilities
-    g = {n: {m for m in deps if not m.startswith(n + ".")} for n, deps in g.items()}
+    g = {n: {m for m in deps if not m.startswith(n + ".")} for n, deps in _graph().items()}
     state, cycles = {}, []
 
     def visit(n, stack):
@@ -78,10 +107,16 @@ def test_no_import_cycle_at_module_level():
     assert not cycles, f"import cycles: {cycles}"
 
 
+def test_the_cycle_check_sees_imports_inside_functions():
+    src = "def f():\n    from busi_lite.serving import inference\n"
+    tree = ast.parse(src)
+    assert any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))  # the walk reaches function bodies
+
+
 def test_serving_never_imports_training():
-    g = _graph(top_level_only=False)  # lazy imports inside functions count too
+    g = _graph()
     bad = {}
-    for n in SERVING & set(g):
+    for n in (m for m in g if m.startswith(SERVING)):
         seen, todo = set(), [n]
         while todo:
             m = todo.pop()
@@ -89,9 +124,18 @@ def test_serving_never_imports_training():
                 if d not in seen:
                     seen.add(d)
                     todo.append(d)
-        if seen & TRAINING:
-            bad[n] = sorted(seen & TRAINING)
+        reach = sorted(d for d in seen if d.startswith(TRAINING))
+        if reach:
+            bad[n] = reach
     assert not bad, f"serving modules reach training code: {bad}"
+
+
+def test_no_private_name_crosses_a_module_border():
+    bad = []
+    for n, p in MODULES.items():
+        for mod, names in _imports(n, p):
+            bad.extend(f"{n}: from {mod} import {x}" for x in names if x.startswith("_") and not x.startswith("__"))
+    assert not bad, "private names imported across modules (make them public):\n" + "\n".join(sorted(bad))
 
 
 def test_head_kind_is_compared_only_in_the_registry():

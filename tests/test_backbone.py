@@ -5,10 +5,10 @@ import hashlib
 
 import numpy as np
 import pytest
-
-from busi_lite.features import backbone as B
-from busi_lite.common import resources
 from synth import BAD_VARIANTS, make_tiny_onnx
+
+from busi_lite.common import resources
+from busi_lite.features import backbone as B
 
 
 # --------------------------------------------------------------------------- preprocess

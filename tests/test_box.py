@@ -12,21 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synth import make_busi_tree
 
-from busi_lite.io import data as D
-from busi_lite.features.backbone import Backbone, preprocess
-from busi_lite.training.box import MIRROR_GAIN, add_box_head
-from busi_lite.serving.boxes import BoxError, LesionBox, make_box, read_boxes_csv
 from busi_lite.cli import main
-from busi_lite.common.errors import ConfigError
-from busi_lite.training.experiments import Config, fit_model
+from busi_lite.common.errors import ConfigError, ModelError
+from busi_lite.features.backbone import Backbone, preprocess
 from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.heads.box import BoxHead, lbfgs
-from busi_lite.serving.inference import NO_BOX_NOTE, Predictor, predict_images
-from busi_lite.model.model import Model, ModelError
 from busi_lite.features.preprocess import V2, Preprocessing, mirror
 from busi_lite.features.views import BOX_VIEWS
-from synth import make_busi_tree
+from busi_lite.heads.box import BoxHead, lbfgs
+from busi_lite.io import data as D
+from busi_lite.io.imread import read_rgb
+from busi_lite.model.config import Config
+from busi_lite.model.model import Model
+from busi_lite.serving.boxes import BoxError, LesionBox, make_box, read_boxes_csv
+from busi_lite.serving.inference import NO_BOX_NOTE, Predictor, predict_images
+from busi_lite.training.box import MIRROR_GAIN, add_box_head
+from busi_lite.training.experiments import fit_model
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ def test_v1_serving_is_bit_identical_to_the_old_path(world):
     assert pr.preprocessing.name == Preprocessing.named("v1").name and pr.flip is False
     paths = world["lesions"][:3]
     got = pr.predict(paths)
-    rgbs = [D.read_rgb(p) for p in paths]
+    rgbs = [read_rgb(p) for p in paths]
     bb = Backbone(world["backbone"])
     for rgb in rgbs:  # the input is exactly the old preprocess
         assert np.array_equal(Preprocessing.named("v1")(rgb), preprocess(rgb))
@@ -82,7 +84,7 @@ def test_flip_averaging_is_the_mean_of_the_two_passes(world, tmp_path):
     assert pr.flip is True
     path = world["lesions"][0]
     (p,) = pr.predict([path])
-    x = preprocess(D.read_rgb(path))[None]
+    x = preprocess(read_rgb(path))[None]
     bb = Backbone(world["backbone"])
     a = m.predict_features(bb.features(x))["proba"][0]
     b = m.predict_features(bb.features(mirror(x)))["proba"][0]
@@ -122,7 +124,7 @@ def test_v2_model_is_served_with_v2_and_unknown_preprocessing_is_refused(world, 
     path = world["lesions"][0]
     (p,) = pr.predict([path])
     bb = Backbone(world["backbone"])
-    r = pr.model.predict_features(bb.features(Preprocessing(V2)(D.read_rgb(path))[None]))
+    r = pr.model.predict_features(bb.features(Preprocessing(V2)(read_rgb(path))[None]))
     assert np.allclose([p.proba[c] for c in pr.model.classes], r["proba"][0], atol=1e-7)
     js = tmp_path / "v2.json"
     d = json.loads(js.read_text())
@@ -206,7 +208,7 @@ def test_box_prediction_path_equals_the_box_head_on_the_crop(world):
     box = _mask_box(path)
     (p,) = pr.predict([path], boxes={path: box})
     assert p.ok and p.box == list(box) and set(p.box_proba) == {"benign", "malignant"}
-    rgb = D.read_rgb(path)
+    rgb = read_rgb(path)
     bb, m = Backbone(world["backbone"]), pr.model
     x, xb = preprocess(rgb)[None], Preprocessing.named("v1")(rgb, box=box)[None]
     pool = lambda a: bb.features(a).reshape(1, -1, 1280).mean(axis=1)  # noqa: E731
@@ -233,7 +235,7 @@ def test_box_outside_the_image_is_an_error_naming_its_source(world):
     (p,) = pr.predict([path], boxes={path: LesionBox(5000, 5000, 6000, 6000, "--box")})
     assert not p.ok and "--box" in p.error and "outside" in p.error and str(path) in p.error
     with pytest.raises(BoxError, match="outside"):
-        pr.predict_arrays([D.read_rgb(path)], boxes=[(900, 900, 950, 950)])
+        pr.predict_arrays([read_rgb(path)], boxes=[(900, 900, 950, 950)])
     with pytest.raises(ConfigError, match="exactly one image"):
         predict_images([path, path], model=world["boxed"], backbone=world["backbone"], box="1,1,20,20")
 
@@ -338,7 +340,7 @@ def test_dicom_box_is_given_in_frame_pixels(world, tmp_path):
     from web_support import dicom_bytes
 
     path = world["lesions"][0]
-    rgb = D.read_rgb(path)
+    rgb = read_rgb(path)
     h, w = rgb.shape[:2]
     frame = np.zeros((h + 40, w + 60, 3), np.uint8)       # the image sits at (30, 20) of a bigger frame
     frame[20:20 + h, 30:30 + w] = rgb
@@ -369,9 +371,10 @@ def test_shipped_model_serves_as_before(real_data, real_backbone):
 
 
 def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factory):
+    from web_support import synth_images, tiny_model
+
     from busi_lite.heads import HeadOutput
     from busi_lite.serving.inference import PROPOSED_NOTE
-    from web_support import synth_images, tiny_model
 
     base = tmp_path_factory.mktemp("mtl_world")
     m = Model.load(tiny_model(base, tiny_backbone))
@@ -414,8 +417,8 @@ def test_browser_box_mode_shows_the_box_heads_answer(world, tmp_path):
 
 def test_serving_inputs_equal_the_cache_views_training_used(world):
     """What serving feeds the backbone for a box (and a mirror) is what extraction cached for training."""
-    from busi_lite.serving.inference import _input, _Prep
     from busi_lite.features.preprocess import mask_box
+    from busi_lite.serving.inference import _input, _Prep
 
     fc, root = world["cache"], world["root"]
     samples = {s.path: s for s in D.discover(root).samples}
@@ -423,7 +426,7 @@ def test_serving_inputs_equal_the_cache_views_training_used(world):
     prep = _Prep(Preprocessing(fc.preprocess_version), use_box=True)
     rows = [i for i in range(len(fc)) if fc.has_mask[i]][:5]
     for r in rows:
-        rgb = D.read_rgb(root / fc.paths[r])
+        rgb = read_rgb(root / fc.paths[r])
         box = mask_box(D.read_mask(root, samples[fc.paths[r]], (rgb.shape[1], rgb.shape[0])))
         inp = _input(root / fc.paths[r], rgb, False, None, prep, LesionBox(*box))
         pooled = bb.features(np.stack([inp.xb, mirror(inp.x)])).reshape(2, -1, 1280).mean(axis=1)

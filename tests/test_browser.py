@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from web_support import chromium_path, drive_page, held_out_images, running_server, synth_images, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +65,8 @@ def _pct(p: float) -> str:
 
 
 def test_page_in_headless_chromium(setup, tmp_path):
-    from busi_lite.web.app import NO_BOX_NOTE, create_app
+    from busi_lite.serving.inference import NO_BOX_NOTE
+    from busi_lite.web.app import create_app
 
     predictor, image, kind = setup
     expected = predictor.predict([image])[0].to_dict()
@@ -114,9 +114,9 @@ def test_dicom_cine_and_a_wrong_file_in_the_page(setup, tmp_path):
     pytest.importorskip("pydicom")
     pytest.importorskip("busi_lite.io.dicom")
     from pydicom.data import get_testdata_file
+    from web_support import browser_page, read_card, upload
 
     from busi_lite.web.app import create_app
-    from web_support import browser_page, read_card, upload
 
     predictor, _, _ = setup
     src = get_testdata_file("examples_ybr_color.dcm")

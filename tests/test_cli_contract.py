@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from busi_lite.cli import main
 from busi_lite.cli.commands import TRAIN_OPTIONS, report_command, sweep_command, train_command
 from busi_lite.cli.common import BusiGroup, Progress
-from busi_lite.model.config import Config, ConfigError
-from busi_lite.common.errors import BusiError
+from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.common.jsonio import dumps
+from busi_lite.model.config import Config
 
 
 def _invoke(args):

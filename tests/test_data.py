@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from busi_lite.io import data as D
 from synth import (
     CLASSES,
     EXIF_JPEG_DISPLAY_SIZE,
@@ -18,6 +16,10 @@ from synth import (
     make_busi_tree,
     make_odd_images,
 )
+
+from busi_lite.common.errors import ImageError
+from busi_lite.io import data as D
+from busi_lite.io.imread import content_sha256, read_rgb
 
 
 # --------------------------------------------------------------------------- helpers
@@ -133,7 +135,7 @@ def test_read_mask_unions_extra_masks(tree):
     root, info = tree
     ds = D.discover(root)
     s = next(s for s in ds.samples if s.path == info["multi_mask"][0])
-    rgb = D.read_rgb(root / s.path)
+    rgb = read_rgb(root / s.path)
     size = (rgb.shape[1], rgb.shape[0])
     union = D.read_mask(root, s, size)
     first = D.read_mask(root, D.Sample(s.path, s.label, s.mask_paths[:1]), size)
@@ -150,7 +152,7 @@ def test_normal_masks_are_empty(tree):
     root, _ = tree
     ds = D.discover(root)
     for s in ds.samples:
-        rgb = D.read_rgb(root / s.path)
+        rgb = read_rgb(root / s.path)
         m = D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
         assert m is not None
         assert bool(m.any()) == (s.label != 0), s.path
@@ -245,8 +247,8 @@ def test_mask_size_mismatch_raises_naming_file(busi_tree):
         m.resize((m.width + 10, m.height)).save(mpath)
     ds = D.discover(root)
     s = next(s for s in ds.samples if s.path == "benign/benign (4).png")
-    rgb = D.read_rgb(root / s.path)
-    with pytest.raises(D.ImageError, match=r"benign \(4\)_mask\.png.*re-export"):
+    rgb = read_rgb(root / s.path)
+    with pytest.raises(ImageError, match=r"benign \(4\)_mask\.png.*re-export"):
         D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
 
 
@@ -260,16 +262,16 @@ def test_non_binary_mask_raises(busi_tree):
     Image.fromarray(a).save(mpath)
     ds = D.discover(root)
     s = next(s for s in ds.samples if s.path == "malignant/malignant (2).png")
-    rgb = D.read_rgb(root / s.path)
-    with pytest.raises(D.ImageError, match=r"malignant \(2\)_mask\.png.*not binary"):
+    rgb = read_rgb(root / s.path)
+    with pytest.raises(ImageError, match=r"malignant \(2\)_mask\.png.*not binary"):
         D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
 
 
 @pytest.mark.parametrize("key", ["truncated_png", "text_as_png", "empty_png"])
 def test_broken_images_raise_image_error(odd, key):
     path = odd[key]
-    with pytest.raises(D.ImageError) as e:
-        D.read_rgb(path)
+    with pytest.raises(ImageError) as e:
+        read_rgb(path)
     msg = str(e.value)
     assert path.name in msg
     assert "->" in msg and "re-export" in msg  # says what to do
@@ -308,9 +310,9 @@ def test_dataset_is_never_modified(busi_tree):
     D.inspect(ds)
     for s in ds.samples:
         try:
-            rgb = D.read_rgb(root / s.path)
+            rgb = read_rgb(root / s.path)
             D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
-        except D.ImageError:
+        except ImageError:
             pass
     assert _hash_tree(root) == before
 
@@ -338,8 +340,8 @@ def test_duplicate_groups_on_tree(tree, inventory):
 def test_duplicate_groups_function(tree):
     root, info = tree
     ds = D.discover(root)
-    rgbs = [D.read_rgb(root / s.path) for s in ds.samples]
-    hashes = [D.content_sha256(x) for x in rgbs]
+    rgbs = [read_rgb(root / s.path) for s in ds.samples]
+    hashes = [content_sha256(x) for x in rgbs]
     phs = [D.phash(x) for x in rgbs]
     g = D.duplicate_groups(hashes, phs)
     idx = {s.path: i for i, s in enumerate(ds.samples)}
@@ -473,7 +475,7 @@ def test_read_rgb_16bit_is_scaled(odd):
     with Image.open(odd["gray16_png"]) as im:
         assert im.mode.startswith("I")
         raw = np.asarray(im).astype(np.float64)
-    rgb = D.read_rgb(odd["gray16_png"])
+    rgb = read_rgb(odd["gray16_png"])
     assert rgb.dtype == np.uint8 and rgb.shape == raw.shape + (3,)
     exp = np.clip(np.round(raw / 257.0), 0, 255)
     np.testing.assert_array_equal(rgb[..., 0], exp)
@@ -485,7 +487,7 @@ def test_read_rgb_16bit_is_scaled(odd):
 def test_read_rgb_rgba_composited_on_black(odd):
     with Image.open(odd["rgba_png"]) as im:
         a = np.asarray(im.convert("RGBA")).astype(np.float64)
-    rgb = D.read_rgb(odd["rgba_png"])
+    rgb = read_rgb(odd["rgba_png"])
     assert rgb.shape == a.shape[:2] + (3,) and rgb.dtype == np.uint8
     w = a.shape[1]
     assert (rgb[:, : w // 3] == 0).all()  # fully transparent -> black
@@ -501,11 +503,11 @@ def test_read_rgb_palette_and_la(odd):
     with Image.open(odd["palette_png"]) as im:
         assert im.mode == "P"
         exp = np.asarray(im.convert("RGB"))
-    np.testing.assert_array_equal(D.read_rgb(odd["palette_png"]), exp)
+    np.testing.assert_array_equal(read_rgb(odd["palette_png"]), exp)
     with Image.open(odd["la_png"]) as im:
         assert im.mode == "LA"
         la = np.asarray(im)
-    rgb = D.read_rgb(odd["la_png"])
+    rgb = read_rgb(odd["la_png"])
     h = la.shape[0]
     assert (rgb[: h // 4] == 0).all()  # alpha 0 -> black
     np.testing.assert_array_equal(rgb[h // 4:, :, 0], la[h // 4:, :, 0])
@@ -513,7 +515,7 @@ def test_read_rgb_palette_and_la(odd):
 
 
 def test_read_rgb_applies_exif_orientation(odd):
-    rgb = D.read_rgb(odd["exif_rot6_jpg"])
+    rgb = read_rgb(odd["exif_rot6_jpg"])
     w, h = EXIF_JPEG_DISPLAY_SIZE
     assert rgb.shape == (h, w, 3)
     assert EXIF_JPEG_STORED_SIZE == (h, w)
@@ -527,28 +529,28 @@ def test_read_rgb_applies_exif_orientation(odd):
 def test_read_rgb_bmp_and_tiff(odd):
     with Image.open(odd["bmp"]) as im:
         exp_bmp = np.asarray(im.convert("RGB"))
-    bmp = D.read_rgb(odd["bmp"])
+    bmp = read_rgb(odd["bmp"])
     np.testing.assert_array_equal(bmp, exp_bmp)
     assert not (bmp[..., 0] == bmp[..., 1]).all()  # a real colour image
     with Image.open(odd["tiff"]) as im:
         g = np.asarray(im)
-    tif = D.read_rgb(odd["tiff"])
+    tif = read_rgb(odd["tiff"])
     for ch in range(3):
         np.testing.assert_array_equal(tif[..., ch], g)
 
 
 def test_read_rgb_decompression_bomb_guard(odd):
     path = odd["bmp"]
-    with pytest.raises(D.ImageError, match="decompression bomb") as e:
-        D.read_rgb(path, max_pixels=1000)
+    with pytest.raises(ImageError, match="decompression bomb") as e:
+        read_rgb(path, max_pixels=1000)
     assert path.name in str(e.value)
-    assert D.read_rgb(path, max_pixels=300 * 210).shape == (210, 300, 3)
+    assert read_rgb(path, max_pixels=300 * 210).shape == (210, 300, 3)
 
 
 def test_content_sha256_depends_on_pixels_and_shape():
     a = np.zeros((4, 6, 3), np.uint8)
-    assert D.content_sha256(a) == D.content_sha256(a.copy())
-    assert D.content_sha256(a) != D.content_sha256(a.reshape(6, 4, 3))
+    assert content_sha256(a) == content_sha256(a.copy())
+    assert content_sha256(a) != content_sha256(a.reshape(6, 4, 3))
     b = a.copy()
     b[0, 0, 0] = 1
-    assert D.content_sha256(a) != D.content_sha256(b)
+    assert content_sha256(a) != content_sha256(b)

@@ -18,8 +18,8 @@ from pydicom import uid  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.pixels import apply_color_lut, get_decoder  # noqa: E402
 
-from busi_lite.io import dicom as D
 from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.io import dicom as D
 
 # name -> (n_frames, (H, W) after the crop, crop)
 EXAMPLES = {

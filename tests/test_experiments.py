@@ -7,16 +7,18 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from busi_lite.training import experiments as E
-from busi_lite.cli import main
-from busi_lite.common.errors import ConfigError
-from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.heads import HEADS, PlainHead, register_head
-from busi_lite.model.model import OOD, Model, ModelError
-from busi_lite.model.records import RecordError, RunResult, SweepResult
-from busi_lite.features.views import VIEWS
 from synth import make_busi_tree
+
+from busi_lite.cli import main
+from busi_lite.common.errors import ConfigError, ModelError
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.features.views import VIEWS
+from busi_lite.heads import HEADS, PlainHead, register_head
+from busi_lite.model.config import Config, grid_for_heads, pick_configs
+from busi_lite.model.model import OOD, Model
+from busi_lite.model.records import RecordError, RunResult, SweepResult
+from busi_lite.training import experiments as E
+from busi_lite.training.core import build_xy, calibrate, recall_at_far, split_for, training_rows
 
 FAST = dict(epochs=15, lr=1e-3, batch=8)
 
@@ -36,10 +38,10 @@ def cache(cache_path):
 
 
 def test_views_only_from_training_rows(cache):
-    sp = E.split_for(cache, 0)
-    cfg = E.Config(masks=True, **FAST)
-    rows = E.training_rows(cache, sp.train, cfg, 0)
-    xy = E.build_xy(cache, rows, cfg, with_views=True)
+    sp = split_for(cache, 0)
+    cfg = Config(masks=True, **FAST)
+    rows = training_rows(cache, sp.train, cfg, 0)
+    xy = build_xy(cache, rows, cfg, with_views=True)
     assert set(xy["row"]) <= set(sp.train)
     assert not set(xy["row"]) & set(sp.test)
     assert len(xy["y"]) > len(rows)  # views were added
@@ -49,20 +51,20 @@ def test_views_only_from_training_rows(cache):
 
 
 def test_undersample_and_fraction(cache):
-    sp = E.split_for(cache, 0)
-    cfg = E.Config(balance="undersample", per_class=5)
-    rows = E.training_rows(cache, sp.train, cfg, 0)
+    sp = split_for(cache, 0)
+    cfg = Config(balance="undersample", per_class=5)
+    rows = training_rows(cache, sp.train, cfg, 0)
     assert np.bincount(cache.labels[rows]).max() <= 5
-    half = E.training_rows(cache, sp.train, E.Config(), 0, fraction=0.5)
+    half = training_rows(cache, sp.train, Config(), 0, fraction=0.5)
     full_counts = np.bincount(cache.labels[sp.train], minlength=3)
     assert np.all(np.abs(np.bincount(cache.labels[half], minlength=3) - full_counts / 2) <= 1)
     assert set(half) <= set(sp.train)
-    assert np.array_equal(half, E.training_rows(cache, sp.train, E.Config(), 0, fraction=0.5))
+    assert np.array_equal(half, training_rows(cache, sp.train, Config(), 0, fraction=0.5))
 
 
 def test_class_weights_mean_one(cache):
-    sp = E.split_for(cache, 0)
-    xy = E.build_xy(cache, sp.train, E.Config(balance="weights"), with_views=False)
+    sp = split_for(cache, 0)
+    xy = build_xy(cache, sp.train, Config(balance="weights"), with_views=False)
     w = xy["sample_weight"]
     assert w.mean() == pytest.approx(1.0, rel=1e-5)
     per_class = [w[xy["y"] == c].sum() for c in range(3)]
@@ -70,7 +72,7 @@ def test_class_weights_mean_one(cache):
 
 
 def test_run_one_learns_and_is_deterministic(cache):
-    cfg = E.Config(**FAST)
+    cfg = Config(**FAST)
     a, b = E.run_one(cache, cfg, 1), E.run_one(cache, cfg, 1)
     assert isinstance(a, RunResult)
     assert a.test.accuracy == b.test.accuracy
@@ -81,7 +83,7 @@ def test_run_one_learns_and_is_deterministic(cache):
 
 
 def test_mtl_run_reports_segmentation(cache):
-    r = E.run_one(cache, E.Config(head="mtl", **FAST), 0)
+    r = E.run_one(cache, Config(head="mtl", **FAST), 0)
     seg = r.test.segmentation
     assert seg["n"] > 0 and 0 <= seg["dice"] <= 1
     assert len(r.history["train_seg_loss"]) == FAST["epochs"]
@@ -94,7 +96,7 @@ def _corrupt_test_rows(path, tmp_path, seed):
     dst = tmp_path / "corrupt.h5"
     shutil.copy(path, dst)
     c = FeatureCache(path)  # the split depends only on the index, which the copy shares
-    test = np.sort(E.split_for(c, seed).test)
+    test = np.sort(split_for(c, seed).test)
     rng = np.random.default_rng(0)
     with h5py.File(dst, "r+") as f:
         for v in c.views:
@@ -106,7 +108,7 @@ def _corrupt_test_rows(path, tmp_path, seed):
 
 def test_calibration_never_sees_test_images(cache_path, tmp_path):
     """Thresholds, OOD statistics and weights are unchanged when test images change."""
-    cfg = E.Config(head="mtl", masks=True, epochs=4, lr=1e-3, batch=8)  # the property does not need more epochs
+    cfg = Config(head="mtl", masks=True, epochs=4, lr=1e-3, batch=8)  # the property does not need more epochs
     m1, meta1 = E.fit_model(FeatureCache(cache_path), cfg, seed=0, folds=2)
     m2, meta2 = E.fit_model(FeatureCache(_corrupt_test_rows(cache_path, tmp_path, 0)), cfg, seed=0, folds=2)
     assert meta1.calibration == meta2.calibration
@@ -120,7 +122,7 @@ def test_calibration_never_sees_test_images(cache_path, tmp_path):
 @pytest.fixture(scope="module")
 def fitted(cache_path):
     """One calibrated multi-task model, shared by the persistence tests."""
-    return E.fit_model(FeatureCache(cache_path), E.Config(head="mtl", **FAST), seed=0, folds=2)
+    return E.fit_model(FeatureCache(cache_path), Config(head="mtl", **FAST), seed=0, folds=2)
 
 
 def test_model_roundtrip_and_refusals(fitted, cache, tmp_path):
@@ -176,7 +178,7 @@ def test_calibrate_thresholds():
     y = np.repeat([0, 1, 2], 50)
     logits = rng.normal(size=(150, 3)) + 2.5 * np.eye(3)[y]
     proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    cal = E.calibrate({"y": y, "proba": proba, "ood": rng.random(150), "lesion": None}, target_recall=0.9)
+    cal = calibrate({"y": y, "proba": proba, "ood": rng.random(150), "lesion": None}, target_recall=0.9)
     p_mal = proba[:, 2]
     assert (p_mal[y == 2] >= cal.malignant_threshold).mean() >= 0.9
     wrong = proba.argmax(1) != y
@@ -185,7 +187,7 @@ def test_calibrate_thresholds():
 
 
 def test_aggregate_and_paper_columns(cache):
-    res = E.sweep(cache, [E.Config(name="model-7", **FAST)], seeds=[0, 1])
+    res = E.sweep(cache, [Config(name="model-7", **FAST)], seeds=[0, 1])
     row = res.summary[0]
     assert row.seeds == [0, 1]
     r = row.metrics["malignant_recall"]
@@ -202,8 +204,8 @@ def test_aggregate_and_paper_columns(cache):
 def test_recall_at_far():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1], bool)
     s = np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.5, 0.8, 0.95])
-    assert E.recall_at_far(y, s, 0.0) == 0.25   # only 0.95 beats the 0.9 negative
-    assert E.recall_at_far(y, s, 0.25) == 1.0
+    assert recall_at_far(y, s, 0.0) == 0.25   # only 0.95 beats the 0.9 negative
+    assert recall_at_far(y, s, 0.25) == 1.0
 
 
 def test_cli_train_sweep_select(cache_path, tmp_path):
@@ -263,21 +265,21 @@ def test_sweep_resumes_from_partial(cache_path, tmp_path, monkeypatch):
 ])
 def test_config_validation_names_the_parameter(param, value):
     with pytest.raises(ConfigError) as e:
-        E.Config(**{param: value})
+        Config(**{param: value})
     assert e.value.param == param and param in str(e.value) and " -> " in str(e.value)
 
 
 def test_config_defaults_are_the_fit_defaults():
-    c = E.Config()
+    c = Config()
     assert (c.lr, c.batch, c.epochs, c.per_class, c.hidden, c.head) == (1e-4, 32, 50, 150, 100, "plain")
-    assert E.Config(views=["roi"]).views == ("roi",)  # lists from JSON become tuples
-    assert E.Config.from_json(c.to_json()) == c
+    assert Config(views=["roi"]).views == ("roi",)  # lists from JSON become tuples
+    assert Config.from_json(c.to_json()) == c
     with pytest.raises(ConfigError, match="unknown fields"):
-        E.Config.from_json({**c.to_json(), "dropout": 0.5})
+        Config.from_json({**c.to_json(), "dropout": 0.5})
 
 
 def test_parse_balance():
-    P = E.Config.parse_balance
+    P = Config.parse_balance
     assert P("none") == ("none", 150) and P("weights") == ("weights", 150)
     assert P("undersample") == ("undersample", 150) and P("undersample=120") == ("undersample", 120)
     for bad in ("undersample=abc", "undersample=-5", "undersample=0", "undersample=", "weights=3", "over"):
@@ -287,17 +289,17 @@ def test_parse_balance():
 
 
 def test_pick_configs_shared_by_sweep_and_select():
-    grid = E.grid_for_heads("plain,mtl")
-    assert [c.name for c in E.pick_configs(grid, "model-7")] == ["model-7", "model-7+mtl"]
-    assert [c.name for c in E.pick_configs(grid, "model-7+mtl, model-1")] == ["model-1", "model-1+mtl", "model-7+mtl"]
-    assert len(E.pick_configs(grid, "")) == 24 and len(E.pick_configs(grid, [])) == 24
+    grid = grid_for_heads("plain,mtl")
+    assert [c.name for c in pick_configs(grid, "model-7")] == ["model-7", "model-7+mtl"]
+    assert [c.name for c in pick_configs(grid, "model-7+mtl, model-1")] == ["model-1", "model-1+mtl", "model-7+mtl"]
+    assert len(pick_configs(grid, "")) == 24 and len(pick_configs(grid, [])) == 24
     with pytest.raises(ConfigError, match="model-77") as e:
-        E.pick_configs(grid, "model-7,model-77")
+        pick_configs(grid, "model-7,model-77")
     assert e.value.param == "only" and "model-7p+mtl" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        E.pick_configs([], "")
+        pick_configs([], "")
     with pytest.raises(ConfigError, match="head"):
-        E.grid_for_heads("plain,cnn")
+        grid_for_heads("plain,cnn")
 
 
 # --------------------------------------------------------------------------- #
@@ -321,7 +323,7 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
             return cells.mean(axis=1) * 2
 
     try:
-        cfg = E.Config(head="toy", masks=True, **FAST)
+        cfg = Config(head="toy", masks=True, **FAST)
         r = E.run_one(cache, cfg, 0)
         assert r.config.head == "toy" and r.test.n > 0 and {"raw", "roi"} <= set(calls)
         model, card = E.fit_model(cache, cfg, seed=0, folds=2)
@@ -336,14 +338,14 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
     finally:
         HEADS.pop("toy", None)
     with pytest.raises(ConfigError, match="toy"):
-        E.Config(head="toy")
+        Config(head="toy")
 
 
 # --------------------------------------------------------------------------- #
 # records: round trips, schema and type errors at load
 # --------------------------------------------------------------------------- #
 def test_run_and_sweep_records_round_trip(cache):
-    res = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0])
+    res = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0])
     js = json.loads(json.dumps(res.to_json()))
     assert js["schema"] == SweepResult.SCHEMA and js["results"][0]["schema"] == RunResult.SCHEMA
     back = SweepResult.from_json(js)
@@ -399,9 +401,8 @@ def test_model_card_round_trip_and_strictness(fitted, tmp_path):
 
 
 def test_model_load_reads_only_expected_members(fitted, tmp_path):
-    import zipfile
-
     import hashlib
+    import zipfile
 
     model, _ = fitted
     npz, js = model.save(tmp_path / "m")
@@ -447,7 +448,7 @@ def test_committed_default_model_loads_unchanged():
 # sweep resume: same cache, backbone AND split digest
 # --------------------------------------------------------------------------- #
 def test_resume_keeps_only_runs_of_this_cache_and_split(cache, tmp_path):
-    res = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0, 1])
+    res = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0, 1])
     path = tmp_path / "sw.partial.json"
     E.save_partial(path, res.results, cache)
     kept = E.resume_runs(path, cache)
@@ -461,6 +462,6 @@ def test_resume_keeps_only_runs_of_this_cache_and_split(cache, tmp_path):
     assert E.resume_runs({**part, "cache": "/elsewhere.h5"}, cache) == []
     assert E.resume_runs(tmp_path / "missing.json", cache) == []
     # kept runs are not rerun
-    again = E.sweep(cache, [E.Config(name="model-1", **FAST)], seeds=[0, 1], done=kept)
+    again = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0, 1], done=kept)
     assert again.results[0] is kept[0] and again.results[1].to_json()["test"] == res.results[1].to_json()["test"]
     assert not math.isnan(again.summary[0].metrics["accuracy"].mean)

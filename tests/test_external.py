@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
+from synth import make_busi_tree, make_tiny_onnx
 
-from busi_lite.evaluation import metrics as M
 from busi_lite.cli import main
-from busi_lite.training.experiments import Config, fit_model
+from busi_lite.common.errors import ModelError
+from busi_lite.common.jsonio import dumps
+from busi_lite.evaluation import metrics as M
 from busi_lite.evaluation.external import (
     ExternalError,
     ExternalEvaluation,
@@ -29,9 +31,9 @@ from busi_lite.evaluation.external import (
     evaluate_external,
 )
 from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.common.jsonio import dumps
-from busi_lite.model.model import Model, ModelError
-from synth import make_busi_tree, make_tiny_onnx
+from busi_lite.model.config import Config
+from busi_lite.model.model import Model
+from busi_lite.training.experiments import fit_model
 
 
 def _quiet(_msg):

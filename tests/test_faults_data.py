@@ -29,8 +29,10 @@ from PIL import Image
 from synth import make_busi_tree, make_tiny_onnx
 
 from busi_lite.common import atomic
-from busi_lite.io import data as D
+from busi_lite.common.errors import BusiError, ImageError
 from busi_lite.features import cache as F
+from busi_lite.io import data as D
+from busi_lite.io.imread import read_gray, read_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,12 +186,12 @@ def test_reading_never_blocks_on_a_fifo_and_names_the_file(tree):
     root, _ = tree
     os.mkfifo(root / "benign" / "fifo.png")
     with _deadline(20):
-        with pytest.raises(D.ImageError, match=r"fifo\.png.*not a regular file \(a FIFO\)"):
-            D.read_rgb(root / "benign" / "fifo.png")
-        with pytest.raises(D.ImageError, match="FIFO"):
+        with pytest.raises(ImageError, match=r"fifo\.png.*not a regular file \(a FIFO\)"):
+            read_rgb(root / "benign" / "fifo.png")
+        with pytest.raises(ImageError, match="FIFO"):
             F.source_sha256(root, D.Sample("benign/fifo.png", 0))
-        with pytest.raises(D.ImageError, match="FIFO"):
-            D.read_gray(root / "benign" / "fifo.png")
+        with pytest.raises(ImageError, match="FIFO"):
+            read_gray(root / "benign" / "fifo.png")
 
 
 def test_files_turned_bad_after_discovery_are_problems(tree, tmp_path, tiny_backbone):
@@ -229,10 +231,10 @@ def test_decompression_bomb_mask_is_an_image_error(tmp_path):
     """Before: data._read_gray (now imread.read_gray) had no pixel limit: DecompressionBombError escaped."""
     p = _bomb_png(tmp_path / "x_mask.png")
     assert p.stat().st_size < 100
-    with pytest.raises(D.ImageError, match="x_mask.png"):
-        D.read_gray(p)
-    with pytest.raises(D.ImageError, match="x_mask.png"):
-        D.read_rgb(p)
+    with pytest.raises(ImageError, match="x_mask.png"):
+        read_gray(p)
+    with pytest.raises(ImageError, match="x_mask.png"):
+        read_rgb(p)
 
 
 # --------------------------------------------------------------------------- 9.4 disk full
@@ -310,7 +312,7 @@ def test_disk_full_is_one_line_and_keeps_the_old_cache(tree, tmp_path, tiny_back
         return real_write(self, b)
 
     monkeypatch.setattr(atomic.LatchedFile, "write", full)
-    with pytest.raises(F.BusiError, match="disk full"):
+    with pytest.raises(BusiError, match="disk full"):
         _extract(root, out, tiny_backbone, force=True)
     assert _sha(out) == before and _temps(tmp_path) == []
 
@@ -457,12 +459,12 @@ def test_12bit_data_in_16bit_png_uses_its_bit_depth(tmp_path):
     Image.fromarray(a).save(p)
     with Image.open(p) as im:
         assert im.mode.startswith("I")
-    rgb = D.read_rgb(p)
+    rgb = read_rgb(p)
     assert rgb.max() == 255 and rgb[..., 0].min() == 0
     np.testing.assert_array_equal(rgb[..., 0], np.round(a * 255.0 / 4095).astype(np.uint8))
     full = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)   # max 65520: 16-bit data
     Image.fromarray(full).save(p)
-    np.testing.assert_array_equal(D.read_rgb(p)[..., 0], np.round(full / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(read_rgb(p)[..., 0], np.round(full / 257.0).astype(np.uint8))
 
 
 # --------------------------------------------------------------------------- messages

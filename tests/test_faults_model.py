@@ -18,20 +18,23 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from synth import make_busi_tree
 
-from busi_lite.training import experiments as E
-from busi_lite.common import resources
-from busi_lite.model.card import ModelCard
 from busi_lite.cli import main
+from busi_lite.common import resources
+from busi_lite.common.atomic import atomic_path
+from busi_lite.common.errors import ModelError
 from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.serving.flags import FlagConfig, compute_flags
+from busi_lite.features.views import VIEWS
 from busi_lite.heads import PlainHead, fit
 from busi_lite.heads.base import TrainingError
-from busi_lite.model.model import OOD, Model, ModelError
-from busi_lite.model.records import SelectionResult, SelectionRow
+from busi_lite.model.card import ModelCard
+from busi_lite.model.config import Config
+from busi_lite.model.model import OOD, Model
+from busi_lite.model.records import RunResult, SelectionResult, SelectionRow
+from busi_lite.serving.flags import FlagConfig, compute_flags
+from busi_lite.training import experiments as E
 from busi_lite.training.core import auc_interval, calibrate, chance_warnings
-from busi_lite.features.views import VIEWS
-from synth import make_busi_tree
 
 D = 1280
 
@@ -201,7 +204,7 @@ def test_save_writes_weights_first(tmp_path, monkeypatch):
     tiny_model(seed=1).save(stem)
     import busi_lite.model.model as mm
 
-    real, calls = mm.atomic_path, []
+    real, calls = atomic_path, []
 
     def spy(dest, *a, **k):
         calls.append(dest.suffix)
@@ -326,7 +329,7 @@ def test_extra_large_member_is_never_decompressed(saved):
 # --------------------------------------------------------------------------- 8. sweep resume
 def test_resumed_sweep_never_mixes_test_fractions(cache_path):
     cache = FeatureCache(cache_path)
-    cfg = E.Config(name="model-1", epochs=3, lr=1e-3, batch=8)
+    cfg = Config(name="model-1", epochs=3, lr=1e-3, batch=8)
     other = E.sweep(cache, [cfg], seeds=[0], test_fraction=0.3)
     assert other.results[0].test_fraction == 0.3
     kept = E.resume_runs({"results": [r.to_json() for r in other.results], "cache": str(cache.path),
@@ -335,14 +338,14 @@ def test_resumed_sweep_never_mixes_test_fractions(cache_path):
     again = E.sweep(cache, [cfg], seeds=[0], done=kept)  # ...but not of this sweep's (0.15)
     assert again.results[0] is not kept[0] and again.results[0].test_fraction == 0.15
     assert again.results[0].n_test != kept[0].n_test
-    forged = E.RunResult.from_json({**kept[0].to_json(), "test_fraction": 0.15})  # right fraction, wrong digest
+    forged = RunResult.from_json({**kept[0].to_json(), "test_fraction": 0.15})  # right fraction, wrong digest
     again = E.sweep(cache, [cfg], seeds=[0], done=[forged])
     assert again.results[0] is not forged
 
 
 # --------------------------------------------------------------------------- issue 10: select
 def _row(name, recall, auc, masks=False, head="plain"):
-    cfg = E.Config(name=name, masks=masks, head=head)
+    cfg = Config(name=name, masks=masks, head=head)
     return SelectionRow(name=name, config=cfg, oof_recall_at_far=recall, oof_auc=auc, oof_accuracy=0.7,
                         far_cap=0.1, seconds=1.0), cfg
 
@@ -362,8 +365,8 @@ def test_selection_ties_go_to_the_simpler_model():
 
 
 def test_select_records_margin_and_tie(cache_path):
-    res = E.select(FeatureCache(cache_path), [E.Config(name="a", epochs=3, lr=1e-3, batch=8),
-                                              E.Config(name="b", epochs=3, lr=1e-3, batch=8, masks=True)],
+    res = E.select(FeatureCache(cache_path), [Config(name="a", epochs=3, lr=1e-3, batch=8),
+                                              Config(name="b", epochs=3, lr=1e-3, batch=8, masks=True)],
                    folds=2)
     assert res.margin == E.SELECTION_MARGIN and res.tied[0] == res.winner.name
     assert all(r.n_params == 1280 * 100 + 100 + 100 * 3 for r in res.ranking)

@@ -10,15 +10,17 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from synth import make_busi_tree, make_tiny_onnx
 
 import busi_lite
-from busi_lite.io import data as D
+from busi_lite.common.errors import ImageError
 from busi_lite.features import cache as F
-from busi_lite.features.backbone import PREPROCESS_VERSION, Backbone, preprocess
 from busi_lite.features import views as V
+from busi_lite.features.backbone import PREPROCESS_VERSION, Backbone, preprocess
 from busi_lite.features.preprocess import Preprocessing, margin_box, mask_box, mirror
 from busi_lite.features.views import VIEWS
-from synth import make_busi_tree, make_tiny_onnx
+from busi_lite.io import data as D
+from busi_lite.io.imread import read_rgb
 
 ALL_VIEWS = ("raw",) + V.ALL_VIEWS
 # The `fresh` caches (incremental reuse, force, locks, interruption) hold one view of each kind:
@@ -200,7 +202,7 @@ def test_raw_features_match_backbone(extracted, tiny_backbone):
     bb = Backbone(tiny_backbone, threads=1)
     for p in (info["rgb"][0], info["multi_mask"][0], "normal/normal (1).png"):
         i = cache.paths.index(p)
-        exp = bb.features(preprocess(D.read_rgb(root / p))[None])[0]
+        exp = bb.features(preprocess(read_rgb(root / p))[None])[0]
         got = cache.spatial("raw", [i])[0].astype(np.float32).reshape(7, 7, 1280)
         np.testing.assert_allclose(got, exp, rtol=2e-3, atol=2e-3)
     # distinct images give distinct features
@@ -345,7 +347,7 @@ def test_bad_image_skipped_or_strict(busi_tree, tmp_path, tiny_backbone):
     cache = F.FeatureCache(out)
     assert "benign/benign (6).png" not in cache.paths and len(cache) == n - 1
     out2 = tmp_path / "strict.h5"
-    with pytest.raises(D.ImageError, match=r"benign \(6\)\.png"):
+    with pytest.raises(ImageError, match=r"benign \(6\)\.png"):
         _extract(root, out2, tiny_backbone, views=("roi", "flip"), strict=True)
     assert not out2.exists()
     assert _leftovers(tmp_path) == []
@@ -450,7 +452,7 @@ def test_flip_and_box_views_are_the_named_inputs(extracted, tiny_backbone):
     pp = Preprocessing.named("v1")
     i = cache.paths.index(info["multi_mask"][0])
     s = D.discover(root).samples[i]
-    rgb = D.read_rgb(root / s.path)
+    rgb = read_rgb(root / s.path)
     mask = D.read_mask(root, s, (rgb.shape[1], rgb.shape[0]))
     box = mask_box(mask)
 

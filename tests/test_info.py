@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from busi_lite.serving import info as I
 from busi_lite.common import resources as R
 from busi_lite.common import threads as T
 from busi_lite.common.errors import ConfigError
 from busi_lite.common.jsonio import dumps
+from busi_lite.serving import info as I
 
 SHA = "d75e5fd95a8aa3807fafc7d4a91f2ccea91bce75e19e4c5acae256468778294a"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import busi_lite
+from busi_lite.common import resources as R
+from busi_lite.common.errors import ConfigError, ModelError
 from busi_lite.features import backbone as B
 from busi_lite.model import model as M
-from busi_lite.common import resources as R
-from busi_lite.common.errors import ConfigError
 
 BACKBONE_SHA256 = "d75e5fd95a8aa3807fafc7d4a91f2ccea91bce75e19e4c5acae256468778294a"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_precedence_option_then_environment_then_packaged(monkeypatch, tmp_path)
 def test_loaders_follow_the_precedence(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(R.ENV["model"], str(tmp_path / "nowhere"))
-    with pytest.raises(M.ModelError, match="nowhere.npz"):
+    with pytest.raises(ModelError, match="nowhere.npz"):
         M.Model.load()
     monkeypatch.delenv(R.ENV["model"])
     assert M.Model.load().card.backbone_sha256 == BACKBONE_SHA256

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from busi_lite.model.config import Config
 from busi_lite.common.errors import ConfigError
 from busi_lite.heads import HEADS, LogRegHead, get_head, make_head
 from busi_lite.heads.logreg import lbfgs
+from busi_lite.model.config import Config
 
 
 def _data(n=240, d=40, seed=0):

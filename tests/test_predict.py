@@ -13,18 +13,21 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter
+from synth import make_busi_tree, make_odd_images, make_tiny_onnx
 
-from busi_lite.io import data as D
-from busi_lite.training.experiments import Config, fit_model, split_for
-from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.model.model import Model, ModelError
 from busi_lite.cli import main
+from busi_lite.common.errors import ModelError
 from busi_lite.common.jsonio import dumps as dump
 from busi_lite.evaluation.flag_eval import evaluate_flags
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.io.imread import read_rgb
+from busi_lite.model.config import Config
+from busi_lite.model.model import Model
 from busi_lite.serving.flags import FlagConfig, compute_flags
 from busi_lite.serving.geometry import lesion_geometry
 from busi_lite.serving.inference import Predictor, predict_images
-from synth import make_busi_tree, make_odd_images, make_tiny_onnx
+from busi_lite.training.core import split_for
+from busi_lite.training.experiments import fit_model
 
 CLASSES = ("normal", "benign", "malignant")
 
@@ -192,7 +195,7 @@ def test_input_errors_are_reported_and_others_still_run(world, tmp_path, monkeyp
     Image.fromarray(np.full((500, 500), 90, np.uint8)).save(big)
     missing = tmp_path / "missing.png"
     bad = [odd["text_as_png"], odd["truncated_png"], odd["empty_png"], missing, big]
-    monkeypatch.setattr(D, "MAX_PIXELS", 200_000)  # big.png (250,000 px) is now a "bomb"; good ones are smaller
+    monkeypatch.setattr("busi_lite.serving.inference.MAX_PIXELS", 200_000)  # big.png (250,000 px) is now a "bomb"; good ones are smaller
     args = ["--model", world["model"], "--backbone", world["backbone"], "--json"]
     r = _run([good] + bad + [world["good"][1]] + args)
     assert r.exit_code == 1
@@ -355,13 +358,13 @@ def test_unreadable_argument_fails_only_that_file(world, predictor, monkeypatch)
     good = [str(p) for p in world["good"][:2]]
     # a name the OS refuses (embedded NUL), a file whose read fails with EACCES
     denied = world["good"][2]
-    real = D.read_rgb
+    real = read_rgb
 
     def read(path, *a, **k):
         if Path(path) == denied:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path, *a, **k)
-    monkeypatch.setattr(D, "read_rgb", read)
+    monkeypatch.setattr("busi_lite.serving.inference.read_rgb", read)
     # a folder we may not look into (as root, chmod cannot show it: the OS error is simulated)
     locked = Path("locked_dir/scan.png")
     real_is_dir = Path.is_dir

@@ -23,9 +23,9 @@ pydicom = pytest.importorskip("pydicom")
 from dicom_synth import FAKE_ID, FAKE_NAME, FAKE_VALUES, wrap_png_as_dicom
 from synth import make_busi_tree
 
-from busi_lite.io import data as D
 from busi_lite.cli import main
 from busi_lite.common.errors import ConfigError
+from busi_lite.io.imread import read_rgb
 from busi_lite.serving.inference import Predictor
 
 EXAMPLES = {"examples_palette.dcm": 1, "examples_ybr_color.dcm": 30, "examples_rgb_color.dcm": 1,
@@ -50,8 +50,9 @@ def serving(request, tiny_backbone, tmp_path_factory):
         tp = meta["test_predictions"]
         images = [data / next(p for p, y in zip(tp["path"], tp["y"]) if y == c) for c in range(3)]
         return {"kind": "real", "model": model, "backbone": backbone, "images": images}
-    from busi_lite.training.experiments import Config, fit_model
     from busi_lite.features.cache import FeatureCache, extract
+    from busi_lite.model.config import Config
+    from busi_lite.training.experiments import fit_model
 
     base = tmp_path_factory.mktemp("dicom_world")
     info = make_busi_tree(base / "busi", seed=0)
@@ -147,7 +148,7 @@ def wrapped(serving, tmp_path_factory):
     base = tmp_path_factory.mktemp("wrapped")
     pngs, dcms = [], []
     for i, src in enumerate(serving["images"]):
-        rgb = D.read_rgb(src)
+        rgb = read_rgb(src)
         png = base / f"img{i}.png"
         from PIL import Image
         Image.fromarray(rgb).save(png)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from busi_lite.features.backbone import preprocess as backbone_preprocess
 from busi_lite.common.errors import ConfigError
+from busi_lite.features.backbone import preprocess as backbone_preprocess
 from busi_lite.features.preprocess import (
     V1,
     V2,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from busi_lite.common.constants import CLASSES
-from busi_lite.io import data as D
 from busi_lite.features import cache as F
+from busi_lite.io import data as D
 
 EXPECTED = {"normal": 133, "benign": 437, "malignant": 210}
 BYTE_DUPLICATE = ("benign/benign (433).png", "malignant/malignant (145).png")

@@ -5,27 +5,30 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import shutil
 import json
 import re
+import shutil
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-
 pytest.importorskip("matplotlib")
 from click.testing import CliRunner  # noqa: E402
+from synth import make_busi_tree, make_tiny_onnx  # noqa: E402
 
-from busi_lite.training import experiments as E
-from busi_lite.features import cache as F
-from busi_lite import report as R
 from busi_lite.cli import main
 from busi_lite.cli.commands import train_command
 from busi_lite.common.jsonio import write as write_json
+from busi_lite.features import cache as F
 from busi_lite.features.views import VIEWS
-from synth import make_busi_tree, make_tiny_onnx  # noqa: E402
+from busi_lite.model.config import Config
+from busi_lite.report.inputs import ModelInput, ReportError, ReportInputs
+from busi_lite.report.render import build_report
+from busi_lite.report.stats import paper_figures, paper_name, sweep_table, write_sweep_csv
+from busi_lite.report.tables import selection_table
+from busi_lite.training import experiments as E
 
 PNG = "data:image/png;base64,"
 
@@ -40,10 +43,10 @@ def inputs(tmp_path_factory):
     fc = F.FeatureCache(t / "cache.h5")
     out = {"dir": t, "cache": t / "cache.h5"}
     for head in ("mtl", "plain"):
-        model, _ = E.fit_model(fc, E.Config(name=f"model-7-{head}", epochs=5, head=head), seed=0)
+        model, _ = E.fit_model(fc, Config(name=f"model-7-{head}", epochs=5, head=head), seed=0)
         model.save(t / f"m_{head}")
         out[head] = t / f"m_{head}"
-    configs = [E.Config(name="model-7", epochs=3), E.Config(name="model-7pp", epochs=3, masks=True,
+    configs = [Config(name="model-7", epochs=3), Config(name="model-7pp", epochs=3, masks=True,
                                                             balance="undersample")]
     sw = E.sweep(fc, configs, [0, 1], [1.0, 0.5])
     write_json(t / "sweep.json", sw)
@@ -126,7 +129,7 @@ def test_mtl_without_cache_explains(inputs, tmp_path, monkeypatch):
 def test_missing_images_fall_back(inputs, tmp_path):
     fc = F.FeatureCache(inputs["cache"])
     fc.attrs["dataset_root"] = str(tmp_path / "nowhere")
-    res = R.build_report(R.ReportInputs(tmp_path / "rep", models=[inputs["mtl"]], cache=fc))
+    res = build_report(ReportInputs(tmp_path / "rep", models=[inputs["mtl"]], cache=fc))
     assert any(p.name == "fig6_lesions_m_mtl.png" for p in res["figures"])
     assert "not found under" in res["markdown"].read_text()
 
@@ -162,26 +165,26 @@ def test_flags_only(inputs, tmp_path):
 
 def test_matplotlib_missing_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(R.ReportError, match=r"busi-lite\[report\]"):
+    with pytest.raises(ReportError, match=r"busi-lite\[report\]"):
         from busi_lite.report.figures import pyplot
 
         pyplot()
 
 
 def test_paper_name_and_figures():
-    assert R.paper_name({"name": "custom", "lr": 1e-4, "batch": 32, "epochs": 50, "masks": False,
+    assert paper_name({"name": "custom", "lr": 1e-4, "batch": 32, "epochs": 50, "masks": False,
                          "balance": "none"}) == "model-7"
-    assert R.paper_name({"name": "model-7pp+mtl"}) == "model-7pp"
-    assert R.paper_name({"name": "x", "lr": 0.3, "batch": 1, "epochs": 1}) is None
-    p = R.paper_figures("model-7pp")
+    assert paper_name({"name": "model-7pp+mtl"}) == "model-7pp"
+    assert paper_name({"name": "x", "lr": 0.3, "batch": 1, "epochs": 1}) is None
+    p = paper_figures("model-7pp")
     assert p["malignant_recall"] == pytest.approx(0.956) and p["malignant_mar"] == pytest.approx(0.044)
 
 
 def test_sweep_table_and_csv_still_work(inputs, tmp_path):
     summary = json.loads(inputs["sweep"].read_text())["summary"]
-    text = R.sweep_table(summary)
+    text = sweep_table(summary)
     assert "model-7pp" in text and "(0.956)" in text
-    R.write_sweep_csv(summary, tmp_path / "s.csv")
+    write_sweep_csv(summary, tmp_path / "s.csv")
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert len(rows) == 4 and {r["fraction"] for r in rows} == {"1.0", "0.5"}
     assert rows[0]["paper_malignant_recall"] != ""
@@ -194,8 +197,8 @@ def test_selected_model_table_and_command(tmp_path):
         "criterion": "5-fold OOF malignant recall at FAR <= 0.1 on the training split", "seed": 0,
         "ranking": [{"name": "model-7p+mtl", "oof_recall_at_far": 0.8, "oof_auc": 0.9, "oof_accuracy": 0.8},
                     {"name": "model-7", "oof_recall_at_far": 0.7, "oof_auc": 0.9, "oof_accuracy": 0.8}]}}
-    mi = R.ModelInput("x", Path("w/x"), meta)
-    t = R.selection_table(mi)
+    mi = ModelInput("x", Path("w/x"), meta)
+    t = selection_table(mi)
     assert t.rows[0][0] == "model-7p+mtl" and "FAR <= 0.1" in t.md()
     assert train_command(mi.meta, mi.path, "c.h5") == ("busi-lite select --cache c.h5 --heads mtl,plain --only model-7,model-7p "
                                            "--far-cap 0.1 --seed 0 --out w/x")
@@ -214,7 +217,7 @@ def test_sweep_table_clips_intervals_to_rates():
         row[k] = {"mean": 0.5, "lo": 0.4, "hi": 0.6}
     row["accuracy"] = {"mean": 0.794, "lo": 0.55, "hi": 1.03}
     row["malignant_far"] = {"mean": 0.02, "lo": -0.03, "hi": 0.07}
-    text = R.sweep_table([row])
+    text = sweep_table([row])
     assert "0.794 [0.55,1.00]" in text and "0.020 [0.00,0.07]" in text and "1.03" not in text
 
 
@@ -240,6 +243,6 @@ def test_selection_table_shows_scores_not_dicts():
     meta = {"selection": {"criterion": "c", "seed": 0, "ranking": [
         {"name": "model-7", "config": {"lr": 1e-4, "batch": 32}, "oof_recall_at_far": 0.8, "oof_auc": 0.91,
          "oof_accuracy": 0.77, "far_cap": 0.1, "seconds": 12.5}]}}
-    t = R.selection_table(R.ModelInput("x", Path("w/x"), meta))
+    t = selection_table(ModelInput("x", Path("w/x"), meta))
     assert t.header[0] == "config" and "OOF AUC" in t.header
     assert not any("{" in str(c) for c in t.rows[0]) and "0.910" in t.rows[0]

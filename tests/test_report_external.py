@@ -10,11 +10,12 @@ import pytest
 
 pytest.importorskip("matplotlib")
 from click.testing import CliRunner  # noqa: E402
+from synth import make_busi_tree  # noqa: E402
 
 from busi_lite.cli import main
-from busi_lite.training.experiments import Config, fit_model
 from busi_lite.features.cache import FeatureCache, extract
-from synth import make_busi_tree  # noqa: E402
+from busi_lite.model.config import Config
+from busi_lite.training.experiments import fit_model
 
 PNG = "data:image/png;base64,"
 

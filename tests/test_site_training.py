@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from busi_lite.training import site as S
-from busi_lite.model.config import Config
-from busi_lite.features.cache import FeatureCache, extract
 from synth import make_busi_tree
+
+from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.model.config import Config
+from busi_lite.training import site as S
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,8 @@ def test_train_on_a_site_folder_keeps_busi_classes(caches, tmp_path):
     """`train` on a benign/malignant folder: labels mapped by name, malignant stays class 2."""
     from click.testing import CliRunner
 
-    from busi_lite.common.constants import CLASSES
     from busi_lite.cli import main
+    from busi_lite.common.constants import CLASSES
     from busi_lite.model.model import Model
     from busi_lite.training.core import with_classes
 

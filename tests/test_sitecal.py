@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from test_external import make_site, site_world  # noqa: F401  (session fixture shared with test_external)
 
+from busi_lite.cli import main
 from busi_lite.evaluation import metrics as M
 from busi_lite.evaluation import sitecal as S
-from busi_lite.cli import main
 from busi_lite.evaluation.external import MALIGNANT, evaluate_external, predict_cache
 from busi_lite.features.cache import FeatureCache
 from busi_lite.model.model import Model
-from busi_lite.model.records import RecordError
+from busi_lite.model.records import RecordError, SiteCalibration
 
 
 def _reject(name):
@@ -73,9 +73,9 @@ def test_bad_inputs_refused():
 def test_record_round_trip():
     y, p = _hand_case()
     sc = S.fit_site_calibration(y, p, 0.9, "a", 0.5, 0.95, data_root="/data/a")
-    assert S.SiteCalibration.from_json(json.loads(json.dumps(sc.to_json()))) == sc
+    assert SiteCalibration.from_json(json.loads(json.dumps(sc.to_json()))) == sc
     with pytest.raises(RecordError, match="threshold"):
-        S.SiteCalibration.from_json(dict(sc.to_json(), threshold=2.0))
+        SiteCalibration.from_json(dict(sc.to_json(), threshold=2.0))
 
 
 def test_cli_calibrate_new_model_never_overwrites(site_world, tmp_path):  # noqa: F811

@@ -9,7 +9,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from PIL import Image, ImageOps, UnidentifiedImageError
-
 from synth import (
     BAD_VARIANTS,
     CLASSES,

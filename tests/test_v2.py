@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synth import make_busi_tree
 
-from busi_lite.training import experiments as E
-from busi_lite.training import core as T
-from busi_lite.model.config import Config, grid_for_heads, pick_configs
 from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.features.cache import CacheError, FeatureCache, extract
-from busi_lite.model.model import Model
 from busi_lite.features.preprocess import V1, V2
-from synth import make_busi_tree
+from busi_lite.model.config import Config, grid_for_heads, pick_configs
+from busi_lite.model.model import Model
+from busi_lite.training import core as T
+from busi_lite.training import experiments as E
+from busi_lite.training.core import build_xy, split_for, training_rows
 
 FAST = dict(epochs=10, lr=1e-3, batch=8)
 VIEWS = ("roi", "masked", "mask", "flip")
@@ -74,22 +75,22 @@ def test_training_refuses_another_preprocessing(caches):
 def test_flip_views_only_from_training_rows(caches):
     _, paths = caches
     with FeatureCache(paths["v2"]) as fc:
-        sp = E.split_for(fc, 0)
+        sp = split_for(fc, 0)
         cfg = Config(preprocess="v2", flip=True, masks=True, **FAST)
-        rows = E.training_rows(fc, sp.train, cfg, 0)
-        xy = E.build_xy(fc, rows, cfg, with_views=True)
+        rows = training_rows(fc, sp.train, cfg, 0)
+        xy = build_xy(fc, rows, cfg, with_views=True)
         assert not set(xy["row"]) & set(sp.test)
         assert set(np.unique(xy["view"])) == {"raw", "flip", "roi", "masked", "mask"}
         assert (xy["view"] == "flip").sum() == len(rows)  # every training image once mirrored
         assert np.array_equal(xy["y"], fc.labels[xy["row"]])
-        ev = E.build_xy(fc, sp.test, cfg, with_views=False)
+        ev = build_xy(fc, sp.test, cfg, with_views=False)
         assert set(np.unique(ev["view"])) == {"raw"}
 
 
 def test_flip_averages_raw_and_mirror_at_evaluation(caches):
     _, paths = caches
     with FeatureCache(paths["v2"]) as fc:
-        sp = E.split_for(fc, 0)
+        sp = split_for(fc, 0)
         cfg = Config(preprocess="v2", flip=True, head="logreg")
         head, hist = T.train_head(fc, sp.train, cfg, 0)
         assert hist["n_train"] == 2 * len(sp.train)
@@ -103,7 +104,7 @@ def test_flip_averages_raw_and_mirror_at_evaluation(caches):
 def test_mtl_flip_lesion_map_is_mirrored_back(caches):
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:
-        sp = E.split_for(fc, 0)
+        sp = split_for(fc, 0)
         cfg = Config(head="mtl", flip=True, **FAST)
         head, _ = T.train_head(fc, sp.train, cfg, 0)
         p = T.predict_rows(head, fc, sp.test, cfg)

@@ -14,12 +14,12 @@ from PIL import Image
 pytest.importorskip("starlette")
 pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
-
-from busi_lite.io import data as D
-from busi_lite.common.errors import ConfigError
-from busi_lite.serving.inference import Predictor
-from busi_lite.web.app import NO_BOX_NOTE, STATIC_DIR, create_app
 from web_support import FAKE_NAME, dicom_bytes, synth_images, tiny_model  # noqa: E402
+
+from busi_lite.common.errors import ConfigError
+from busi_lite.io.imread import read_rgb
+from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
+from busi_lite.web.app import STATIC_DIR, create_app
 
 TRACE_MARKERS = ("Traceback", 'File "', "site-packages", ".py\", line")
 
@@ -219,7 +219,7 @@ def test_dicom_wrap_equals_png_and_leaks_no_patient_name(client, predictor, worl
     pytest.importorskip("pydicom")
     pytest.importorskip("busi_lite.io.dicom")
     path = world["images"][1]
-    rgb = D.read_rgb(path)
+    rgb = read_rgb(path)
     assert (rgb[..., 0] == rgb[..., 2]).all()               # grey: MONOCHROME2 holds it exactly
     h, w = rgb.shape[:2]
     framed = np.zeros((h + 60, w + 40, 3), np.uint8)        # scanner menu around the image

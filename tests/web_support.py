@@ -30,9 +30,11 @@ FAKE_NAME = "Doe^Jane-Secret"
 
 def tiny_model(base: Path, backbone: Path) -> Path:
     """Train a tiny mtl model under ``base``; returns its stem."""
-    from busi_lite.training.experiments import Config, fit_model
-    from busi_lite.features.cache import FeatureCache, extract
     from synth import make_busi_tree
+
+    from busi_lite.features.cache import FeatureCache, extract
+    from busi_lite.model.config import Config
+    from busi_lite.training.experiments import fit_model
 
     root = base / "busi"
     info = make_busi_tree(root, seed=0)

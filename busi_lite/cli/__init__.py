@@ -10,8 +10,8 @@ import importlib.util
 
 import click
 
-from busi_lite.common.constants import VERSION as __version__
 from busi_lite.cli.common import BusiGroup
+from busi_lite.common.constants import VERSION as __version__
 
 
 @click.group(cls=BusiGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,13 +36,13 @@ def main(blas_threads):
 
 
 def _register():
+    from busi_lite.cli.box import train_box
     from busi_lite.cli.data import data, extract
     from busi_lite.cli.predict import evaluate, predict
     from busi_lite.cli.report import report
     from busi_lite.cli.serve import serve
     from busi_lite.cli.site import calibrate
     from busi_lite.cli.train import select, site_cv, sweep, train
-    from busi_lite.cli.box import train_box
 
     for cmd in (data, extract, train, train_box, sweep, select, predict, evaluate, calibrate, site_cv, report, serve):
         main.add_command(cmd)

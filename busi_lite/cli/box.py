@@ -40,13 +40,13 @@ def train_box(model, cache, out, C, target_recall, folds, mirror, force):
     out of fold for --target-recall, and it is evaluated on the held-out lesion
     images with the true and sloppy boxes (printed, and kept in the card's 'box').
     """
-    from busi_lite.training.box import add_box_head
-    from busi_lite.features.cache import FeatureCache
-    from busi_lite.model.model import Model, _paths
     from busi_lite.common.resources import resolve
+    from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.model import Model, model_paths
+    from busi_lite.training.box import add_box_head
 
-    src = _paths(resolve("model", model).path)[0]
-    dst = _paths(out)[0]
+    src = model_paths(resolve("model", model).path)[0]
+    dst = model_paths(out)[0]
     if dst.resolve() == src.resolve():
         raise click.BadParameter("--out is the input model; give a new name", param_hint="--out")
     if (dst.exists() or dst.with_suffix(".json").exists()) and not force:

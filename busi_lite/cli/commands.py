@@ -57,8 +57,8 @@ def train_command(meta, stem, cache: str) -> str:
 
     ``meta``: its model card (card.ModelCard) or the card's JSON dict. A field of the card's Config
     that `train` cannot set is named in a trailing ``# NB`` comment."""
-    from busi_lite.model.config import Config
     from busi_lite.common.paper import PAPER
+    from busi_lite.model.config import Config
 
     d = meta.to_json() if hasattr(meta, "to_json") else meta  # the card as JSON (cards are read as documents)
     sel, split = d.get("selection") or {}, d.get("split") or {}

@@ -73,10 +73,10 @@ def error_text(e: Exception) -> str:
 def _known_errors() -> tuple:
     """User-facing errors: printed without a traceback. BusiError first; the older per-module
     types stay until every module raises BusiError."""
+    from busi_lite.common.errors import ImageError, ModelError
     from busi_lite.features.backbone import BackboneError
-    from busi_lite.io.data import DatasetError, ImageError
     from busi_lite.features.cache import CacheError
-    from busi_lite.model.model import ModelError
+    from busi_lite.io.data import DatasetError
 
     return (BusiError, BackboneError, DatasetError, ImageError, CacheError, ModelError, ValueError)
 

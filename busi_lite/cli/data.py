@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from busi_lite.features.views import ALL_VIEWS
 from busi_lite.cli.common import ENV_DATA, CommaList, dump, fail, log
+from busi_lite.common.constants import CLASSES
+from busi_lite.features.views import ALL_VIEWS
 
 
 @click.group()
@@ -39,7 +40,7 @@ def data_check(directory, strict, as_json, classes, sheet):
     directory = directory or os.environ.get(ENV_DATA)
     if not directory:
         fail(f"give the dataset folder: busi-lite data check DIR (or set {ENV_DATA})")
-    ds = D.discover(directory, tuple(classes.split(",")) if classes else D.CLASSES, require=bool(classes))
+    ds = D.discover(directory, tuple(classes.split(",")) if classes else CLASSES, require=bool(classes))
     inv = D.inspect(ds)
     if as_json:
         click.echo(dump(inv))
@@ -97,8 +98,9 @@ def extract(data_dir, backbone, out, preprocess, views, force, strict, as_json):
     780 images took 178 s (v1) and 213 s (v2) with all 14 views, 1.6 GB peak
     memory, on a busy 2-core machine (raw alone: about 16 s).
     """
+    from busi_lite.features.cache import default_cache
+    from busi_lite.features.cache import extract as run
     from busi_lite.io import data as D
-    from busi_lite.features.cache import default_cache, extract as run
 
     if not data_dir:
         fail(f"give the dataset folder: --data DIR (or set {ENV_DATA})")

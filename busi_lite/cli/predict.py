@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from busi_lite.cli.common import dump, log
+from busi_lite.cli.tables import evaluate_table
 
 
 def _flag_options(f):
@@ -202,53 +203,6 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     sys.exit(1 if failed else 0)
 
 
-def _pct(x) -> str:
-    return "   -  " if x != x else f"{100 * x:5.1f}%"
-
-
-def _n(x, fmt=".3f") -> str:
-    return "-" if x is None or x != x else format(x, fmt)
-
-
-def evaluate_table(res) -> str:
-    """Human table of a :class:`busi_lite.serving.flags.FlagEvidence` (``busi-lite evaluate``)."""
-    t = res.thresholds
-    lines = [f"model {res.model} on {res.n} held-out test images (split {res.split_digest}, cache {res.cache})",
-             f"argmax accuracy {res.accuracy:.3f}; errors {res.n_errors}; missed malignant: "
-             f"{res.n_missed_malignant_argmax} at argmax, {res.n_missed_malignant_op} at the operating point",
-             f"thresholds: low_confidence {t['low_confidence']:.3f}, lesion {_n(t['lesion_threshold'])}, "
-             f"ood {_n(t['ood_threshold'])}", ""]
-    head = (f"{'flag':15s} {'images':>13s} {'errors':>13s} {'miss.mal argmax':>16s} {'miss.mal op':>13s} "
-            f"{'acc flagged':>11s} {'acc unflagged':>13s} {'err/img':>7s}")
-    lines += [head, "-" * len(head)]
-    for name, s in list(res.flags.items()) + [("ANY FLAG", res.any_flag)]:
-        if not s.active:
-            lines.append(f"{name:15s} {s.status.replace('_', ' ')}")
-            continue
-        lines.append(
-            f"{name:15s} {s.n_flagged:4d} {_pct(s.share_of_images):>8s} "
-            f"{s.errors_flagged:4d} {_pct(s.share_of_errors):>8s} "
-            f"{s.missed_malignant_argmax_flagged:4d}/{res.n_missed_malignant_argmax:<3d}"
-            f"{_pct(s.share_of_missed_malignant_argmax):>8s} "
-            f"{s.missed_malignant_op_flagged:2d}/{res.n_missed_malignant_op:<2d}{_pct(s.share_of_missed_malignant_op):>8s} "
-            f"{_n(s.accuracy_flagged):>11s} {_n(s.accuracy_unflagged):>13s} {_n(s.error_ratio, '.2f'):>7s}")
-    a = res.any_flag
-    more = a.share_of_errors == a.share_of_errors and a.share_of_errors >= 1.5 * a.share_of_images
-    lines.append("")
-    lines.append(f"flagged images are {_pct(a.share_of_images).strip()} of the test images but hold "
-                 f"{_pct(a.share_of_errors).strip()} of the errors ({'clearly more' if more else 'NOT clearly more'}"
-                 f" than their share of images); accuracy {_n(a.accuracy_flagged)} flagged vs "
-                 f"{_n(a.accuracy_unflagged)} unflagged")
-    op = res.operating_point
-    if op["threshold"] is not None:
-        lines.append(f"malignant operating point p >= {op['threshold']:.3f}: test recall {_n(op['recall'])}, "
-                     f"FAR {_n(op['far'])}, precision {_n(op['precision'])} "
-                     f"(TP {op['tp']} FN {op['fn']} FP {op['fp']} TN {op['tn']})")
-    lines.append("(err/img = share of errors / share of images; > 1 means flags concentrate errors. "
-                 "Pixel checks of unusual_input need image files and are not applied here.)")
-    return "\n".join(lines)
-
-
 @click.command()
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="Model stem NAME (default $BUSI_LITE_MODEL, then the shipped model).")
@@ -279,8 +233,8 @@ def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold
     plus AUC with a bootstrap interval, recall/FAR/precision with Wilson intervals
     at argmax and at the operating point, and the confusion matrix.
     """
-    from busi_lite.features.cache import FeatureCache
     from busi_lite.evaluation.flag_eval import evaluate_flags
+    from busi_lite.features.cache import FeatureCache
     from busi_lite.model.model import Model
 
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)

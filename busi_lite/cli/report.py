@@ -54,14 +54,14 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
           --cache cache/busi_features.h5 --out out/report
     """
     from busi_lite.features.cache import FeatureCache
-    from busi_lite.report import (
+    from busi_lite.report.inputs import (
         ReportInputs,
-        build_report,
         load_external_input,
         load_flags_input,
         load_model_input,
         load_sweep_input,
     )
+    from busi_lite.report.render import build_report
 
     if not (models or sweeps or flags_json or externals):
         raise click.UsageError("give at least one of --model, --sweep, --flags-json, --external")
@@ -98,8 +98,8 @@ def _model_for_external(ev, mis) -> str | None:
     backbone, else None when the packaged default has that name, else a placeholder."""
     import json
 
-    from busi_lite.model.card import ModelCard
     from busi_lite.common.resources import packaged
+    from busi_lite.model.card import ModelCard
 
     for mi in mis:
         if mi.meta.config.name == ev.model and mi.meta.backbone_sha256 == ev.backbone_sha256:

@@ -13,34 +13,7 @@ from pathlib import Path
 import click
 
 from busi_lite.cli.common import dump, log
-
-
-def _pct(r) -> str:
-    return "-" if r.value != r.value else f"{r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}] ({r.k}/{r.n})"
-
-
-def external_table(ev) -> str:
-    """Human summary of a :class:`busi_lite.evaluation.external.ExternalEvaluation`."""
-    counts = ", ".join(f"{c} {n}" for c, n in ev.counts.items())
-    lines = [f"model {ev.model} on ALL {ev.n} images of {ev.data_root or ev.cache} ({counts}); cache {ev.cache}",
-             (f"malignant vs the rest: AUC {ev.auc:.3f} [{ev.auc_lo:.3f}, {ev.auc_hi:.3f}] "
-              f"(95 % {ev.auc_interval})"), ""]
-    head = f"{'decision rule':32s} {'recall':>30s} {'FAR':>30s} {'precision':>30s}"
-    lines += [head, "-" * len(head)]
-    for name, op in (("argmax", ev.argmax), (f"operating point p >= {ev.operating_point.threshold:.4f}",
-                                              ev.operating_point)):
-        lines.append(f"{name:32s} {_pct(op.recall):>30s} {_pct(op.far):>30s} {_pct(op.precision):>30s}")
-    lines.append("(intervals: Wilson 95 %)")
-    lines += ["", "confusion (rows: folder class, columns: model's argmax)",
-              f"{'':12s}" + "".join(f"{c:>11s}" for c in ev.model_classes)]
-    for c, row in zip(ev.dataset_classes, ev.confusion):
-        lines.append(f"{c:12s}" + "".join(f"{v:11d}" for v in row))
-    from busi_lite.cli.predict import evaluate_table
-
-    lines += ["", "flags on all images:", evaluate_table(ev.flags).replace("held-out test images", "images")
-              .replace("of the test images", "of the images")]
-    lines += [f"note: {n}" for n in ev.notes]
-    return "\n".join(lines)
+from busi_lite.cli.tables import external_table
 
 
 def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path, per_image):
@@ -92,11 +65,11 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
     too few malignant cases to promise the target (fewer than 30, or the Wilson
     lower bound of the recall below target - 0.05).
     """
+    from busi_lite.common.resources import resolve
     from busi_lite.evaluation.external import ensure_cache
+    from busi_lite.evaluation.sitecal import calibrate_on_cache, calibrated_model, default_out, save_new_model
     from busi_lite.features.cache import FeatureCache
     from busi_lite.model.model import Model
-    from busi_lite.common.resources import resolve
-    from busi_lite.evaluation.sitecal import calibrate_on_cache, calibrated_model, default_out, save_new_model
 
     site = site or Path(data_dir).resolve().name
     m = Model.load(model)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from busi_lite.cli.common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
 from busi_lite.common.constants import CLASSES
 from busi_lite.features.views import VIEWS
-from busi_lite.cli.common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
 
 DEFAULT_VIEWS = ",".join(VIEWS)
 
@@ -147,8 +147,8 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
     predictions on the training images only; the held-out 15 % is touched once,
     for the reported metrics. A diverging run is an error and saves nothing.
     """
-    from busi_lite.training.experiments import fit_model
     from busi_lite.features.cache import FeatureCache
+    from busi_lite.training.experiments import fit_model
 
     name = name or default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
     out = check_out(out or MODELS_DIR / name, force)
@@ -214,9 +214,10 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, a
     Progress is saved to OUT.partial.json after every run, so an interrupted
     sweep resumes where it stopped.
     """
-    from busi_lite.training.experiments import resume_runs, save_partial, sweep as run
     from busi_lite.features.cache import FeatureCache
     from busi_lite.report.stats import sweep_table, write_sweep_csv
+    from busi_lite.training.experiments import resume_runs, save_partial
+    from busi_lite.training.experiments import sweep as run
 
     configs = _configs(heads, only, (preprocess,), FLIPS[flip])
     if not fractions:
@@ -276,7 +277,8 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
     unless --force).
     """
     from busi_lite.common.errors import BusiError
-    from busi_lite.training.experiments import fit_model, select as run
+    from busi_lite.training.experiments import fit_model
+    from busi_lite.training.experiments import select as run
 
     if out is not None:
         check_out(out, force)

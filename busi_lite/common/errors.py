@@ -19,3 +19,18 @@ class BusiError(Exception):
 
 class ConfigError(BusiError, ValueError):
     """A parameter value is invalid; ``param`` names it."""
+
+
+MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
+
+
+class ImageError(BusiError):
+    """One image file cannot be used; ``what`` names the file, ``fix`` says what to do."""
+
+
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (refused before decoding)."""
+
+
+class ModelError(BusiError):
+    """A saved model is missing, damaged or does not fit: what -> fix."""

@@ -35,11 +35,22 @@ from typing import ClassVar
 
 import numpy as np
 
-from busi_lite.evaluation import metrics as M
 from busi_lite.common.errors import BusiError
+from busi_lite.evaluation import metrics as M
 from busi_lite.evaluation.flag_eval import flag_table
+from busi_lite.model.records import (
+    SCHEMA_VERSION,
+    Record,
+    check_schema,
+    field_error,
+    read_field,
+    read_int,
+    read_list,
+    read_num,
+    read_obj,
+    read_str,
+)
 from busi_lite.serving.flags import FlagConfig, FlagEvidence, compute_flags, thresholds
-from busi_lite.model.records import SCHEMA_VERSION, Record, _fail, _get, _int, _list, _num, _obj, _schema, _str
 
 MALIGNANT = "malignant"
 N_RESAMPLES = 2000
@@ -69,9 +80,9 @@ class Rate(Record):
 
     @classmethod
     def from_json(cls, d, where="rate") -> Rate:
-        d = _obj(d, where)
-        return cls(_num(d, "value", where), _num(d, "lo", where), _num(d, "hi", where),
-                   _int(d, "k", where, 0), _int(d, "n", where, 0))
+        d = read_obj(d, where)
+        return cls(read_num(d, "value", where), read_num(d, "lo", where), read_num(d, "hi", where),
+                   read_int(d, "k", where, 0), read_int(d, "n", where, 0))
 
 
 @dataclass
@@ -93,9 +104,9 @@ class OperatingPoint(Record):
 
     @classmethod
     def from_json(cls, d, where="operating point") -> OperatingPoint:
-        d = _obj(d, where)
-        return cls(_num(d, "threshold", where, none_ok=True),
-                   *(Rate.from_json(_get(d, k, where), f"{where}.{k}") for k in ("recall", "far", "precision")))
+        d = read_obj(d, where)
+        return cls(read_num(d, "threshold", where, none_ok=True),
+                   *(Rate.from_json(read_field(d, k, where), f"{where}.{k}") for k in ("recall", "far", "precision")))
 
 
 @dataclass
@@ -112,16 +123,16 @@ class ImageRow(Record):
 
     @classmethod
     def from_json(cls, d, where="image") -> ImageRow:
-        d = _obj(d, where)
-        proba = _obj(_get(d, "proba", where), f"{where}.proba")
-        alert = _get(d, "alert", where)
+        d = read_obj(d, where)
+        proba = read_obj(read_field(d, "proba", where), f"{where}.proba")
+        alert = read_field(d, "alert", where)
         if not isinstance(alert, bool):
-            _fail(where, f"alert must be true/false, got {alert!r}")
-        flags = _list(d, "flags", where)
+            field_error(where, f"alert must be true/false, got {alert!r}")
+        flags = read_list(d, "flags", where)
         if not all(isinstance(f, str) for f in flags):
-            _fail(where, "flags must be a list of names")
-        return cls(_str(d, "path", where), _str(d, "true", where),
-                   {str(k): _num(proba, k, f"{where}.proba") for k in proba}, _str(d, "label", where), alert, flags)
+            field_error(where, "flags must be a list of names")
+        return cls(read_str(d, "path", where), read_str(d, "true", where),
+                   {str(k): read_num(proba, k, f"{where}.proba") for k in proba}, read_str(d, "label", where), alert, flags)
 
 
 @dataclass
@@ -155,36 +166,36 @@ class ExternalEvaluation(Record):
 
     @classmethod
     def from_json(cls, d, where="external evaluation") -> ExternalEvaluation:
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        dc, mc = _list(d, "dataset_classes", where), _list(d, "model_classes", where)
-        conf = _list(d, "confusion", where)
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        dc, mc = read_list(d, "dataset_classes", where), read_list(d, "model_classes", where)
+        conf = read_list(d, "confusion", where)
         if len(conf) != len(dc) or not all(isinstance(r, list) and len(r) == len(mc) and
                                            all(isinstance(v, int) and not isinstance(v, bool) for v in r)
                                            for r in conf):
-            _fail(where, "confusion must be [dataset classes][model classes] integers")
-        counts = _obj(_get(d, "counts", where), f"{where}.counts")
+            field_error(where, "confusion must be [dataset classes][model classes] integers")
+        counts = read_obj(read_field(d, "counts", where), f"{where}.counts")
         rows = d.get("per_image")
         try:
-            flags = FlagEvidence.from_json(_get(d, "flags", where), f"{where}.flags")
+            flags = FlagEvidence.from_json(read_field(d, "flags", where), f"{where}.flags")
         except BusiError as e:
-            _fail(f"{where}.flags", e.what)
-        notes = _list(d, "notes", where)
+            field_error(f"{where}.flags", e.what)
+        notes = read_list(d, "notes", where)
         if not all(isinstance(s, str) for s in notes):
-            _fail(where, "notes must be strings")
+            field_error(where, "notes must be strings")
         return cls(
-            model=_str(d, "model", where), data_root=_str(d, "data_root", where, none_ok=True),
-            cache=_str(d, "cache", where), backbone_sha256=_str(d, "backbone_sha256", where),
-            preprocess_version=_str(d, "preprocess_version", where), dataset_classes=dc, model_classes=mc,
-            counts={str(k): _int(counts, k, f"{where}.counts", 0) for k in counts}, n=_int(d, "n", where, 0),
-            n_malignant=_int(d, "n_malignant", where, 0), auc=_num(d, "auc", where), auc_lo=_num(d, "auc_lo", where),
-            auc_hi=_num(d, "auc_hi", where), auc_interval=_str(d, "auc_interval", where),
-            n_resamples=_int(d, "n_resamples", where, 1), seed=_int(d, "seed", where),
-            argmax=OperatingPoint.from_json(_get(d, "argmax", where), f"{where}.argmax"),
-            operating_point=OperatingPoint.from_json(_get(d, "operating_point", where), f"{where}.operating_point"),
+            model=read_str(d, "model", where), data_root=read_str(d, "data_root", where, none_ok=True),
+            cache=read_str(d, "cache", where), backbone_sha256=read_str(d, "backbone_sha256", where),
+            preprocess_version=read_str(d, "preprocess_version", where), dataset_classes=dc, model_classes=mc,
+            counts={str(k): read_int(counts, k, f"{where}.counts", 0) for k in counts}, n=read_int(d, "n", where, 0),
+            n_malignant=read_int(d, "n_malignant", where, 0), auc=read_num(d, "auc", where), auc_lo=read_num(d, "auc_lo", where),
+            auc_hi=read_num(d, "auc_hi", where), auc_interval=read_str(d, "auc_interval", where),
+            n_resamples=read_int(d, "n_resamples", where, 1), seed=read_int(d, "seed", where),
+            argmax=OperatingPoint.from_json(read_field(d, "argmax", where), f"{where}.argmax"),
+            operating_point=OperatingPoint.from_json(read_field(d, "operating_point", where), f"{where}.operating_point"),
             confusion=conf, flags=flags, notes=notes,
             per_image=None if rows is None else [ImageRow.from_json(r, f"{where}.per_image[{i}]")
-                                                 for i, r in enumerate(_list(d, "per_image", where))])
+                                                 for i, r in enumerate(read_list(d, "per_image", where))])
 
 
 # ---------------------------------------------------------------- cache
@@ -205,8 +216,8 @@ def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False,
     images (same relative paths and classes), otherwise extracted (incrementally) into
     ``cache`` (default :func:`default_cache_path`). A file changed under the same name is not
     noticed here: extract again to refresh. Returns the cache path."""
-    from busi_lite.io import data as D
     from busi_lite.features.cache import FeatureCache, extract
+    from busi_lite.io import data as D
 
     out = Path(cache) if cache is not None else default_cache_path(data_root, preprocess)
     if out.is_file():

@@ -55,7 +55,7 @@ def evaluate_flags(model, cache, config: FlagConfig = FlagConfig(), threshold_ma
     Refuses a cache that holds other images (split digest mismatch), other classes,
     or comes from another backbone. ``per_image``: keep each test image's label and flags.
     """
-    from busi_lite.model.model import ModelError
+    from busi_lite.common.errors import ModelError
     from busi_lite.model.records import SplitMismatch
 
     model.check_backbone(cache.backbone_sha256, f"cache {cache.path}")

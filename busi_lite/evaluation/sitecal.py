@@ -22,23 +22,21 @@ source threshold), and ``card.site`` records this :class:`SiteCalibration` with 
 previous (source) threshold. Head weights and OOD statistics are the same arrays; the
 model's own save API writes them (and the weights' hash).
 
-This module imports no model or card code at import time (the card imports
-:class:`SiteCalibration` from here).
+The record :class:`SiteCalibration` lives with the other records (model/records.py).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
-from busi_lite.evaluation import metrics as M
 from busi_lite.common.errors import BusiError
-from busi_lite.model.records import SCHEMA_VERSION, Record, _fail, _int, _num, _obj, _schema, _str
+from busi_lite.evaluation import metrics as M
+from busi_lite.model.records import SiteCalibration
 
 MIN_MALIGNANT = 30
 MARGIN = 0.05
@@ -47,46 +45,6 @@ NAME_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,79}")
 
 class SiteError(BusiError):
     """Site calibration cannot be done as asked: what -> fix."""
-
-
-@dataclass
-class SiteCalibration(Record):
-    """The malignant threshold chosen on a site's labelled cases (the card's ``site`` section)."""
-    SCHEMA: ClassVar[str] = f"site_calibration/{SCHEMA_VERSION}"
-    _omit_none: ClassVar[tuple] = ("warning", "data_root")
-    site: str
-    n_cases: int
-    n_malignant: int
-    target_recall: float
-    threshold: float
-    recall: float                # reached on the site's cases (in-sample)
-    recall_lo: float             # Wilson 95 %
-    recall_hi: float
-    far: float
-    far_lo: float
-    far_hi: float
-    previous_threshold: float    # the source (training-site) operating point
-    previous_target_recall: float
-    rule: str
-    warning: str | None = None
-    data_root: str | None = None
-
-    @classmethod
-    def from_json(cls, d, where="site") -> SiteCalibration:
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        thr = _num(d, "threshold", where, finite=True)
-        if not 0 <= thr <= 1:
-            _fail(where, f"threshold must be within [0, 1], got {thr}")
-        return cls(
-            site=_str(d, "site", where), n_cases=_int(d, "n_cases", where, 1),
-            n_malignant=_int(d, "n_malignant", where, 1), target_recall=_num(d, "target_recall", where, finite=True),
-            threshold=thr, **{k: _num(d, k, where) for k in ("recall", "recall_lo", "recall_hi", "far", "far_lo",
-                                                            "far_hi")},
-            previous_threshold=_num(d, "previous_threshold", where, finite=True),
-            previous_target_recall=_num(d, "previous_target_recall", where, finite=True), rule=_str(d, "rule", where),
-            warning=_str(d, "warning", where, none_ok=True, default=None),
-            data_root=_str(d, "data_root", where, none_ok=True, default=None))
 
 
 def check_site_name(site) -> str:

@@ -44,13 +44,15 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from busi_lite.common.constants import CLASSES, VERSION as __version__
-from busi_lite.io import data as D
 from busi_lite.common.atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit
+from busi_lite.common.constants import CLASSES
+from busi_lite.common.constants import VERSION as __version__
+from busi_lite.common.errors import BusiError, ImageError
 from busi_lite.features.backbone import GRID, SIZE, Backbone, center_crop, crop_resize
-from busi_lite.common.errors import BusiError
 from busi_lite.features.preprocess import SHORT, V1, Preprocessing, margin_box, mask_box, mirror
 from busi_lite.features.views import ALL_VIEWS, VIEWS, make_views, view_boxes
+from busi_lite.io import data as D
+from busi_lite.io.imread import content_sha256, open_regular, read_rgb
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
 ENV_CACHE = "BUSI_LITE_CACHE"
@@ -78,12 +80,12 @@ def source_sha256(root: Path, sample: D.Sample) -> str:
     h = hashlib.sha256()
     for rel in (sample.path,) + sample.mask_paths:
         h.update(rel.encode() + b"\0")
-        with D.open_regular(root / rel) as fh:
+        with open_regular(root / rel) as fh:
             try:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
             except OSError as e:
-                raise D.ImageError(f"{root / rel}: cannot be read ({e.strerror or e})",
+                raise ImageError(f"{root / rel}: cannot be read ({e.strerror or e})",
                                    "fix or remove the file") from None
     return h.hexdigest()
 
@@ -112,7 +114,7 @@ class _Item:
 
 
 def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing) -> _Item:
-    rgb = D.read_rgb(root / sample.path)
+    rgb = read_rgb(root / sample.path)
     size = (rgb.shape[1], rgb.shape[0])
     mask = D.read_mask(root, sample, size)
     if mask is None:
@@ -133,7 +135,7 @@ def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing)
                 inputs[base], grids[base] = x, g
             if base + "_flip" in views:
                 inputs[base + "_flip"], grids[base + "_flip"] = mirror(x), g[:, ::-1].copy()
-    return _Item(index, inputs, grids, m224, D.content_sha256(rgb), D.phash(rgb), size, bool(mask.any()))
+    return _Item(index, inputs, grids, m224, content_sha256(rgb), D.phash(rgb), size, bool(mask.any()))
 
 
 @contextmanager
@@ -251,7 +253,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
         for s in ds.samples:
             try:
                 sources.append(source_sha256(root, s))
-            except D.ImageError as e:
+            except ImageError as e:
                 if strict:
                     raise
                 sources.append(None)  # unreadable: skipped like an image that fails to decode
@@ -290,10 +292,10 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                 for i, fut in futures.items():
                     try:
                         items[i] = fut.result()
-                    except (D.ImageError, OSError, ValueError, MemoryError) as e:
+                    except (ImageError, OSError, ValueError, MemoryError) as e:
                         if strict:
                             raise
-                        p = str(D.file_problem(ds.samples[i].path, e)) if not isinstance(e, D.ImageError) else str(e)
+                        p = str(D.file_problem(ds.samples[i].path, e)) if not isinstance(e, ImageError) else str(e)
                         problems.append(p)
                         log(f"warning: skipped {p}")
                 feats = _run_backbone(bb, items, all_views)

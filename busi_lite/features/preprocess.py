@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from busi_lite.features.backbone import PREPROCESS_VERSION, center_box, crop_resize
 from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.features.backbone import PREPROCESS_VERSION, center_box, crop_resize
 
 V1 = PREPROCESS_VERSION  # "tm-centercrop-bilinear-aa-v1": the name caches and models already carry
 V2 = "gray-p1p99-centercrop-bilinear-aa-v2"

@@ -28,15 +28,15 @@ Adding a head = one new module (``from .registry import register_head``; ``@regi
 from __future__ import annotations
 
 from busi_lite.heads.base import Adam, Head, HeadOutput, evaluate, fit
-from busi_lite.heads.registry import HEADS, get_head, head_kinds, make_head, register_head
+
+# the lesion-box head is a Model's optional second head, not a registered main head
+from busi_lite.heads.box import BoxHead
 
 # the built-in heads register themselves on import (a new head adds its import line here)
 from busi_lite.heads.logreg import LogRegHead
 from busi_lite.heads.mtl import MTLHead
 from busi_lite.heads.plain import PlainHead
-
-# the lesion-box head is a Model's optional second head, not a registered main head
-from busi_lite.heads.box import BoxHead
+from busi_lite.heads.registry import HEADS, get_head, head_kinds, make_head, register_head
 
 __all__ = ["HEADS", "Adam", "BoxHead", "Head", "HeadOutput", "LogRegHead", "MTLHead", "PlainHead", "evaluate", "fit", "get_head",
            "head_kinds", "make_head", "register_head"]

@@ -29,7 +29,7 @@ def _params_finite(head) -> bool:
     return all(np.isfinite(p).all() for p in head.params.values())
 
 
-def _trunc_normal(rng, shape, fan_in, dtype):
+def trunc_normal(rng, shape, fan_in, dtype):
     """Truncated normal with std sqrt(1/fan_in); standard draws with |z| > 2 are re-drawn."""
     z = rng.standard_normal(shape)
     bad = np.abs(z) > 2.0
@@ -39,24 +39,24 @@ def _trunc_normal(rng, shape, fan_in, dtype):
     return (z * np.sqrt(1.0 / fan_in)).astype(dtype)
 
 
-def _log_softmax(z):  # z [N,C] -> [N,C], stable
+def log_softmax(z):  # z [N,C] -> [N,C], stable
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def _bce_logits(s, t):  # elementwise BCE(sigmoid(s), t), stable
+def bce_logits(s, t):  # elementwise BCE(sigmoid(s), t), stable
     return np.maximum(s, 0) - s * t + np.log1p(np.exp(-np.abs(s)))
 
 
-def _sigmoid(s):  # stable on both sides
+def sigmoid(s):  # stable on both sides
     e = np.exp(-np.abs(s))
     return np.where(s >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _ce(z, y, w):
+def cross_entropy(z, y, w):
     """Weighted softmax CE. z [N,C] logits, y [N] int, w [N] -> (sum(w*ce)/N, dL/dz [N,C], stats)."""
     N = len(y)
-    logp = _log_softmax(z)
+    logp = log_softmax(z)
     ce = -logp[np.arange(N), y]
     dz = np.exp(logp)
     dz[np.arange(N), y] -= 1
@@ -107,7 +107,7 @@ class HeadOutput:
     lesion: np.ndarray | None = None
 
 
-def _positive_int(name, n) -> int:
+def positive_int(name, n) -> int:
     if (isinstance(n, bool) or not isinstance(n, (int, np.integer, float))
             or (isinstance(n, float) and not math.isfinite(n)) or int(n) != n or n < 1):
         raise ConfigError(f"{name} must be a positive integer, got {n!r}", f"give {name} as an integer >= 1",
@@ -115,7 +115,7 @@ def _positive_int(name, n) -> int:
     return int(n)
 
 
-def _positive_float(name, v, fix=None) -> float:
+def positive_float(name, v, fix=None) -> float:
     """v as a float; ConfigError(param=name) unless a finite real number > 0."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) or v <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {v!r}", fix or f"e.g. {name}=0.01", param=name)
@@ -133,16 +133,16 @@ class Head:
     has_lesion_map = False  # predict() fills HeadOutput.lesion [N,49]
 
     def __init__(self, n_features, n_hidden, n_classes, seed, dtype):
-        self.n_features, self.n_hidden, self.n_classes = (_positive_int("n_features", n_features),
-                                                          _positive_int("n_hidden", n_hidden),
-                                                          _positive_int("n_classes", n_classes))
+        self.n_features, self.n_hidden, self.n_classes = (positive_int("n_features", n_features),
+                                                          positive_int("n_hidden", n_hidden),
+                                                          positive_int("n_classes", n_classes))
         self.dtype = np.dtype(dtype)
         self.params = self._init_params(np.random.default_rng(seed))
 
     def _init_params(self, rng):  # draw order W1, W2 (then ws for MTL) is part of the seed contract
         D, H, C = self.n_features, self.n_hidden, self.n_classes
-        return {"W1": _trunc_normal(rng, (D, H), D, self.dtype), "b1": np.zeros(H, self.dtype),
-                "W2": _trunc_normal(rng, (H, C), H, self.dtype)}
+        return {"W1": trunc_normal(rng, (D, H), D, self.dtype), "b1": np.zeros(H, self.dtype),
+                "W2": trunc_normal(rng, (H, C), H, self.dtype)}
 
     def config(self):
         return {"kind": self.kind, "n_features": self.n_features,
@@ -180,7 +180,7 @@ class Head:
     @classmethod
     def param_shapes(cls, config) -> dict:
         """{name: shape} of the params a head with this config() has; validates the sizes only."""
-        D, H, C = (_positive_int(k, config.get(k)) for k in ("n_features", "n_hidden", "n_classes"))
+        D, H, C = (positive_int(k, config.get(k)) for k in ("n_features", "n_hidden", "n_classes"))
         return {"W1": (D, H), "b1": (H,), "W2": (H, C)}
 
     @classmethod
@@ -253,7 +253,7 @@ class Head:
 
     def predict_proba(self, X):
         """X -> class probabilities [N,C]."""
-        return np.exp(_log_softmax(self.logits(X)))
+        return np.exp(log_softmax(self.logits(X)))
 
     def predict(self, X) -> HeadOutput:
         """X -> HeadOutput(proba [N,C], lesion None)."""
@@ -276,13 +276,13 @@ def evaluate(head, X, y):
     """-> (mean classification CE, accuracy) over X [N,D] or [N,K,D], y [N]."""
     z = head.logits(X)
     y = head._check_y(y, len(z))
-    logp = _log_softmax(z)
+    logp = log_softmax(z)
     return float(-logp[np.arange(len(y)), y].mean()), float((z.argmax(1) == y).mean())
 
 
 def check_hyper(lr, batch_size, epochs) -> tuple[float, int, int]:
     """Validate fit's hyper-parameters: lr > 0 finite, batch_size int >= 1, epochs int >= 1."""
-    lr = _positive_float("lr", lr, "give the learning rate, e.g. lr=1e-4")
+    lr = positive_float("lr", lr, "give the learning rate, e.g. lr=1e-4")
     for name, v in (("batch_size", batch_size), ("epochs", epochs)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {v!r}", f"give {name} >= 1", param=name)

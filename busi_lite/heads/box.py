@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
-from busi_lite.heads.base import _positive_float, check_params
+from busi_lite.heads.base import check_params, positive_float
 
 N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
 CLASSES = ("benign", "malignant")
@@ -35,7 +35,7 @@ def whole_view(view: str) -> str:
     return "flip" if view.endswith("_flip") else "raw"
 
 
-def _sigmoid(s):
+def sigmoid(s):
     e = np.exp(-np.abs(s))
     return np.where(s >= 0, 1 / (1 + e), e / (1 + e))
 
@@ -96,7 +96,7 @@ class BoxHead:
         if n_classes != 2:
             raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
                               "use n_classes=2", param="n_classes")
-        self.C = _positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)")
+        self.C = positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)")
         self.n_features, self.n_classes = int(n_features), 2
         D = self.n_features
         self.params = {"mean": np.zeros(D, np.float32), "scale": np.ones(1, np.float32),
@@ -159,7 +159,7 @@ class BoxHead:
 
     def predict_proba(self, X) -> np.ndarray:
         """X [N,D] -> [N,2] (benign, malignant)."""
-        p = _sigmoid(self.decision(X))
+        p = sigmoid(self.decision(X))
         return np.stack([1 - p, p], axis=1)
 
     def loss_and_grads(self, X, y, sample_weight=None) -> tuple[float, dict]:
@@ -176,7 +176,7 @@ class BoxHead:
             w, b = theta[:-1], theta[-1]
             m = Z @ w + b
             loss = np.maximum(m, 0) - m * y + np.log1p(np.exp(-np.abs(m)))  # logloss(sigmoid(m), y), stable
-            r = C * s * (_sigmoid(m) - y)
+            r = C * s * (sigmoid(m) - y)
             return float(C * (s * loss).sum() + 0.5 * w @ w), np.concatenate([Z.T @ r + w, [r.sum()]])
         return fun
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from busi_lite.heads.base import Head, HeadOutput, TrainingError, _log_softmax, _positive_float, _positive_int
+from busi_lite.heads.base import Head, HeadOutput, TrainingError, log_softmax, positive_float, positive_int
 from busi_lite.heads.registry import register_head
 
 
@@ -78,9 +78,9 @@ class LogRegHead(Head):
 
     def __init__(self, n_features=1280, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
                  max_iter=1000):
-        self.n_features = _positive_int("n_features", n_features)
-        self.n_classes = _positive_int("n_classes", n_classes)
-        self.C = _positive_float("C", C)
+        self.n_features = positive_int("n_features", n_features)
+        self.n_classes = positive_int("n_classes", n_classes)
+        self.C = positive_float("C", C)
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.dtype = np.dtype(dtype)
         self.n_hidden = 0  # no hidden layer (kept for code that prints head sizes)
@@ -97,7 +97,7 @@ class LogRegHead(Head):
 
     @classmethod
     def param_shapes(cls, config) -> dict:
-        D, C = (_positive_int(k, config.get(k)) for k in ("n_features", "n_classes"))
+        D, C = (positive_int(k, config.get(k)) for k in ("n_features", "n_classes"))
         return {"W": (D, C), "b": (C,), "scale": (1,)}
 
     # --- numerics ------------------------------------------------------------------
@@ -113,7 +113,7 @@ class LogRegHead(Head):
         """Mean weighted CE + ||W||^2/(2 C N) on already scaled Xs [N,D] -> (loss, dW [D,C], db [C])."""
         N = len(Xs)
         z = (Xs @ W.astype(Xs.dtype)).astype(np.float64) + b
-        logp = _log_softmax(z)
+        logp = log_softmax(z)
         loss = float(-(w * logp[np.arange(N), y]).sum() / N + (W * W).sum() / (2 * self.C * N))
         dz = np.exp(logp)
         dz[np.arange(N), y] -= 1
@@ -125,7 +125,7 @@ class LogRegHead(Head):
         Xs = X / self.params["scale"][0]
         loss, dW, db = self.objective(Xs, y, w, self.params["W"], self.params["b"])
         z = Xs @ self.params["W"] + self.params["b"]
-        ce = float(-_log_softmax(z)[np.arange(len(y)), y].mean())
+        ce = float(-log_softmax(z)[np.arange(len(y)), y].mean())
         return loss, {"W": dW, "b": db, "scale": np.zeros(1, self.dtype)}, {"ce": ce, "acc": float((z.argmax(1) == y).mean())}
 
     def fit(self, X, y, sample_weight=None, X_val=None, y_val=None, **ignored):
@@ -158,7 +158,7 @@ class LogRegHead(Head):
         self.params = {"W": W.astype(self.dtype), "b": (b - mu @ W).astype(self.dtype),
                        "scale": np.array([scale], self.dtype)}
         z = Xs @ W + b
-        logp = _log_softmax(z)
+        logp = log_softmax(z)
         hist = {"train_loss": [float(-logp[np.arange(N), y].mean())], "train_acc": [float((z.argmax(1) == y).mean())],
                 "val_loss": [], "val_acc": [], "iterations": [it], "converged": [float(converged)],
                 "objective": [self.objective(Xs, y, w, W, b)[0]]}

@@ -6,8 +6,8 @@ import math
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
+from busi_lite.heads.base import Head, HeadOutput, bce_logits, cross_entropy, log_softmax, sigmoid, trunc_normal
 from busi_lite.heads.registry import register_head
-from busi_lite.heads.base import Head, HeadOutput, _bce_logits, _ce, _log_softmax, _sigmoid, _trunc_normal
 
 
 @register_head
@@ -46,7 +46,7 @@ class MTLHead(Head):
 
     def _init_params(self, rng):
         H = self.n_hidden
-        return {**super()._init_params(rng), "ws": _trunc_normal(rng, (H,), H, self.dtype),  # kernel [H,1]
+        return {**super()._init_params(rng), "ws": trunc_normal(rng, (H,), H, self.dtype),  # kernel [H,1]
                 "bs": np.zeros(1, self.dtype)}
 
     def config(self):
@@ -77,7 +77,7 @@ class MTLHead(Head):
     def lesion_map(self, X, chunk=256):
         """X [N,K,D] -> lesion probability per cell [N,K] in [0,1]."""
         X = self._check_X(X)
-        return np.concatenate([_sigmoid(self._forward(self._cast(X[i:i + chunk]))[1][0])
+        return np.concatenate([sigmoid(self._forward(self._cast(X[i:i + chunk]))[1][0])
                                for i in range(0, len(X), chunk)])
 
     def predict(self, X, chunk=256) -> HeadOutput:
@@ -89,21 +89,21 @@ class MTLHead(Head):
             zi, (si, *_) = self._forward(self._cast(X[i:i + chunk]))
             z.append(zi)
             s.append(si)
-        return HeadOutput(np.exp(_log_softmax(np.concatenate(z))), _sigmoid(np.concatenate(s)))
+        return HeadOutput(np.exp(log_softmax(np.concatenate(z))), sigmoid(np.concatenate(s)))
 
     def _loss_grads(self, X, y, w, t=None, sw=None):
         N, K, D = X.shape
         P = self.params
         z, (s, A, Hc, Hm) = self._forward(X)
-        loss, dz, stats = _ce(z, y, w)
+        loss, dz, stats = cross_entropy(z, y, w)
         ds = np.zeros_like(s)  # dL/ds [N,K]
         stats["seg"] = 0.0
         if t is not None:
             t = t.astype(self.dtype, copy=False)
-            seg = (sw * _bce_logits(s, t).mean(1)).mean()  # mean_n sw_n * mean_k BCE
+            seg = (sw * bce_logits(s, t).mean(1)).mean()  # mean_n sw_n * mean_k BCE
             loss += self.lam * float(seg)
             stats["seg"] = float(seg)
-            ds = (self.lam / (N * K)) * sw[:, None] * (_sigmoid(s) - t)
+            ds = (self.lam / (N * K)) * sw[:, None] * (sigmoid(s) - t)
         # dL/dHc [N,K,H]: class path spreads evenly over cells, seg path per cell
         dHc = (dz @ P["W2"].T / K)[:, None, :] + ds[:, :, None] * P["ws"]
         dA = dHc.reshape(N * K, -1) * (A > 0)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from busi_lite.heads.base import Head, cross_entropy
 from busi_lite.heads.registry import register_head
-from busi_lite.heads.base import Head, _ce
 
 
 @register_head
@@ -25,7 +25,7 @@ class PlainHead(Head):
 
     def _loss_grads(self, X, y, w, t=None, sw=None):
         z, (A, Hh) = self._forward(X)
-        loss, dz, stats = _ce(z, y, w)
+        loss, dz, stats = cross_entropy(z, y, w)
         dA = (dz @ self.params["W2"].T) * (A > 0)  # [N,H]
         grads = {"W1": X.T @ dA, "b1": dA.sum(0), "W2": Hh.T @ dz}
         return loss, grads, stats

@@ -37,24 +37,11 @@ import numpy as np
 from PIL import Image
 
 from busi_lite.common.constants import CLASSES
-from busi_lite.common.errors import BusiError
-
-# reading lives in imread; re-exported so callers keep using data.read_rgb etc.
-from busi_lite.io.imread import (
-    MAX_PIXELS,
-    ImageError,
-    _dicom,
-    content_sha256,
-    dicom_region,
-    file_kind,
-    open_regular,
-    os_reason,
-    read_gray,
-    read_rgb,
-)
+from busi_lite.common.errors import BusiError, ImageError
+from busi_lite.io import dicom
+from busi_lite.io.imread import content_sha256, dicom_region, file_kind, os_reason, read_gray, read_rgb
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}   # the one list; dicom.DICOM_SUFFIXES is this set
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$", re.IGNORECASE)
 
 
@@ -266,9 +253,9 @@ def _image_key(f: Path, mode: int) -> str | None:
     a regular file with the DICM preamble is a DICOM image keyed by its whole name
     (scanner exports are often extensionless or named by UID, ``1.2.840.5``)."""
     suffix = f.suffix.lower()
-    if suffix in IMAGE_EXTS or suffix in DICOM_SUFFIXES:
+    if suffix in IMAGE_EXTS or suffix in dicom.DICOM_SUFFIXES:
         return f.stem
-    if stat.S_ISREG(mode) and _dicom().is_dicom(f):
+    if stat.S_ISREG(mode) and dicom.is_dicom(f):
         return f.name
     return None
 

@@ -54,8 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from busi_lite.io.data import DICOM_SUFFIXES, MAX_PIXELS, ImageError
-from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.common.errors import MAX_PIXELS, BusiError, ConfigError, ImageError
+
+DICOM_SUFFIXES = {".dcm", ".dicom"}  # file suffixes read as DICOM (any file with the DICM preamble is too)
 
 MAX_TOTAL_PIXELS = 100_000_000      # Rows*Columns*frames over the whole file
 MAX_FILE_BYTES = 1 << 30            # 1 GiB

@@ -30,17 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from busi_lite.common.errors import BusiError
-
-MAX_PIXELS = 50_000_000  # larger images are refused (decompression bombs)
-
-
-class ImageError(BusiError):
-    """One image file cannot be used; ``what`` names the file, ``fix`` says what to do."""
-
-
-class ImageTooLarge(ImageError):
-    """An image over the pixel limit (refused before decoding)."""
+from busi_lite.common.errors import MAX_PIXELS, BusiError, ImageError, ImageTooLarge
+from busi_lite.io import dicom
 
 
 def open_regular(path):
@@ -102,7 +93,7 @@ def read_rgb(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     (one frame, region-cropped; a cine is refused). Raises ImageError naming the file.
     """
     path = Path(path)
-    if _dicom().is_dicom(path):
+    if dicom.is_dicom(path):
         return read_dicom_image(path, max_pixels)
     with open_regular(path) as fh:
         return decode_rgb(fh, path, max_pixels)
@@ -128,11 +119,6 @@ def decode_rgb(fh, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                          "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
 
 
-def _dicom():
-    from busi_lite.io import dicom  # lazy: dicom imports data, which imports this module
-    return dicom
-
-
 def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A single-frame DICOM file -> RGB uint8 [H,W,3], the frame cropped to its 2D ultrasound region.
 
@@ -140,7 +126,6 @@ def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     multi-frame cine, pydicom missing, a cropped image over ``max_pixels``.
     """
     path = Path(path)
-    dicom = _dicom()
     try:
         f = dicom.read_frames(path, frame=0)[0]
     except ImageError:
@@ -159,7 +144,6 @@ def read_dicom_image(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def dicom_region(image, size) -> tuple | None:
     """((frame width, height), crop box) when ``image`` is a DICOM file read as ``size``
     (width, height) after its region crop; None otherwise (not DICOM, no crop, unknown frame)."""
-    dicom = _dicom()
     if not dicom.is_dicom(image):
         return None
     try:  # the header only: the crop is the one read_frames applies (dicom.region_box)

@@ -18,27 +18,27 @@ from typing import ClassVar
 
 import numpy as np
 
-from busi_lite.model.config import Config
 from busi_lite.common.errors import ConfigError
+from busi_lite.model.config import Config
 from busi_lite.model.records import (
     SCHEMA_VERSION,
     Calibration,
     Metrics,
     Record,
     SelectionResult,
+    SiteCalibration,
     SplitInfo,
-    _config,
-    _fail,
-    _get,
-    _history,
-    _int,
-    _list,
-    _num,
-    _obj,
-    _schema,
-    _str,
+    check_schema,
+    field_error,
+    read_config,
+    read_field,
+    read_history,
+    read_int,
+    read_list,
+    read_num,
+    read_obj,
+    read_str,
 )
-from busi_lite.evaluation.sitecal import SiteCalibration
 
 __all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions"]
 
@@ -56,8 +56,8 @@ class TestMetrics(Record):
 
     @classmethod
     def from_json(cls, d, where="metrics") -> "TestMetrics":
-        d = _obj(d, where)
-        return cls(*(Metrics.from_json(_get(d, k, where), f"{where}.{k}") for k in ("test_argmax", "test_operating_point")))
+        d = read_obj(d, where)
+        return cls(*(Metrics.from_json(read_field(d, k, where), f"{where}.{k}") for k in ("test_argmax", "test_operating_point")))
 
 
 @dataclass
@@ -70,18 +70,18 @@ class TestPredictions(Record):
 
     @classmethod
     def from_json(cls, d, where="test_predictions", n_classes=None) -> "TestPredictions":
-        d = _obj(d, where)
-        path, y, proba = _list(d, "path", where), _list(d, "y", where), _list(d, "proba", where)
+        d = read_obj(d, where)
+        path, y, proba = read_list(d, "path", where), read_list(d, "y", where), read_list(d, "proba", where)
         if not all(isinstance(p, str) for p in path) or not all(isinstance(v, int) and not isinstance(v, bool) for v in y):
-            _fail(where, "path must be strings and y integers")
+            field_error(where, "path must be strings and y integers")
         try:
             proba = np.asarray(proba, dtype=np.float64)
         except (TypeError, ValueError):
-            _fail(where, "proba must be a list of number lists")
+            field_error(where, "proba must be a list of number lists")
         if not len(path) == len(y) == len(proba) or (len(proba) and (proba.ndim != 2 or not np.isfinite(proba).all())):
-            _fail(where, "path, y and proba must have one finite entry per test image")
+            field_error(where, "path, y and proba must have one finite entry per test image")
         if n_classes is not None and len(proba) and proba.shape[1] != n_classes:
-            _fail(where, f"proba has {proba.shape[1]} columns, the model {n_classes} classes")
+            field_error(where, f"proba has {proba.shape[1]} columns, the model {n_classes} classes")
         return cls(path, np.asarray(y, np.int64), proba)
 
 
@@ -93,10 +93,10 @@ class OODInfo(Record):
 
     @classmethod
     def from_json(cls, d, where="ood") -> "OODInfo":
-        d = _obj(d, where)
-        rv, thr = _num(d, "resid_var", where, finite=True), _num(d, "threshold", where, finite=True)
+        d = read_obj(d, where)
+        rv, thr = read_num(d, "resid_var", where, finite=True), read_num(d, "threshold", where, finite=True)
         if rv <= 0:
-            _fail(where, f"resid_var must be > 0, got {rv}")
+            field_error(where, f"resid_var must be > 0, got {rv}")
         return cls(rv, thr)
 
 
@@ -126,39 +126,39 @@ class BoxInfo(Record):
     def from_json(cls, d, where="box") -> "BoxInfo":
         from busi_lite.heads.box import BoxHead
 
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        head = _obj(_get(d, "head", where), f"{where}.head")
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        head = read_obj(read_field(d, "head", where), f"{where}.head")
         if head.get("kind") != BoxHead.kind:
-            _fail(f"{where}.head", f"kind must be {BoxHead.kind!r}, got {head.get('kind')!r}")
-        _int(head, "n_features", f"{where}.head", 1)
-        if _int(head, "n_classes", f"{where}.head", 1) != 2:
-            _fail(f"{where}.head", "n_classes must be 2 (benign, malignant)")
-        if _num(head, "C", f"{where}.head", finite=True) <= 0:
-            _fail(f"{where}.head", "C must be > 0")
-        classes = _list(d, "classes", where)
+            field_error(f"{where}.head", f"kind must be {BoxHead.kind!r}, got {head.get('kind')!r}")
+        read_int(head, "n_features", f"{where}.head", 1)
+        if read_int(head, "n_classes", f"{where}.head", 1) != 2:
+            field_error(f"{where}.head", "n_classes must be 2 (benign, malignant)")
+        if read_num(head, "C", f"{where}.head", finite=True) <= 0:
+            field_error(f"{where}.head", "C must be > 0")
+        classes = read_list(d, "classes", where)
         if classes != list(BoxHead.classes):
-            _fail(where, f"classes must be {list(BoxHead.classes)}, got {classes!r}")
-        thr = _num(d, "malignant_threshold", where, finite=True)
+            field_error(where, f"classes must be {list(BoxHead.classes)}, got {classes!r}")
+        thr = read_num(d, "malignant_threshold", where, finite=True)
         if not 0 <= thr <= 1:
-            _fail(where, f"malignant_threshold must be within [0, 1], got {thr}")
-        views = _list(d, "train_views", where)
-        auc = _obj(_get(d, "test_auc", where), f"{where}.test_auc")
+            field_error(where, f"malignant_threshold must be within [0, 1], got {thr}")
+        views = read_list(d, "train_views", where)
+        auc = read_obj(read_field(d, "test_auc", where), f"{where}.test_auc")
         if not views or not all(isinstance(v, str) and v.startswith("box") for v in views + list(auc)):
-            _fail(where, "train_views and test_auc must name box views")
-        flip = _get(d, "flip", where)
+            field_error(where, "train_views and test_auc must name box views")
+        flip = read_field(d, "flip", where)
         if not isinstance(flip, bool):
-            _fail(where, f"flip must be true or false, got {flip!r}")
+            field_error(where, f"flip must be true or false, got {flip!r}")
         return cls(head=dict(head), classes=classes, malignant_threshold=thr,
-                   target_recall=_num(d, "target_recall", where, finite=True),
-                   oof_recall=_num(d, "oof_recall", where), oof_far=_num(d, "oof_far", where),
-                   oof_auc=_num(d, "oof_auc", where), oof_auc_mirror=_num(d, "oof_auc_mirror", where),
-                   oof_auc_no_mirror=_num(d, "oof_auc_no_mirror", where),
-                   calibration_view=_str(d, "calibration_view", where),
-                   n_train_images=_int(d, "n_train_images", where, 1), n_train_samples=_int(d, "n_train_samples", where, 1),
-                   train_views=views, flip=flip, margin=_num(d, "margin", where, finite=True),
-                   test_auc={str(k): _num(auc, k, f"{where}.test_auc") for k in auc},
-                   n_test=_int(d, "n_test", where, 0))
+                   target_recall=read_num(d, "target_recall", where, finite=True),
+                   oof_recall=read_num(d, "oof_recall", where), oof_far=read_num(d, "oof_far", where),
+                   oof_auc=read_num(d, "oof_auc", where), oof_auc_mirror=read_num(d, "oof_auc_mirror", where),
+                   oof_auc_no_mirror=read_num(d, "oof_auc_no_mirror", where),
+                   calibration_view=read_str(d, "calibration_view", where),
+                   n_train_images=read_int(d, "n_train_images", where, 1), n_train_samples=read_int(d, "n_train_samples", where, 1),
+                   train_views=views, flip=flip, margin=read_num(d, "margin", where, finite=True),
+                   test_auc={str(k): read_num(auc, k, f"{where}.test_auc") for k in auc},
+                   n_test=read_int(d, "n_test", where, 0))
 
 
 @dataclass
@@ -201,54 +201,54 @@ class ModelCard(Record):
         """Strict: types, finite thresholds, class list matching the head's outputs, head sizes integers."""
         from busi_lite.heads import get_head
 
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        classes = _list(d, "classes", where)
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        classes = read_list(d, "classes", where)
         if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
-            _fail(where, f"classes must be distinct names, got {classes!r}")
-        shape = _list(d, "feature_shape", where)
+            field_error(where, f"classes must be distinct names, got {classes!r}")
+        shape = read_list(d, "feature_shape", where)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-            _fail(where, f"feature_shape must be positive integers, got {shape!r}")
-        head = _obj(_get(d, "head", where), f"{where}.head")
+            field_error(where, f"feature_shape must be positive integers, got {shape!r}")
+        head = read_obj(read_field(d, "head", where), f"{where}.head")
         try:
             get_head(head.get("kind"))
         except ConfigError as e:
-            _fail(f"{where}.head", str(e))
+            field_error(f"{where}.head", str(e))
         for k in ("n_features", "n_classes") + (("n_hidden",) if "n_hidden" in head else ()):  # logreg: none
-            _int(head, k, f"{where}.head", 1)
+            read_int(head, k, f"{where}.head", 1)
         if head["n_classes"] != len(classes):
-            _fail(f"{where}.head", f"n_classes {head['n_classes']} != {len(classes)} class names {classes}")
+            field_error(f"{where}.head", f"n_classes {head['n_classes']} != {len(classes)} class names {classes}")
         if not shape or head["n_features"] != shape[-1]:
-            _fail(f"{where}.head", f"n_features {head['n_features']} does not match feature_shape {shape}")
+            field_error(f"{where}.head", f"n_features {head['n_features']} does not match feature_shape {shape}")
         for k, v in head.items():
             if k != "kind" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
-                _fail(f"{where}.head", f"{k} must be a finite number, got {v!r}")
+                field_error(f"{where}.head", f"{k} must be a finite number, got {v!r}")
         sel, ood = d.get("selection"), d.get("ood")
-        sha = _str(d, "weights_sha256", where, none_ok=True, default=None)
+        sha = read_str(d, "weights_sha256", where, none_ok=True, default=None)
         if sha is not None and not re.fullmatch("[0-9a-f]{64}", sha):
-            _fail(where, f"weights_sha256 must be 64 hex digits, got {sha!r}")
-        warns = _list(d, "warnings", where, default=[]) if d.get("warnings") is not None else None
+            field_error(where, f"weights_sha256 must be 64 hex digits, got {sha!r}")
+        warns = read_list(d, "warnings", where, default=[]) if d.get("warnings") is not None else None
         if warns is not None and not all(isinstance(w, str) for w in warns):
-            _fail(where, "warnings must be a list of strings")
+            field_error(where, "warnings must be a list of strings")
         card = cls(
-            config=_config(d, "config", where), classes=classes, backbone_sha256=_str(d, "backbone_sha256", where),
-            backbone_file=_str(d, "backbone_file", where, none_ok=True, default=None),
-            preprocess_version=_str(d, "preprocess_version", where), feature_shape=shape,
-            package_version=_str(d, "package_version", where),
-            split=SplitInfo.from_json(_get(d, "split", where), f"{where}.split"),
-            calibration=Calibration.from_json(_get(d, "calibration", where), f"{where}.calibration"),
-            metrics=TestMetrics.from_json(_get(d, "metrics", where), f"{where}.metrics"),
-            test_predictions=TestPredictions.from_json(_get(d, "test_predictions", where), f"{where}.test_predictions",
+            config=read_config(d, "config", where), classes=classes, backbone_sha256=read_str(d, "backbone_sha256", where),
+            backbone_file=read_str(d, "backbone_file", where, none_ok=True, default=None),
+            preprocess_version=read_str(d, "preprocess_version", where), feature_shape=shape,
+            package_version=read_str(d, "package_version", where),
+            split=SplitInfo.from_json(read_field(d, "split", where), f"{where}.split"),
+            calibration=Calibration.from_json(read_field(d, "calibration", where), f"{where}.calibration"),
+            metrics=TestMetrics.from_json(read_field(d, "metrics", where), f"{where}.metrics"),
+            test_predictions=TestPredictions.from_json(read_field(d, "test_predictions", where), f"{where}.test_predictions",
                                                        len(classes)),
-            history=_history(d, "history", where), train_seconds=_num(d, "train_seconds", where),
-            total_seconds=_num(d, "total_seconds", where),
+            history=read_history(d, "history", where), train_seconds=read_num(d, "train_seconds", where),
+            total_seconds=read_num(d, "total_seconds", where),
             selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
-            format=_int(d, "format", where), head=dict(head),
+            format=read_int(d, "format", where), head=dict(head),
             ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
         site = d.get("site")
         card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
         box = d.get("box")
         card.box = None if box is None else BoxInfo.from_json(box, f"{where}.box")
         if card.config.head != head["kind"]:
-            _fail(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
+            field_error(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card

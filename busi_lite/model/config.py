@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
-from busi_lite.heads import get_head, head_kinds
 from busi_lite.common.paper import PAPER
 from busi_lite.features.preprocess import SHORT, Preprocessing
 from busi_lite.features.views import VIEWS
+from busi_lite.heads import get_head, head_kinds
 
 BALANCES = ("none", "undersample", "weights")
 DEFAULT_PER_CLASS = 150

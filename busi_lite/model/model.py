@@ -37,14 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from busi_lite.common.constants import CLASSES
 from busi_lite.common.atomic import atomic_path
+from busi_lite.common.constants import CLASSES
+from busi_lite.common.errors import ConfigError, ModelError
 from busi_lite.features.backbone import GRID, N_FEATURES, PREPROCESS_VERSION
-from busi_lite.model.card import FORMAT, ModelCard, OODInfo
-from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.features.preprocess import Preprocessing
 from busi_lite.heads import HeadOutput, get_head
 from busi_lite.heads.box import BoxHead
-from busi_lite.features.preprocess import Preprocessing
+from busi_lite.model.card import FORMAT, ModelCard, OODInfo
 from busi_lite.model.records import RecordError
 
 DAMAGED = "the model is damaged; retrain or reinstall it"
@@ -63,10 +63,6 @@ def mirror_average(out: HeadOutput, mirrored: HeadOutput) -> HeadOutput:
         back = np.asarray(mirrored.lesion).reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(out.lesion), GRID * GRID)
         lesion = (out.lesion + back) / 2
     return HeadOutput((out.proba + mirrored.proba) / 2, lesion)
-
-
-class ModelError(BusiError):
-    """A saved model is missing, damaged or does not fit: what -> fix."""
 
 
 @dataclass
@@ -181,7 +177,7 @@ class Model:
             raise ModelError("a model without a card cannot be saved", "build it with experiments.fit_model")
         if self.ood is None:
             raise ModelError("a model without OOD statistics cannot be saved", "build it with experiments.fit_model")
-        npz, js = _paths(path)
+        npz, js = model_paths(path)
         if (self.box_head is None) != (self.card.box is None):
             raise ModelError("a box head needs its card section 'box' and the reverse",
                              "add the box head with busi_lite.training.box.add_box_head")
@@ -209,7 +205,7 @@ class Model:
     @classmethod
     def load(cls, path=None) -> "Model":
         from busi_lite.common.resources import resolve  # path > $BUSI_LITE_MODEL > the packaged default
-        npz, js = _paths(resolve("model", path).path)
+        npz, js = model_paths(resolve("model", path).path)
         for p in (npz, js):
             if not p.is_file():
                 raise ModelError(f"{p}: model file not found",
@@ -337,7 +333,7 @@ def _npz_read(zf: zipfile.ZipFile, key: str) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def _paths(path) -> tuple[Path, Path]:
+def model_paths(path) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in (".npz", ".json"):
         p = p.with_suffix("")

@@ -21,9 +21,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-from busi_lite.model.config import Config
 from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.common.jsonio import jsonable
+from busi_lite.model.config import Config
 
 SCHEMA_VERSION = 1
 
@@ -38,70 +38,70 @@ class SplitMismatch(BusiError):
 
 # ---------------------------------------------------------------- JSON helpers
 
-def _fail(where, what, fix="the file is damaged or from another version: rewrite it with this busi-lite"):
+def field_error(where, what, fix="the file is damaged or from another version: rewrite it with this busi-lite"):
     raise RecordError(f"{where}: {what}", fix)
 
 
-def _obj(d, where) -> dict:
+def read_obj(d, where) -> dict:
     if not isinstance(d, dict):
-        _fail(where, f"expected a JSON object, got {type(d).__name__}")
+        field_error(where, f"expected a JSON object, got {type(d).__name__}")
     return d
 
 
-def _get(d, key, where, default=...):
+def read_field(d, key, where, default=...):
     if key not in d:
         if default is ...:
-            _fail(where, f"missing field {key!r}")
+            field_error(where, f"missing field {key!r}")
         return default
     return d[key]
 
 
-def _num(d, key, where, finite=False, none_ok=False, default=...):
-    v = _get(d, key, where, default)
+def read_num(d, key, where, finite=False, none_ok=False, default=...):
+    v = read_field(d, key, where, default)
     if v is None and none_ok:
         return None
     if v is None and not finite:  # strict JSON (busi_lite.common.jsonio) writes NaN as null
         return float("nan")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        _fail(where, f"{key} must be a number, got {type(v).__name__}")
+        field_error(where, f"{key} must be a number, got {type(v).__name__}")
     if finite and not math.isfinite(v):
-        _fail(where, f"{key} must be finite, got {v!r}")
+        field_error(where, f"{key} must be finite, got {v!r}")
     return float(v)
 
 
-def _int(d, key, where, minimum=None, default=...):
-    v = _get(d, key, where, default)
+def read_int(d, key, where, minimum=None, default=...):
+    v = read_field(d, key, where, default)
     if isinstance(v, bool) or not isinstance(v, int):
-        _fail(where, f"{key} must be an integer, got {v!r}")
+        field_error(where, f"{key} must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
-        _fail(where, f"{key} must be >= {minimum}, got {v}")
+        field_error(where, f"{key} must be >= {minimum}, got {v}")
     return v
 
 
-def _str(d, key, where, none_ok=False, default=...):
-    v = _get(d, key, where, default)
+def read_str(d, key, where, none_ok=False, default=...):
+    v = read_field(d, key, where, default)
     if v is None and none_ok:
         return None
     if not isinstance(v, str):
-        _fail(where, f"{key} must be a string, got {type(v).__name__}")
+        field_error(where, f"{key} must be a string, got {type(v).__name__}")
     return v
 
 
-def _list(d, key, where, default=...) -> list:
-    v = _get(d, key, where, default)
+def read_list(d, key, where, default=...) -> list:
+    v = read_field(d, key, where, default)
     if not isinstance(v, list):
-        _fail(where, f"{key} must be a list, got {type(v).__name__}")
+        field_error(where, f"{key} must be a list, got {type(v).__name__}")
     return v
 
 
-def _config(d, key, where) -> Config:
+def read_config(d, key, where) -> Config:
     try:
-        return Config.from_json(_get(d, key, where))
+        return Config.from_json(read_field(d, key, where))
     except ConfigError as e:
-        _fail(f"{where}.{key}", str(e))
+        field_error(f"{where}.{key}", str(e))
 
 
-def _schema(cls, d, where):
+def check_schema(cls, d, where):
     s = d.get("schema", cls.SCHEMA)  # absent: written before records existed = current version
     if s != cls.SCHEMA:
         raise RecordError(f"{where}: schema {s!r}, this busi-lite reads {cls.SCHEMA!r}",
@@ -154,25 +154,25 @@ class Metrics(Record):
 
     @classmethod
     def from_json(cls, d, where="metrics") -> "Metrics":
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        pcr = _obj(_get(d, "per_class_recall", where), f"{where}.per_class_recall")
-        pcr = {str(k): _num(pcr, k, f"{where}.per_class_recall") for k in pcr}
-        conf = _list(d, "confusion", where)
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        pcr = read_obj(read_field(d, "per_class_recall", where), f"{where}.per_class_recall")
+        pcr = {str(k): read_num(pcr, k, f"{where}.per_class_recall") for k in pcr}
+        conf = read_list(d, "confusion", where)
         if not all(isinstance(r, list) and len(r) == len(conf) and all(isinstance(v, int) for v in r) for r in conf):
-            _fail(where, "confusion must be a square list of integer lists")
-        mal = _obj(_get(d, "malignant", where), f"{where}.malignant")
-        mal = {**{k: _num(mal, k, f"{where}.malignant") for k in _MAL_FLOATS},
-               **{k: _int(mal, k, f"{where}.malignant", 0) for k in _MAL_INTS}}
+            field_error(where, "confusion must be a square list of integer lists")
+        mal = read_obj(read_field(d, "malignant", where), f"{where}.malignant")
+        mal = {**{k: read_num(mal, k, f"{where}.malignant") for k in _MAL_FLOATS},
+               **{k: read_int(mal, k, f"{where}.malignant", 0) for k in _MAL_INTS}}
         seg = d.get("segmentation")
         if seg is not None:
-            seg = _obj(seg, f"{where}.segmentation")
-            seg = {"dice": _num(seg, "dice", f"{where}.segmentation"), "iou": _num(seg, "iou", f"{where}.segmentation"),
-                   "n": _int(seg, "n", f"{where}.segmentation", 0)}
-        return cls(n=_int(d, "n", where, 0), accuracy=_num(d, "accuracy", where), macro_f1=_num(d, "macro_f1", where),
-                   log_loss=_num(d, "log_loss", where), per_class_recall=pcr, confusion=conf, malignant=mal,
-                   malignant_auc=_num(d, "malignant_auc", where),
-                   malignant_threshold=_num(d, "malignant_threshold", where, none_ok=True, default=None),
+            seg = read_obj(seg, f"{where}.segmentation")
+            seg = {"dice": read_num(seg, "dice", f"{where}.segmentation"), "iou": read_num(seg, "iou", f"{where}.segmentation"),
+                   "n": read_int(seg, "n", f"{where}.segmentation", 0)}
+        return cls(n=read_int(d, "n", where, 0), accuracy=read_num(d, "accuracy", where), macro_f1=read_num(d, "macro_f1", where),
+                   log_loss=read_num(d, "log_loss", where), per_class_recall=pcr, confusion=conf, malignant=mal,
+                   malignant_auc=read_num(d, "malignant_auc", where),
+                   malignant_threshold=read_num(d, "malignant_threshold", where, none_ok=True, default=None),
                    segmentation=seg)
 
 
@@ -198,13 +198,13 @@ class Calibration(Record):
     @classmethod
     def from_json(cls, d, where="calibration") -> "Calibration":
         """Thresholds must be finite (a NaN threshold would silently switch a flag off)."""
-        d = _obj(d, where)
-        _schema(cls, d, where)
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
         may_be_nan = ("oof_far_at_threshold", "lesion_oof_balanced_accuracy")  # statistics, not thresholds
         kw = {}
         for f in fields(cls):
             optional = f.name in cls._omit_none
-            kw[f.name] = _num(d, f.name, where, finite=f.name not in may_be_nan, none_ok=optional,
+            kw[f.name] = read_num(d, f.name, where, finite=f.name not in may_be_nan, none_ok=optional,
                               default=None if optional else ...)
         return cls(**kw)
 
@@ -240,26 +240,26 @@ class SplitInfo(Record):
 
     @classmethod
     def from_json(cls, d, where="split") -> "SplitInfo":
-        d = _obj(d, where)
-        excluded = _list(d, "excluded", where)
+        d = read_obj(d, where)
+        excluded = read_list(d, "excluded", where)
         if not all(isinstance(p, str) for p in excluded):
-            _fail(where, "excluded must be a list of paths")
-        tf = _num(d, "test_fraction", where, finite=True)
+            field_error(where, "excluded must be a list of paths")
+        tf = read_num(d, "test_fraction", where, finite=True)
         if not 0 < tf < 1:
-            _fail(where, f"test_fraction must be in (0, 1), got {tf}")
-        return cls(_int(d, "seed", where), tf, _str(d, "digest", where), _int(d, "n_train_images", where, 0),
-                   _int(d, "n_test", where, 0), excluded)
+            field_error(where, f"test_fraction must be in (0, 1), got {tf}")
+        return cls(read_int(d, "seed", where), tf, read_str(d, "digest", where), read_int(d, "n_train_images", where, 0),
+                   read_int(d, "n_test", where, 0), excluded)
 
 
 # ---------------------------------------------------------------- runs and sweeps
 
-def _history(d, key, where) -> dict:
-    h = _obj(_get(d, key, where), f"{where}.{key}")
+def read_history(d, key, where) -> dict:
+    h = read_obj(read_field(d, key, where), f"{where}.{key}")
     for k, v in h.items():
         if k == "n_train":
-            _int(h, k, f"{where}.{key}", 0)
+            read_int(h, k, f"{where}.{key}", 0)
         elif not (isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-            _fail(f"{where}.{key}", f"{k} must be a list of numbers")
+            field_error(f"{where}.{key}", f"{k} must be a list of numbers")
     return h
 
 
@@ -288,13 +288,13 @@ class RunResult(Record):
 
     @classmethod
     def from_json(cls, d, where="run") -> "RunResult":
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        return cls(_config(d, "config", where), _int(d, "seed", where), _num(d, "fraction", where, finite=True),
-                   _str(d, "split", where), _int(d, "n_train_images", where, 0), _int(d, "n_train_samples", where, 0),
-                   _int(d, "n_test", where, 0), _int(d, "n_excluded", where, 0), _num(d, "train_seconds", where),
-                   Metrics.from_json(_get(d, "test", where), f"{where}.test"), _history(d, "history", where),
-                   _num(d, "test_fraction", where, finite=True, default=0.15))
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        return cls(read_config(d, "config", where), read_int(d, "seed", where), read_num(d, "fraction", where, finite=True),
+                   read_str(d, "split", where), read_int(d, "n_train_images", where, 0), read_int(d, "n_train_samples", where, 0),
+                   read_int(d, "n_test", where, 0), read_int(d, "n_excluded", where, 0), read_num(d, "train_seconds", where),
+                   Metrics.from_json(read_field(d, "test", where), f"{where}.test"), read_history(d, "history", where),
+                   read_num(d, "test_fraction", where, finite=True, default=0.15))
 
 
 @dataclass
@@ -307,8 +307,8 @@ class Interval(Record):
 
     @classmethod
     def from_json(cls, d, where="interval") -> "Interval":
-        d = _obj(d, where)
-        return cls(_num(d, "mean", where), _num(d, "lo", where), _num(d, "hi", where))
+        d = read_obj(d, where)
+        return cls(read_num(d, "mean", where), read_num(d, "lo", where), read_num(d, "hi", where))
 
 
 @dataclass
@@ -332,14 +332,14 @@ class SummaryRow(Record):
 
     @classmethod
     def from_json(cls, d, where="summary row") -> "SummaryRow":
-        d = _obj(d, where)
+        d = read_obj(d, where)
         known = {"schema", "name", "fraction", "seeds", "config", "paper"}
         metrics = {k: Interval.from_json(v, f"{where}.{k}") for k, v in d.items() if k not in known}
         paper = d.get("paper")
         if paper is not None:
-            paper = {k: _num(_obj(paper, f"{where}.paper"), k, f"{where}.paper") for k in paper}
-        return cls(_str(d, "name", where), _num(d, "fraction", where, finite=True), _list(d, "seeds", where),
-                   _config(d, "config", where), metrics, paper)
+            paper = {k: read_num(read_obj(paper, f"{where}.paper"), k, f"{where}.paper") for k in paper}
+        return cls(read_str(d, "name", where), read_num(d, "fraction", where, finite=True), read_list(d, "seeds", where),
+                   read_config(d, "config", where), metrics, paper)
 
 
 @dataclass
@@ -355,11 +355,11 @@ class SweepResult(Record):
 
     @classmethod
     def from_json(cls, d, where="sweep") -> "SweepResult":
-        d = _obj(d, where)
-        _schema(cls, d, where)
-        return cls([RunResult.from_json(r, f"{where}.results[{i}]") for i, r in enumerate(_list(d, "results", where))],
-                   [SummaryRow.from_json(r, f"{where}.summary[{i}]") for i, r in enumerate(_list(d, "summary", where))],
-                   _str(d, "cache", where), _str(d, "backbone_sha256", where), _str(d, "package_version", where))
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        return cls([RunResult.from_json(r, f"{where}.results[{i}]") for i, r in enumerate(read_list(d, "results", where))],
+                   [SummaryRow.from_json(r, f"{where}.summary[{i}]") for i, r in enumerate(read_list(d, "summary", where))],
+                   read_str(d, "cache", where), read_str(d, "backbone_sha256", where), read_str(d, "package_version", where))
 
 
 # ---------------------------------------------------------------- model selection
@@ -381,11 +381,11 @@ class SelectionRow(Record):
 
     @classmethod
     def from_json(cls, d, where="selection row") -> "SelectionRow":
-        d = _obj(d, where)
+        d = read_obj(d, where)
         n_params = d.get("n_params")
-        return cls(_str(d, "name", where), _config(d, "config", where), _num(d, "oof_recall_at_far", where),
-                   _num(d, "oof_auc", where), _num(d, "oof_accuracy", where), _num(d, "far_cap", where),
-                   _num(d, "seconds", where), None if n_params is None else _int(d, "n_params", where, 1))
+        return cls(read_str(d, "name", where), read_config(d, "config", where), read_num(d, "oof_recall_at_far", where),
+                   read_num(d, "oof_auc", where), read_num(d, "oof_accuracy", where), read_num(d, "far_cap", where),
+                   read_num(d, "seconds", where), None if n_params is None else read_int(d, "n_params", where, 1))
 
 
 @dataclass
@@ -407,11 +407,51 @@ class SelectionResult(Record):
 
     @classmethod
     def from_json(cls, d, where="selection") -> "SelectionResult":
-        d = _obj(d, where)
-        _schema(cls, d, where)
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
         tied = d.get("tied")
         if tied is not None and not (isinstance(tied, list) and all(isinstance(t, str) for t in tied)):
-            _fail(where, "tied must be a list of names")
-        return cls(_str(d, "criterion", where), _int(d, "seed", where),
-                   [SelectionRow.from_json(r, f"{where}.ranking[{i}]") for i, r in enumerate(_list(d, "ranking", where))],
-                   _num(d, "margin", where, finite=True, none_ok=True, default=None), tied)
+            field_error(where, "tied must be a list of names")
+        return cls(read_str(d, "criterion", where), read_int(d, "seed", where),
+                   [SelectionRow.from_json(r, f"{where}.ranking[{i}]") for i, r in enumerate(read_list(d, "ranking", where))],
+                   read_num(d, "margin", where, finite=True, none_ok=True, default=None), tied)
+
+
+@dataclass
+class SiteCalibration(Record):
+    """The malignant threshold chosen on a site's labelled cases (the card's ``site`` section)."""
+    SCHEMA: ClassVar[str] = f"site_calibration/{SCHEMA_VERSION}"
+    _omit_none: ClassVar[tuple] = ("warning", "data_root")
+    site: str
+    n_cases: int
+    n_malignant: int
+    target_recall: float
+    threshold: float
+    recall: float                # reached on the site's cases (in-sample)
+    recall_lo: float             # Wilson 95 %
+    recall_hi: float
+    far: float
+    far_lo: float
+    far_hi: float
+    previous_threshold: float    # the source (training-site) operating point
+    previous_target_recall: float
+    rule: str
+    warning: str | None = None
+    data_root: str | None = None
+
+    @classmethod
+    def from_json(cls, d, where="site") -> SiteCalibration:
+        d = read_obj(d, where)
+        check_schema(cls, d, where)
+        thr = read_num(d, "threshold", where, finite=True)
+        if not 0 <= thr <= 1:
+            field_error(where, f"threshold must be within [0, 1], got {thr}")
+        return cls(
+            site=read_str(d, "site", where), n_cases=read_int(d, "n_cases", where, 1),
+            n_malignant=read_int(d, "n_malignant", where, 1), target_recall=read_num(d, "target_recall", where, finite=True),
+            threshold=thr, **{k: read_num(d, k, where) for k in ("recall", "recall_lo", "recall_hi", "far", "far_lo",
+                                                            "far_hi")},
+            previous_threshold=read_num(d, "previous_threshold", where, finite=True),
+            previous_target_recall=read_num(d, "previous_target_recall", where, finite=True), rule=read_str(d, "rule", where),
+            warning=read_str(d, "warning", where, none_ok=True, default=None),
+            data_root=read_str(d, "data_root", where, none_ok=True, default=None))

@@ -14,7 +14,7 @@ import numpy as np
 
 from busi_lite.report import figures as FG
 from busi_lite.report.inputs import ExternalInput
-from busi_lite.report.stats import _num, _slug
+from busi_lite.report.stats import num_text, slug
 from busi_lite.report.tables import Section, Table, flags_tables
 
 MALIGNANT = "malignant"
@@ -40,7 +40,7 @@ def rates_table(ev, label: str) -> Table:
     op = ev.operating_point
     rows = [["argmax of the model's classes", _rate(ev.argmax.recall), _rate(ev.argmax.far),
              _rate(ev.argmax.precision)],
-            [f"operating point p(malignant) >= {_num(op.threshold, 4)}", _rate(op.recall), _rate(op.far),
+            [f"operating point p(malignant) >= {num_text(op.threshold, 4)}", _rate(op.recall), _rate(op.far),
              _rate(op.precision)]]
     return Table(f"Malignant vs the rest on {label}: recall, false alarm rate, precision",
                  ["decision rule", "recall", "FAR", "precision"], rows,
@@ -68,7 +68,7 @@ def external_section(xi: ExternalInput, fig, command: str | None = None) -> Sect
             f"feature cache {ev.cache}, preprocessing {ev.preprocess_version}, backbone "
             f"{ev.backbone_sha256[:12]}): {ev.n} images ({counts}). None of them was used to train or calibrate "
             "the model, so these figures are zero-shot on another site.",
-            f"Malignant vs the rest: AUC {_num(ev.auc)} [{_num(ev.auc_lo)}, {_num(ev.auc_hi)}] "
+            f"Malignant vs the rest: AUC {num_text(ev.auc)} [{num_text(ev.auc_lo)}, {num_text(ev.auc_hi)}] "
             f"(95 % interval: {ev.auc_interval})."]
     text += [f"Note: {n}" for n in ev.notes]
     sec = Section(f"Another hospital: {label}", text, [rates_table(ev, label), confusion_table(ev, label)])
@@ -79,7 +79,7 @@ def external_section(xi: ExternalInput, fig, command: str | None = None) -> Sect
     else:
         y, p = pts
         fig(FG.fig_roc_points(y, p, ev.model, label, ev.argmax, ev.operating_point),
-            f"fig7_roc_external_{_slug(label)}.png",
+            f"fig7_roc_external_{slug(label)}.png",
             f"ROC of p(malignant), malignant vs the rest, on all {ev.n} images of {label} (model {ev.model})", sec)
     tabs, ftext = flags_tables([ev.flags], where=f"all {ev.n} images of {label}")
     sec.text += ftext

@@ -13,6 +13,7 @@ import numpy as np
 
 from busi_lite.common.atomic import atomic_path
 from busi_lite.report.inputs import ModelInput, ReportError
+
 DPI = 130
 
 def pyplot():
@@ -199,9 +200,10 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     """Up to ``n`` test images with a lesion mask (half benign, half malignant, evenly spread):
     the centre crop the model sees, the predicted 7x7 map upsampled, the true mask, Dice.
     Returns (examples, note)."""
+    from busi_lite.common.errors import ImageError
     from busi_lite.evaluation import metrics as M
     from busi_lite.features.backbone import SIZE, center_crop
-    from busi_lite.io.data import ImageError, read_rgb
+    from busi_lite.io.imread import read_rgb
     from busi_lite.serving.geometry import upsample
 
     sp_meta = mi.meta.split

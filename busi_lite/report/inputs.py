@@ -12,6 +12,7 @@ from pathlib import Path
 from busi_lite.common.errors import BusiError
 from busi_lite.serving.flags import FlagEvidence
 
+
 class ReportError(BusiError, ValueError):
     """An input of the report is missing or does not fit; the message says what to do."""
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from busi_lite.features.backbone import file_sha256
 from busi_lite.common.atomic import write_text
+from busi_lite.features.backbone import file_sha256
 from busi_lite.report import figures as FG
 from busi_lite.report.external import external_section
 from busi_lite.report.inputs import (
@@ -27,19 +27,20 @@ from busi_lite.report.inputs import (
     load_model_input,
     load_sweep_input,
 )
-from busi_lite.report.stats import best_config, curve_names, sweep_curves, model_curves, _slug
+from busi_lite.report.stats import best_config, curve_names, model_curves, slug, sweep_curves
 from busi_lite.report.tables import (
     Section,
     Table,
-    _text,
+    cell_text,
     flags_tables,
     fraction_table,
+    rows_for_tables,
     segmentation_table,
     selection_table,
     table1,
     table2,
-    _rows_for_tables,
 )
+
 
 def _load(inputs: ReportInputs) -> ReportInputs:
     """Load what is still a path; check there is something to report."""
@@ -120,7 +121,7 @@ def _confusion_section(inputs, picks, fig) -> Section | None:
         mt, t = mi.meta.metrics, mi.meta.calibration.malignant_threshold
         panels = [(f"{mi.name}: argmax", mt.test_argmax.confusion),
                   (f"{mi.name}: operating point\np(malignant) >= {t:.3f}", mt.test_operating_point.confusion)]
-        fig(FG.fig_confusion(panels, mi.meta.classes), f"fig3_confusion_{_slug(mi.name)}.png",
+        fig(FG.fig_confusion(panels, mi.meta.classes), f"fig3_confusion_{slug(mi.name)}.png",
             f"Fig. 3 - confusion matrix of {mi.name} on its test split ({mi.meta.split.n_test} images)", sec)
     for sw, names in picks:
         panels = []
@@ -131,7 +132,7 @@ def _confusion_section(inputs, picks, fig) -> Section | None:
             panels.append((f"{n}: argmax, summed over\n{len(rs)} seeds' test splits",
                            np.sum([r["test"]["confusion"] for r in rs], axis=0)))
         if panels:
-            fig(FG.fig_confusion(panels, classes), f"fig3_confusion_sweep_{_slug(sw.name)}.png",
+            fig(FG.fig_confusion(panels, classes), f"fig3_confusion_sweep_{slug(sw.name)}.png",
                 f"Fig. 3 - confusion matrices of sweep {sw.name} (summed over seeds)", sec)
     return sec if sec.items else None
 
@@ -155,7 +156,7 @@ def _lesion_section(inputs, fig) -> Section | None:
         if note:
             sec.text.append(f"{mi.name}: {note}")
         if ex:
-            fig(FG.fig_lesions(mi.name, ex), f"fig6_lesions_{_slug(mi.name)}.png",
+            fig(FG.fig_lesions(mi.name, ex), f"fig6_lesions_{slug(mi.name)}.png",
                 f"{len(ex)} test images of {mi.name}: centre crop, predicted lesion map, ground-truth mask", sec)
     return sec
 
@@ -204,7 +205,7 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
 
     picks = _sweep_picks(inputs)
     sections.append(_curves_section(inputs, picks, fig))
-    rows = _rows_for_tables(inputs.models, inputs.sweeps)
+    rows = rows_for_tables(inputs.models, inputs.sweeps)
     if rows:
         best = [f"{sw.name}: {best_config(sw.data['summary'])}" for sw in inputs.sweeps]
         sections.append(Section("Paper Tables 1 and 2 replicated",
@@ -222,7 +223,7 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
         t = fraction_table(sw)
         if t is not None:
             sec = Section(f"Dataset-size sensitivity (sweep {sw.name})", [], [t])
-            fig(FG.fig_fractions(sw.data["summary"]), f"fig5_fraction_{_slug(sw.name)}.png",
+            fig(FG.fig_fractions(sw.data["summary"]), f"fig5_fraction_{slug(sw.name)}.png",
                 f"Test metrics against the share of training images used (sweep {sw.name})", sec)
             sections.append(sec)
     sections.append(_lesion_section(inputs, fig))
@@ -237,8 +238,9 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
         sections.append(external_section(xi, fig, cmd))
     sections = [s for s in sections if s is not None]
 
-    from busi_lite.common.constants import VERSION as __version__
     import matplotlib
+
+    from busi_lite.common.constants import VERSION as __version__
 
     meta = {"generated": datetime.datetime.now().isoformat(timespec="seconds"), "package_version": __version__,
             "matplotlib": matplotlib.__version__, "command": inputs.command or "(built from Python: busi_lite.report.build_report)",
@@ -267,7 +269,7 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.95em}
 
 
 def render_html(sections: list[Section], meta: dict) -> str:
-    e, a = _text, html.escape
+    e, a = cell_text, html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              "<title>busi-lite report</title>", f"<style>{_CSS}</style></head><body>",

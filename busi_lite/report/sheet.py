@@ -6,12 +6,13 @@ from pathlib import Path
 
 from busi_lite.common.atomic import atomic_path
 
+
 def duplicate_sheet(root, groups: list[list[str]], path, max_groups: int = 30, thumb: int = 128) -> Path:
     """Contact sheet PNG: one row per duplicate group (thumbnails captioned with their paths),
     so a person can check that the groups `data check` finds are real. Pillow only."""
     from PIL import Image, ImageDraw
 
-    from busi_lite.io.data import read_rgb
+    from busi_lite.io.imread import read_rgb
 
     groups = groups[:max_groups]
     cols = max((len(g) for g in groups), default=1)

@@ -16,7 +16,6 @@ import re
 import numpy as np
 
 from busi_lite.common.atomic import write_text
-
 from busi_lite.evaluation.metrics import t_critical_95
 from busi_lite.report.inputs import ModelInput, SweepInput
 
@@ -28,29 +27,29 @@ RATE_KEYS = ("malignant_recall", "malignant_mar", "malignant_far", "malignant_pr
 
 # ---------------------------------------------------------------- small helpers
 
-def _nan(x) -> bool:
+def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _slug(s: str) -> str:
+def slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", str(s)).strip("_") or "x"
 
 
-def _num(v, digits=3) -> str:
-    return "-" if _nan(v) else f"{v:.{digits}f}"
+def num_text(v, digits=3) -> str:
+    return "-" if is_nan(v) else f"{v:.{digits}f}"
 
 
-def _pct(v, digits=1) -> str:
-    return "-" if _nan(v) else f"{100 * v:.{digits}f}"
+def pct_text(v, digits=1) -> str:
+    return "-" if is_nan(v) else f"{100 * v:.{digits}f}"
 
 
-def _mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0), ci_digits=None, sep=", ") -> str:
+def mean_ci_text(d: dict, scale=100.0, digits=1, clip=(0.0, 1.0), ci_digits=None, sep=", ") -> str:
     """'84.4 [80.1, 88.7]' from {mean, lo, hi}; interval clipped to ``clip`` (a rate's range),
     its ends shown with ``ci_digits`` (default ``digits``) decimals."""
     m, lo, hi = d["mean"], d["lo"], d["hi"]
-    if _nan(m):
+    if is_nan(m):
         return "-"
-    if _nan(lo) or _nan(hi):
+    if is_nan(lo) or is_nan(hi):
         return f"{scale * m:.{digits}f}"
     if clip is not None:
         lo, hi = max(lo, clip[0]), min(hi, clip[1])
@@ -116,7 +115,7 @@ def sweep_curves(sw: SweepInput, name: str, fraction: float | None = None) -> di
     return {"label": f"{name}\n(sweep {sw.name}: mean of {len(runs)} seeds{frac})", "series": series, "n": len(runs)}
 
 
-def _full_rows(summary: list[dict]) -> list[dict]:
+def full_rows(summary: list[dict]) -> list[dict]:
     """Summary rows at the largest training fraction of each config."""
     best = {}
     for r in summary:
@@ -127,18 +126,18 @@ def _full_rows(summary: list[dict]) -> list[dict]:
 
 def best_config(summary: list[dict]) -> str | None:
     """Highest mean malignant recall (the paper's criterion), ties by accuracy, at the full fraction."""
-    rows = [r for r in _full_rows(summary) if not _nan(r["malignant_recall"]["mean"])]
+    rows = [r for r in full_rows(summary) if not is_nan(r["malignant_recall"]["mean"])]
     if not rows:
         return None
     return max(rows, key=lambda r: (r["malignant_recall"]["mean"], _nz(r["accuracy"]["mean"])))["name"]
 
 
 def _nz(x):
-    return -1.0 if _nan(x) else x
+    return -1.0 if is_nan(x) else x
 
 
 def curve_names(sw: SweepInput, wanted: list[str]) -> list[str]:
-    names = [r["name"] for r in _full_rows(sw.data["summary"])]
+    names = [r["name"] for r in full_rows(sw.data["summary"])]
     if wanted:
         out = []
         for w in wanted:
@@ -153,8 +152,8 @@ def curve_names(sw: SweepInput, wanted: list[str]) -> list[str]:
     return out
 
 def _fmt(d, clip=(0.0, 1.0)) -> str:
-    """'0.794 [0.55,1.00]': the terminal form of :func:`_mean_ci_text`."""
-    return _mean_ci_text(d, scale=1, digits=3, clip=clip, ci_digits=2, sep=",")
+    """'0.794 [0.55,1.00]': the terminal form of :func:`mean_ci_text`."""
+    return mean_ci_text(d, scale=1, digits=3, clip=clip, ci_digits=2, sep=",")
 
 
 def _as_json(summary) -> list[dict]:
@@ -180,8 +179,8 @@ def sweep_table(summary: list[dict]) -> str:
         lines.append(f"{r['name']:14s} {r['fraction']:>4g}  {both('malignant_recall', 'malignant_recall'):>26s}  "
                      f"{both('malignant_far', 'malignant_far'):>26s}  "
                      f"{both('malignant_precision', 'malignant_precision'):>26s}  {_fmt(r['malignant_auc']):>18s}  "
-                     f"{_fmt(r['accuracy']):>18s}  {'-' if _nan(dice) else f'{dice:.3f}':>6s}  "
-                     f"{'-' if _nan(secs) else f'{secs:5.1f}':>5s}")
+                     f"{_fmt(r['accuracy']):>18s}  {'-' if is_nan(dice) else f'{dice:.3f}':>6s}  "
+                     f"{'-' if is_nan(secs) else f'{secs:5.1f}':>5s}")
     return "\n".join(lines)
 
 

@@ -11,22 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from busi_lite.serving.flags import FlagEvidence
 from busi_lite.report.inputs import ModelInput, SweepInput
 from busi_lite.report.stats import (
     RATE_KEYS,
-    _full_rows,
-    _mean_ci_text,
-    _nan,
-    _num,
-    _pct,
+    full_rows,
+    is_nan,
+    mean_ci_text,
+    num_text,
     paper_figures,
     paper_name,
+    pct_text,
 )
+from busi_lite.serving.flags import FlagEvidence
 
 # ---------------------------------------------------------------- tables (rendered to HTML and Markdown)
 
-def _text(x) -> str:
+def cell_text(x) -> str:
     """HTML-escape text content (quotes stay readable; attributes use html.escape)."""
     return html.escape(str(x), quote=False)
 
@@ -39,7 +39,7 @@ class Table:
     note: str = ""
 
     def html(self) -> str:
-        e = _text
+        e = cell_text
         th = "".join(f"<th>{e(h)}</th>" for h in self.header)
         body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self.rows)
         note = f'<p class="note">{e(self.note)}</p>' if self.note else ""
@@ -82,11 +82,11 @@ def _model_row_values(mi: ModelInput, which: str) -> dict:
             "dice": one((res.segmentation or {}).get("dice", float("nan")))}
 
 
-def _rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list[dict]:
+def rows_for_tables(models: list[ModelInput], sweeps: list[SweepInput]) -> list[dict]:
     """Uniform rows: label, config (plain dict, as in sweep JSON), runs, values {metric: {mean, lo, hi}}, paper."""
     rows, seen = [], {}
     for sw in sweeps:
-        for r in _full_rows(sw.data["summary"]):
+        for r in full_rows(sw.data["summary"]):
             key = (r["name"], r["fraction"], tuple(sorted(r["seeds"])))
             if key in seen:  # the same runs in another sweep (e.g. the fraction study): one row, both sources
                 seen[key]["source"] += f" (= {sw.name})"
@@ -125,9 +125,9 @@ def table1(rows: list[dict]) -> Table:
         out.append([r["label"], r["source"], c.get("lr"), c.get("batch"), c.get("epochs"),
                     "yes" if c.get("masks") else "no", bal if bal != "undersample" else f"undersample {c.get('per_class')}",
                     c.get("head"), r["runs"],
-                    _mean_ci_text(v["malignant_recall"], scale=1, digits=2),
-                    _num(p.get("malignant_accuracy"), 2) if p else "-",
-                    _mean_ci_text(v["accuracy"]), _mean_ci_text(v["test_loss"], scale=1, digits=3, clip=(0, math.inf))])
+                    mean_ci_text(v["malignant_recall"], scale=1, digits=2),
+                    num_text(p.get("malignant_accuracy"), 2) if p else "-",
+                    mean_ci_text(v["accuracy"]), mean_ci_text(v["test_loss"], scale=1, digits=3, clip=(0, math.inf))])
     return Table("Table 1 - configurations and malignant accuracy (ours: mean [95 % CI] over seeds)",
                  ["model", "source", "lr", "batch", "epochs", "masks", "balance", "head", "runs",
                   "malignant accuracy (ours)", "malignant accuracy (paper)", "test accuracy %", "test loss"],
@@ -142,8 +142,8 @@ def table2(rows: list[dict]) -> Table:
         v, p = r["values"], r["paper"]
         line = [r["label"], r["source"], r["runs"]]
         for k in RATE_KEYS:
-            line += [_mean_ci_text(v[k]), _pct(p[k]) if k in p else "-"]
-        line.append(_mean_ci_text(v["malignant_auc"], scale=1, digits=3))
+            line += [mean_ci_text(v[k]), pct_text(p[k]) if k in p else "-"]
+        line.append(mean_ci_text(v["malignant_auc"], scale=1, digits=3))
         out.append(line)
     hdr = ["model", "source", "runs"]
     for k in ("recall", "MAR", "FAR", "precision"):
@@ -161,16 +161,16 @@ def fraction_table(sw: SweepInput) -> Table | None:
     n_img = {}
     for r in sw.data["results"]:
         n_img.setdefault((r["config"]["name"], r["fraction"]), []).append(r.get("n_train_images", float("nan")))
-    has_dice = any(not _nan(r["dice"]["mean"]) for r in summ)
+    has_dice = any(not is_nan(r["dice"]["mean"]) for r in summ)
     out = []
     for r in sorted(summ, key=lambda r: (r["name"], -r["fraction"])):
         n = n_img.get((r["name"], r["fraction"]), [])
-        line = [r["name"], f"{r['fraction']:g}", _num(float(np.mean(n)), 0) if n else "-", len(r["seeds"]),
-                _mean_ci_text(r["malignant_recall"]), _mean_ci_text(r["malignant_far"]),
-                _mean_ci_text(r["malignant_precision"]), _mean_ci_text(r["malignant_auc"], scale=1, digits=3),
-                _mean_ci_text(r["accuracy"])]
+        line = [r["name"], f"{r['fraction']:g}", num_text(float(np.mean(n)), 0) if n else "-", len(r["seeds"]),
+                mean_ci_text(r["malignant_recall"]), mean_ci_text(r["malignant_far"]),
+                mean_ci_text(r["malignant_precision"]), mean_ci_text(r["malignant_auc"], scale=1, digits=3),
+                mean_ci_text(r["accuracy"])]
         if has_dice:
-            line.append(_mean_ci_text(r["dice"], scale=1, digits=3))
+            line.append(mean_ci_text(r["dice"], scale=1, digits=3))
         out.append(line)
     hdr = ["model", "fraction", "training images", "seeds", "recall %", "FAR %", "precision %", "AUC", "accuracy %"]
     if has_dice:
@@ -185,16 +185,16 @@ def segmentation_table(models: list[ModelInput], sweeps: list[SweepInput]) -> Ta
         seg = mi.meta.metrics.test_argmax.segmentation  # plain dict field {dice, iou, n} or None
         if seg:
             cal = mi.meta.calibration
-            out.append([mi.name, f"1 split (seed {mi.meta.split.seed})", _num(seg["dice"]), _num(seg["iou"]),
-                        seg["n"], _num(cal.lesion_threshold), _num(cal.lesion_oof_balanced_accuracy)])
+            out.append([mi.name, f"1 split (seed {mi.meta.split.seed})", num_text(seg["dice"]), num_text(seg["iou"]),
+                        seg["n"], num_text(cal.lesion_threshold), num_text(cal.lesion_oof_balanced_accuracy)])
     seen = set()
     for sw in sweeps:
-        for r in _full_rows(sw.data["summary"]):
+        for r in full_rows(sw.data["summary"]):
             key = (r["name"], r["fraction"], tuple(sorted(r["seeds"])))
-            if not _nan(r["dice"]["mean"]) and key not in seen:
+            if not is_nan(r["dice"]["mean"]) and key not in seen:
                 seen.add(key)
                 out.append([f"{r['name']} (sweep {sw.name})", f"{len(r['seeds'])} seeds",
-                            _mean_ci_text(r["dice"], scale=1, digits=3), "-", "-", "-", "-"])
+                            mean_ci_text(r["dice"], scale=1, digits=3), "-", "-", "-", "-"])
     if not out:
         return None
     return Table("Multi-task head: lesion map vs ground-truth masks (test images with a mask)",
@@ -211,20 +211,20 @@ def flags_tables(runs: list[FlagEvidence], where: str | None = None) -> tuple[li
         t = res.thresholds
         on = where or f"{res.n} held-out test images (split {res.split_digest})"
         text.append(f"Flags of model {res.model} on {on}: "
-                    f"argmax accuracy {_num(res.accuracy)}, {res.n_errors} errors; missed malignant "
+                    f"argmax accuracy {num_text(res.accuracy)}, {res.n_errors} errors; missed malignant "
                     f"{res.n_missed_malignant_argmax} at argmax, {res.n_missed_malignant_op} at the "
-                    f"operating point. Thresholds: low confidence {_num(t.get('low_confidence'))}, lesion "
-                    f"{_num(t.get('lesion_threshold'))}, OOD {_num(t.get('ood_threshold'))}.")
+                    f"operating point. Thresholds: low confidence {num_text(t.get('low_confidence'))}, lesion "
+                    f"{num_text(t.get('lesion_threshold'))}, OOD {num_text(t.get('ood_threshold'))}.")
         out = []
         for name, s in list(res.flags.items()) + [("ANY FLAG", res.any_flag)]:
             if not s.active:
                 out.append([name, s.status.replace("_", " ")] + ["-"] * 7)
                 continue
-            out.append([name, "active", f"{s.n_flagged} ({_pct(s.share_of_images)} %)",
-                        f"{s.errors_flagged} ({_pct(s.share_of_errors)} %)",
+            out.append([name, "active", f"{s.n_flagged} ({pct_text(s.share_of_images)} %)",
+                        f"{s.errors_flagged} ({pct_text(s.share_of_errors)} %)",
                         f"{s.missed_malignant_argmax_flagged}/{res.n_missed_malignant_argmax}",
                         f"{s.missed_malignant_op_flagged}/{res.n_missed_malignant_op}",
-                        _num(s.accuracy_flagged), _num(s.accuracy_unflagged), _num(s.error_ratio, 2)])
+                        num_text(s.accuracy_flagged), num_text(s.accuracy_unflagged), num_text(s.error_ratio, 2)])
         tables.append(Table(f"Safety flags' evidence - {res.model}",
                             ["flag", "status", "flagged images", "errors among them", "missed malignant (argmax)",
                              "missed malignant (op. point)", "accuracy flagged", "accuracy unflagged",
@@ -257,7 +257,7 @@ def selection_table(mi: ModelInput) -> Table | None:
 
     def cell(k, v):
         if v is None or isinstance(v, float):
-            return _num(v, 1 if k == "seconds" else 3)
+            return num_text(v, 1 if k == "seconds" else 3)
         return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
     rows = [[cell(k, r.get(k)) for k, _ in cols] for r in ranking]
     return Table(f"Model selection of {mi.name} (training split only; the chosen one is first)",

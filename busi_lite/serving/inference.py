@@ -38,19 +38,19 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from busi_lite.common.errors import MAX_PIXELS, BusiError, ConfigError
+from busi_lite.features.backbone import GRID, Backbone, center_box, file_sha256
+from busi_lite.features.preprocess import V1, Preprocessing, mirror
 from busi_lite.io import data as D
 from busi_lite.io import dicom
-from busi_lite.features.backbone import GRID, Backbone, center_box, file_sha256
+from busi_lite.io.imread import read_rgb
 from busi_lite.serving.boxes import LesionBox, box_in_image, make_box
-from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.serving.flags import (
-    FLAG_NAMES,
-    Flag,
     FlagConfig,
     compute_flags,
     pixel_issues,
@@ -58,8 +58,8 @@ from busi_lite.serving.flags import (
     thresholds,
 )
 from busi_lite.serving.geometry import lesion_geometry
-from busi_lite.serving.overlay import OverlayWriter, render_overlay, verdict_line
-from busi_lite.features.preprocess import V1, Preprocessing, mirror
+from busi_lite.serving.overlay import OverlayWriter
+from busi_lite.serving.prediction import Prediction
 
 BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
@@ -68,56 +68,6 @@ MIN_BOX = 2  # px: a thinner lesion-map box is not proposed (preprocess.check_bo
 PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
                  "before using it as a lesion box")
 
-
-@dataclass
-class Prediction:
-    """One image (or one DICOM frame). Coordinates are [left, top, right, bottom], exclusive,
-    in the pixels of the file as stored (for DICOM: the frame, before the region crop)."""
-    path: str
-    ok: bool
-    error: str | None = None
-    proba: dict | None = None
-    label: str | None = None
-    malignant_alert: bool | None = None
-    malignant_threshold: float | None = None
-    lesion: list | None = None          # 7x7 lesion probabilities (rows top->bottom) or None
-    lesion_peak: float | None = None
-    lesion_present: bool | None = None
-    lesion_area: float | None = None    # fraction of the centre crop with lesion probability >= 0.5
-    lesion_bbox: list | None = None     # box of the cells >= 0.5, original (frame) pixels
-    flags: list = field(default_factory=list)
-    checks: dict = field(default_factory=dict)   # flag name -> flagged | passed | disabled | not_applicable
-    ood_score: float | None = None
-    size: list | None = None            # [width, height] of the pixels used (EXIF applied; DICOM: the region)
-    crop_box: list | None = None        # centre crop the backbone sees, original (frame) pixels
-    overlay: str | None = None          # path of the overlay PNG, when written
-    frame: int | None = None            # DICOM: 0-based frame index; None for other images
-    n_frames: int | None = None         # DICOM: frames in the file
-    sop_instance_uid: str | None = None  # DICOM: SOP Instance UID (the only DICOM identifier reported)
-    dicom_crop: list | None = None      # DICOM: ultrasound region [x0, y0, x1, y1] applied first, or None
-    box: list | None = None             # lesion box as used (clamped), original (frame) pixels; None = no box mode
-    box_proba: dict | None = None       # box head: {benign, malignant} from [whole image, lesion crop]
-    box_malignant_alert: bool | None = None   # box head p(malignant) >= box_malignant_threshold
-    box_malignant_threshold: float | None = None
-    proposed_box: list | None = None    # lesion-map models: a box to start from (coarse), original pixels
-    notes: list = field(default_factory=list)  # plain-language remarks, e.g. a box that was ignored
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.flags)
-
-    @property
-    def name(self) -> str:
-        """The file, plus ``[frame i of n]`` (0-based i) for a DICOM frame."""
-        return self.path if self.frame is None else f"{self.path} [frame {self.frame} of {self.n_frames}]"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["flags"] = [{"name": f.name, "reason": f.reason} for f in self.flags]
-        return d
-
-
-# ---------------------------------------------------------------- inputs
 
 def _is_input_file(f: Path) -> bool:
     """A folder member worth predicting: an image (not a mask) or a DICOM file; never hidden."""
@@ -198,7 +148,7 @@ def _load(path: Path, keep_rgb: bool, frame: int | None = None, prep: _Prep = _P
     """One file -> its inputs: one for an image, one per (chosen) frame for DICOM."""
     if dicom.is_dicom(path):
         return [_input(path, f.rgb, keep_rgb, f, prep, box) for f in dicom.read_frames(path, frame)]
-    return [_input(path, D.read_rgb(path, D.MAX_PIXELS), keep_rgb, None, prep, box)]
+    return [_input(path, read_rgb(path, MAX_PIXELS), keep_rgb, None, prep, box)]
 
 
 def check_boxes(boxes) -> dict:
@@ -240,8 +190,8 @@ class Predictor:
 
     def __init__(self, model=None, backbone=None, threshold_malignant: float | None = None,
                  flags: FlagConfig = FlagConfig(), batch_size: int = BATCH):
-        from busi_lite.model.model import Model
         from busi_lite.common.resources import resolve
+        from busi_lite.model.model import Model
 
         if isinstance(model, Model):
             self.model, self.model_path, self.model_sha256, self.model_source = model, None, None, "object"

@@ -81,8 +81,8 @@ def _backbone(option) -> tuple[Found, int | None]:
     f = Found("backbone")
     threads = None
     try:
-        from busi_lite.features.backbone import Backbone, file_sha256
         from busi_lite.common.resources import resolve
+        from busi_lite.features.backbone import Backbone, file_sha256
 
         r = resolve("backbone", option)
         f.path, f.source = str(r.path), r.source
@@ -103,13 +103,13 @@ def _backbone(option) -> tuple[Found, int | None]:
 def _model(option) -> Found:
     f = Found("model")
     try:
-        from busi_lite.features.backbone import file_sha256
-        from busi_lite.model.model import Model, _paths
         from busi_lite.common.resources import resolve
+        from busi_lite.features.backbone import file_sha256
+        from busi_lite.model.model import Model, model_paths
 
         r = resolve("model", option)
         f.path, f.source = str(r.path), r.source
-        npz, js = _paths(r.path)
+        npz, js = model_paths(r.path)
         if npz.is_file():
             f.sha256 = file_sha256(npz)
         if js.is_file():

@@ -21,15 +21,12 @@ ultrasound region (``dicom_crop``) and boxes are shifted from frame pixels into 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from busi_lite.common.atomic import atomic_path
 from busi_lite.serving.geometry import SEG_THRESHOLD, upsample
-
-if TYPE_CHECKING:
-    from busi_lite.serving.inference import Prediction
+from busi_lite.serving.prediction import Prediction
 
 HEAT_FLOOR, HEAT_ALPHA = 0.2, 0.35     # no colour below HEAT_FLOOR; opacity at p = 1
 GAP = 6                                # px between the plain image and the lesion-map panel

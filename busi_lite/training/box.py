@@ -25,16 +25,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from busi_lite.io import data as D
+from busi_lite.common.errors import BusiError, ModelError
 from busi_lite.evaluation import metrics as M
-from busi_lite.model.card import BoxInfo
-from busi_lite.common.errors import BusiError
+from busi_lite.features.preprocess import BOX_MARGIN
+from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
 from busi_lite.heads.box import CLASSES as BOX_CLASSES
 from busi_lite.heads.box import DEFAULT_C, BoxHead
-from busi_lite.model.model import Model, ModelError
-from busi_lite.features.preprocess import BOX_MARGIN
+from busi_lite.io import data as D
+from busi_lite.model.card import BoxInfo
+from busi_lite.model.model import Model
 from busi_lite.model.records import check_split
-from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
 
 CALIBRATION_VIEW = "box_j0"
 MIRROR_GAIN = 0.005  # OOF AUC gain that pays for the mirrored pair's two extra backbone passes

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from busi_lite.io import data as D
 from busi_lite.evaluation import metrics as M
 from busi_lite.features.backbone import GRID, N_FEATURES, SIZE
-from busi_lite.model.config import Config
 from busi_lite.features.cache import CacheError, FeatureCache
-from busi_lite.serving.geometry import upsample
-from busi_lite.heads import get_head
-from busi_lite.model.model import OOD, mirror_average
 from busi_lite.features.preprocess import Preprocessing
+from busi_lite.heads import get_head
+from busi_lite.io import data as D
+from busi_lite.model.config import Config
+from busi_lite.model.model import OOD, mirror_average
 from busi_lite.model.records import Calibration, Metrics
+from busi_lite.serving.geometry import upsample
 
 
 class ClassMapped:

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from busi_lite.common.constants import VERSION as __version__
-from busi_lite.evaluation import metrics as M
 from busi_lite.common.atomic import write_text
-from busi_lite.features.backbone import GRID, N_FEATURES
-from busi_lite.model.card import ModelCard, OODInfo, TestMetrics, TestPredictions
-from busi_lite.model.config import BALANCES, Config, grid_for_heads, paper_grid, pick_configs
+from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.errors import BusiError
+from busi_lite.common.jsonio import jsonable
+from busi_lite.common.paper import paper_figures
+from busi_lite.evaluation import metrics as M
+from busi_lite.features.backbone import GRID, N_FEATURES
 from busi_lite.features.cache import FeatureCache
+from busi_lite.model.card import ModelCard, OODInfo, TestMetrics, TestPredictions
+from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
-from busi_lite.common.paper import PAPER, paper_figures
 from busi_lite.model.records import (
     Interval,
     RecordError,
@@ -35,14 +36,11 @@ from busi_lite.model.records import (
     SummaryRow,
     SweepResult,
     check_split,
-    jsonable,
 )
 from busi_lite.training.core import (
-    build_xy,
     calibrate,
     chance_warnings,
     evaluate_rows,
-    lesion_scores,
     make_head,
     out_of_fold,
     predict_rows,

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from busi_lite.io import data as D
-from busi_lite.evaluation import metrics as M
-from busi_lite.model.config import Config
 from busi_lite.common.errors import BusiError
+from busi_lite.evaluation import metrics as M
 from busi_lite.features.cache import FeatureCache
 from busi_lite.heads import get_head
+from busi_lite.io import data as D
+from busi_lite.model.config import Config
 from busi_lite.training.core import build_xy, make_head, predict_rows, training_rows
 
 MALIGNANT = "malignant"

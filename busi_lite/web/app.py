@@ -35,11 +35,12 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.atomic import write_bytes, write_text
+from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.errors import BusiError, ConfigError
-from busi_lite.serving.inference import NO_BOX_NOTE, Prediction, Predictor
 from busi_lite.common.jsonio import dumps, jsonable
+from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
+from busi_lite.serving.prediction import Prediction
 from busi_lite.web import openapi
 from busi_lite.web.uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
 

@@ -17,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import tempfile
@@ -25,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from busi_lite.common.errors import BusiError
-from busi_lite.io.imread import MAX_PIXELS, ImageError, ImageTooLarge, decode_rgb
+from busi_lite.common.errors import MAX_PIXELS, BusiError, ImageError, ImageTooLarge
+from busi_lite.io.imread import decode_rgb
 
 PREVIEW_SIDE = 640          # longest side of the preview JPEG sent to the page
 PREVIEW_QUALITY = 85
@@ -73,11 +74,8 @@ def sniff(head: bytes) -> str | None:
 
 
 def dicom_available() -> bool:
-    try:
-        from busi_lite.io import dicom
-    except ImportError:
-        return False
-    return True
+    """Whether pydicom (the ``[dicom]`` extra) is installed."""
+    return importlib.util.find_spec("pydicom") is not None
 
 
 def decode(name: str, blob: bytes, max_pixels: int = MAX_PIXELS) -> list[Frame]:
