@@ -129,7 +129,7 @@ class Preprocessing:
         return cls(SHORT.get(name, name))
 
     def __call__(self, rgb, box=None) -> np.ndarray:
-        return _INTENSITY[self.name](_resized(_check_rgb(rgb), box)).astype(np.float32)
+        return _INTENSITY[self.name](_resized(_check_rgb(rgb), box)).astype(np.float32, copy=False)
 
 
 def mirror(x: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Predict: class probabilities, malignant screen, lesion map and safety flags per image.
 
 :class:`Predictor` loads a model and the backbone once; ``predict(paths)`` expands
-files and folders, decodes images in a small thread pool, runs the backbone in
-batches and returns one :class:`Prediction` per image (in argument order). An
+files and folders and returns one :class:`Prediction` per image (in argument order).
+One file is decoded in the calling thread; several are decoded by the Predictor's
+decode threads (started once, reused), one batch ahead of the backbone, which runs
+in batches of ``batch_size`` (so at most two batches of images are held at once). An
 image that cannot be read becomes ``ok=False`` with its error; the rest still run.
 Flags come from :mod:`busi_lite.serving.flags` (the same function ``evaluate`` measures),
 overlays from :mod:`busi_lite.serving.overlay`. Serving only: nothing here imports training.
@@ -37,7 +39,8 @@ the user can correct.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +154,16 @@ def _load(path: Path, keep_rgb: bool, frame: int | None = None, prep: _Prep = _P
     return [_input(path, read_rgb(path, MAX_PIXELS), keep_rgb, None, prep, box)]
 
 
+def _now(fn, *args) -> Future:
+    """``fn(*args)`` run in this thread, as a finished Future (its result or its exception)."""
+    fut = Future()
+    try:
+        fut.set_result(fn(*args))
+    except Exception as e:  # noqa: BLE001 - handed to the caller through the Future, as the pool does
+        fut.set_exception(e)
+    return fut
+
+
 def check_boxes(boxes) -> dict:
     """``boxes``: None or {image path: box (LesionBox, "x0,y0,x1,y1" or four numbers)} -> {resolved Path: LesionBox}."""
     if boxes is None:
@@ -220,6 +233,14 @@ class Predictor:
         self.flag_config = flags
         self.thresholds = thresholds(self.model, flags)
         self.batch_size = batch_size
+        self._decoder, self._pool_lock = None, threading.Lock()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The decode threads: started on first use, then reused by every call (thread-safe)."""
+        with self._pool_lock:
+            if self._decoder is None:
+                self._decoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "busi-lite-decode")
+            return self._decoder
 
     @property
     def supports_box(self) -> bool:
@@ -260,36 +281,41 @@ class Predictor:
             if on_result:
                 on_result(p)
 
-        workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            for s in range(0, len(ordered), self.batch_size):
-                chunk = ordered[s:s + self.batch_size]
-                futs = [pool.submit(_load, f, writer is not None, frame, self._prep, boxes.get(Path(f).resolve()))
-                        if k == "file" else None for k, f in chunk]
-                slots = []  # per chunk item: a Prediction (error) or the list of its inputs
-                for (k, item), fut in zip(chunk, futs):
-                    if fut is None:
-                        slots.append(item)
-                        continue
-                    try:
-                        slots.append(fut.result())
-                    except Exception as e:  # anything about one file must not stop the batch
-                        slots.append(Prediction(str(item), False, _error_text(item, e)))
-                inputs = [inp for slot in slots if isinstance(slot, list) for inp in slot]
-                preds = []
-                for b in range(0, len(inputs), self.batch_size):
-                    preds += self._predict_inputs(inputs[b:b + self.batch_size])
-                done = iter(zip(inputs, preds))
-                for slot in slots:
-                    if isinstance(slot, Prediction):
-                        emit(slot)
-                        continue
-                    for _ in slot:
-                        inp, p = next(done)
-                        if writer is not None and p.ok:
-                            writer.write(inp.path, inp.rgb, p)
-                        inp.rgb = None
-                        emit(p)
+        keep, chunks = writer is not None, [ordered[s:s + self.batch_size] for s in range(0, len(ordered), self.batch_size)]
+
+        def start(chunk):  # one file alone is decoded here; otherwise in the pool, ahead of the backbone
+            run = _now if len(ordered) == 1 else self._pool().submit
+            return [run(_load, f, keep, frame, self._prep, boxes.get(Path(f).resolve())) if k == "file" else None
+                    for k, f in chunk]
+
+        pending = start(chunks[0]) if chunks else []
+        for c, chunk in enumerate(chunks):
+            futs = pending   # at most two chunks are held: this one and the next, being decoded
+            pending = start(chunks[c + 1]) if c + 1 < len(chunks) else []
+            slots = []  # per chunk item: a Prediction (error) or the list of its inputs
+            for (k, item), fut in zip(chunk, futs):
+                if fut is None:
+                    slots.append(item)
+                    continue
+                try:
+                    slots.append(fut.result())
+                except Exception as e:  # anything about one file must not stop the batch
+                    slots.append(Prediction(str(item), False, _error_text(item, e)))
+            inputs = [inp for slot in slots if isinstance(slot, list) for inp in slot]
+            preds = []
+            for b in range(0, len(inputs), self.batch_size):
+                preds += self._predict_inputs(inputs[b:b + self.batch_size])
+            done = iter(zip(inputs, preds))
+            for slot in slots:
+                if isinstance(slot, Prediction):
+                    emit(slot)
+                    continue
+                for _ in slot:
+                    inp, p = next(done)
+                    if writer is not None and p.ok:
+                        writer.write(inp.path, inp.rgb, p)
+                    inp.rgb = None
+                    emit(p)
         return results
 
     def predict_arrays(self, rgbs, names=None, frames=None, boxes=None) -> list[Prediction]:
