@@ -1,41 +1,96 @@
-"""The static OpenAPI 3.1 description served at ``/openapi.json`` (kept by hand, tested)."""
+"""The OpenAPI 3.1 description served at ``/openapi.json``.
+
+The ``Prediction`` schema is generated from the dataclass
+:class:`busi_lite.serving.prediction.Prediction`: one property per field, its JSON type from
+the field's annotation (``X | None`` adds ``"null"``), required = the fields without a default,
+its description = the field's trailing comment in prediction.py (when the source is available).
+A field added to the dataclass appears here with no other edit; ``_DETAIL`` only adds item
+schemas and descriptions to fields whose comment or type says too little.
+"""
 
 from __future__ import annotations
+
+import inspect
+import io
+import re
+import tokenize
+import types
+import typing
+from dataclasses import MISSING, fields
+
+from busi_lite.serving.prediction import Prediction
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string", "description": "what went wrong -> how to fix it"},
                          "file": {"type": ["string", "null"], "description": "the upload at fault, if any"}}}
 
-_RECORD = {
-    "type": "object",
-    "description": "One prediction: the record `busi-lite predict --json` prints, plus web-only fields "
-                   "(frame/n_frames/sop_instance_uid/dicom_crop for DICOM, box/notes, preview when asked).",
-    "required": ["path", "ok"],
-    "properties": {
-        "path": {"type": "string", "description": "the upload's file name"},
-        "ok": {"type": "boolean"},
-        "error": {"type": ["string", "null"]},
-        "proba": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
-        "label": {"type": ["string", "null"], "description": "most probable class"},
-        "malignant_alert": {"type": ["boolean", "null"],
-                            "description": "high-sensitivity screen: p(malignant) >= malignant_threshold"},
-        "malignant_threshold": {"type": ["number", "null"]},
-        "lesion": {"type": ["array", "null"], "description": "7x7 lesion probabilities over crop_box, rows top->bottom"},
-        "lesion_peak": {"type": ["number", "null"]},
-        "flags": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "reason": {"type": "string"}}}},
-        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-        "ood_score": {"type": ["number", "null"]},
-        "size": {"type": ["array", "null"], "description": "[width, height] in pixels"},
-        "crop_box": {"type": ["array", "null"], "description": "[left, top, right, bottom]: the square the network sees"},
-        "frame": {"type": "integer", "description": "DICOM only: frame index (0-based)"},
-        "n_frames": {"type": "integer", "description": "DICOM only"},
-        "sop_instance_uid": {"type": "string", "description": "DICOM only, when present"},
-        "box": {"type": "array", "description": "the lesion box received, [x0, y0, x1, y1]"},
-        "notes": {"type": "array", "items": {"type": "string"}},
-        "preview": {"type": "string", "description": "JPEG data URL of the decoded image (preview=1 only)"},
-    },
+_JSON_TYPE = {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array"}
+
+_DETAIL = {  # what the annotation cannot say (item schemas), merged over the generated property
+    "path": {"description": "the upload's file name (CLI: the path given)"},
+    "proba": {"additionalProperties": {"type": "number"}, "description": "class -> probability"},
+    "label": {"description": "most probable class"},
+    "malignant_alert": {"description": "high-sensitivity screen: p(malignant) >= malignant_threshold"},
+    "flags": {"items": {"type": "object", "required": ["name", "reason"],
+                        "properties": {"name": {"type": "string"}, "reason": {"type": "string"}}}},
+    "checks": {"additionalProperties": {"type": "string"}},
+    "box_proba": {"additionalProperties": {"type": "number"}},
+    "notes": {"items": {"type": "string"}},
 }
+
+_WEB_ONLY = {"preview": {"type": "string", "description": "JPEG data URL of the decoded image (preview=1 only)"}}
+
+
+def json_type(annotation) -> list[str]:
+    """JSON Schema type names of a field annotation: ``float | None`` -> ["number", "null"]."""
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is typing.Union else (annotation,)
+    out = []
+    for a in args:
+        a = typing.get_origin(a) or a
+        if a is type(None):
+            out.append("null")
+        elif a in _JSON_TYPE:
+            out.append(_JSON_TYPE[a])
+        else:
+            raise TypeError(f"Prediction field type {a!r} has no JSON type: add it to openapi._JSON_TYPE")
+    return out
+
+
+def field_comments(cls) -> dict[str, str]:
+    """{field name: its trailing ``# comment``} from the class source; {} when the source is unavailable."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        m = re.match(r"\s+(\w+)\s*:", tok.line) if tok.type == tokenize.COMMENT else None
+        if m and m.group(1) not in out:
+            out[m.group(1)] = tok.string.lstrip("#").strip()
+    return out
+
+
+def prediction_schema(cls=Prediction) -> dict:
+    """The JSON Schema of one ``Prediction.to_dict()`` record (plus the web-only ``preview``);
+    ``cls``: the dataclass to describe (Prediction; tests pass a subclass)."""
+    hints = typing.get_type_hints(cls)
+    notes = field_comments(cls)
+    props, required = {}, []
+    for f in fields(cls):
+        t = json_type(hints[f.name])
+        prop = {"type": t[0] if len(t) == 1 else t}
+        if f.name in notes:
+            prop["description"] = notes[f.name]
+        prop.update(_DETAIL.get(f.name, {}))
+        props[f.name] = prop
+        if f.default is MISSING and f.default_factory is MISSING:
+            required.append(f.name)
+    props.update(_WEB_ONLY)
+    return {"type": "object",
+            "description": "One prediction: the record `busi-lite predict --json` prints (Prediction.to_dict), "
+                           "plus the web-only `preview` when asked.",
+            "required": required, "properties": props}
 
 
 def spec(max_file_mb: float, max_request_mb: float) -> dict:
@@ -77,5 +132,5 @@ def spec(max_file_mb: float, max_request_mb: float) -> dict:
             "/openapi.json": {"get": {"summary": "this description",
                                       "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
         },
-        "components": {"schemas": {"Prediction": _RECORD, "Error": _ERROR}},
+        "components": {"schemas": {"Prediction": prediction_schema(), "Error": _ERROR}},
     }
