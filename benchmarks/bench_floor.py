@@ -18,7 +18,8 @@ Figures, each printed as a ratio to its floor:
   cold CLI     `python -m busi_lite.cli predict ONE.png` (whole process, measured from outside:
                interpreter start to exit, peak RSS) vs benchmarks/minimal_predict.py (the same
                decode, two backbone passes and a linear head in 12 lines), --cold paired runs,
-               alternating which goes first.
+               alternating which goes first; byte-code cached for both (in a temp folder), as
+               an installed package has it.
 The load average (1/5/15 min) and the CPU used by other processes are recorded beside every figure.
 Targets: warm single <= 1.25x; folder >= 0.8x; cold CLI <= 1.4x. Writes results/bench_floor.json.
 """
@@ -155,13 +156,16 @@ def cold(img: Path, model_stem, npz: Path, backbone: Path, n: int) -> dict:
     if model_stem:
         cli += ["--model", model_stem]
     mini = [sys.executable, MINIMAL, img, backbone, npz]
-    C.measure(cli, quiet=True, wait=False)  # page cache warm for both
-    C.measure(mini, quiet=True, wait=False)
-    runs = []
-    for i in range(n):
-        order = [("cli", cli), ("minimal", mini)] if i % 2 == 0 else [("minimal", mini), ("cli", cli)]
-        pair = {k: C.measure(cmd, quiet=True, wait=False) for k, cmd in order}
-        runs.append(pair)
+    with tempfile.TemporaryDirectory(prefix="bench_floor_pyc_") as pyc:
+        # byte-code cached as an installed package has it (this environment may set PYTHONDONTWRITEBYTECODE)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = pyc
+        for cmd in (cli, mini, cli, mini):  # compile + page cache, for both
+            C.measure(cmd, env=env, quiet=True, wait=False)
+        runs = []
+        for i in range(n):
+            order = [("cli", cli), ("minimal", mini)] if i % 2 == 0 else [("minimal", mini), ("cli", cli)]
+            runs.append({k: C.measure(cmd, env=env, quiet=True, wait=False) for k, cmd in order})
     med = {k: statistics.median(r[k]["wall_s"] for r in runs) for k in ("cli", "minimal")}
     rss = {k: statistics.median(r[k]["peak_rss_mb"] for r in runs) for k in ("cli", "minimal")}
     return {"cli_median_s": med["cli"], "minimal_median_s": med["minimal"], "cli_peak_mb": rss["cli"],
