@@ -324,7 +324,8 @@ def test_web_api_uses_the_box_head(world):
 
     path = world["lesions"][0]
     box = _mask_box(path)
-    c = TestClient(create_app(Predictor(world["boxed"], world["backbone"])), raise_server_exceptions=False)
+    c = TestClient(create_app(Predictor(world["boxed"], world["backbone"])), raise_server_exceptions=False,
+                   base_url="http://127.0.0.1")
     assert c.get("/api/info").json()["model"]["supports_box"] is True
     r = c.post("/api/predict", files=[("files", ("a.png", path.read_bytes(), "image/png"))],
                data={"box": ",".join(map(str, box))})

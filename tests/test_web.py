@@ -21,6 +21,7 @@ from busi_lite.io.imread import read_rgb
 from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
 from busi_lite.web.app import STATIC_DIR, create_app
 
+LOCAL = "http://127.0.0.1"   # the app answers only its own host names
 TRACE_MARKERS = ("Traceback", 'File "', "site-packages", ".py\", line")
 
 
@@ -39,7 +40,7 @@ def predictor(world):
 @pytest.fixture(scope="module")
 def client(predictor, world):
     app = create_app(predictor, model_path=str(world["model"]), max_file_mb=2, max_request_mb=5)
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url=LOCAL)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -78,7 +79,9 @@ def assert_same_record(web: dict, cli: dict):
 # --------------------------------------------------------------------------- good inputs
 def test_info_names_model_backbone_and_thresholds(client, predictor, world):
     info = client.get("/api/info").json()
-    assert info["model"]["name"] == "tiny-mtl" and info["model"]["path"] == str(world["model"])
+    assert info["model"]["name"] == "tiny-mtl" and info["model"]["file"] == Path(world["model"]).name
+    assert info["model"]["sha256"] == predictor.model_sha256
+    assert str(Path(world["model"]).parent) not in json.dumps(info)      # no absolute path to any client
     assert info["model"]["has_lesion_map"] is True
     assert info["backbone"] == {"file": Path(world["backbone"]).name, "sha256": predictor.backbone.sha256}
     assert info["classes"] == ["normal", "benign", "malignant"]
@@ -174,7 +177,7 @@ def test_internal_error_is_json_without_traceback(world):
             raise RuntimeError("secret internal state /opt/x.py")
 
     app = create_app(Exploding(Predictor(world["model"], world["backbone"])))
-    c = TestClient(app, raise_server_exceptions=False)
+    c = TestClient(app, raise_server_exceptions=False, base_url=LOCAL)
     r = post(c, ("a.png", world["images"][0].read_bytes()))
     assert_clean_error(r, 500)
     assert "secret" not in r.text and "RuntimeError" not in r.text
@@ -207,7 +210,7 @@ def test_box_goes_to_a_model_with_a_box_mode(world):
             self.seen.append(boxes)
             return super().predict_arrays(rgbs, names=names)
 
-    c = TestClient(create_app(WithBox(world["model"], world["backbone"])), raise_server_exceptions=False)
+    c = TestClient(create_app(WithBox(world["model"], world["backbone"])), raise_server_exceptions=False, base_url=LOCAL)
     assert c.get("/api/info").json()["model"]["supports_box"] is True
     r = post(c, ("a.png", world["images"][0].read_bytes()), box="5,6,40,50")
     assert r.status_code == 200 and WithBox.seen == [[(5, 6, 40, 50)]]
@@ -246,7 +249,7 @@ def test_dicom_cine_gives_one_record_per_frame(predictor):
     path = get_testdata_file("examples_ybr_color.dcm")
     if path is None:
         pytest.skip("pydicom's examples_ybr_color.dcm is not installed")
-    c = TestClient(create_app(predictor, max_file_mb=20), raise_server_exceptions=False)
+    c = TestClient(create_app(predictor, max_file_mb=20), raise_server_exceptions=False, base_url=LOCAL)
     r = post(c, ("cine.dcm", Path(path).read_bytes()))
     assert r.status_code == 200, r.text
     recs = r.json()
@@ -298,11 +301,11 @@ def test_uploads_stay_in_memory(client, monkeypatch):
 
 def test_nothing_is_saved_unless_save_dir(predictor, world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    c = TestClient(create_app(predictor), raise_server_exceptions=False)
+    c = TestClient(create_app(predictor), raise_server_exceptions=False, base_url=LOCAL)
     assert post(c, ("a.png", world["images"][0].read_bytes())).status_code == 200
     assert list(tmp_path.iterdir()) == []
     keep = tmp_path / "kept"
-    c = TestClient(create_app(predictor, save_dir=keep), raise_server_exceptions=False)
+    c = TestClient(create_app(predictor, save_dir=keep), raise_server_exceptions=False, base_url=LOCAL)
     assert post(c, ("a b.png", world["images"][0].read_bytes())).status_code == 200
     saved = sorted(p.name for p in keep.iterdir())
     assert len(saved) == 2 and saved[0].endswith("a_b.png") and saved[1].endswith("a_b.png.json")
@@ -321,7 +324,7 @@ def test_limits_are_validated(predictor):
 def test_real_model_on_a_busi_image(real_data, real_backbone):
     model = Path(__file__).resolve().parents[1] / "weights" / "busi_lite_default"
     pred = Predictor(model, real_backbone)
-    c = TestClient(create_app(pred), raise_server_exceptions=False)
+    c = TestClient(create_app(pred), raise_server_exceptions=False, base_url=LOCAL)
     path = real_data / "malignant" / "malignant (1).png"
     r = post(c, (path.name, path.read_bytes()))
     assert r.status_code == 200, r.text
@@ -379,23 +382,24 @@ def test_serve_validates_its_parameters_and_refuses_a_busy_port(world):
             serve(port=port, model=world["model"], backbone=world["backbone"], echo=lambda m: None)
 
 
-def test_dicom_temp_copy_is_removed_even_when_broken(client, monkeypatch):
+def test_dicom_upload_is_decoded_from_memory_and_stale_copies_are_removed(client, monkeypatch, tmp_path):
     pytest.importorskip("pydicom")
-    pytest.importorskip("busi_lite.io.dicom")
+    import os
     import tempfile
 
     from busi_lite.web import uploads
 
-    made = []
-    real = tempfile.mkstemp
+    def no_disk(*a, **k):
+        raise AssertionError("a DICOM upload must not be written to disk")
 
-    def spy(*a, **k):
-        fd, path = real(*a, **k)
-        made.append(path)
-        return fd, path
-
-    monkeypatch.setattr(uploads.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(tempfile, "mkstemp", no_disk)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_disk)
     blob = dicom_bytes(np.full((64, 80, 3), 90, np.uint8))
     assert post(client, ("ok.dcm", blob)).status_code == 200
-    assert post(client, ("cut.dcm", blob[:-40])).status_code == 400
-    assert len(made) == 2 and not any(Path(p).exists() for p in made)
+    r = post(client, ("cut.dcm", blob[:-40]))
+    assert r.status_code == 400 and r.json()["error"].startswith("cut.dcm: ")
+    # copies an older, killed server left behind are removed at start; other files are not
+    (tmp_path / "busi-lite-abc123.dcm").write_bytes(blob)
+    (tmp_path / "other.dcm").write_bytes(blob)
+    assert uploads.remove_stale_copies(str(tmp_path)) == ["busi-lite-abc123.dcm"]
+    assert sorted(os.listdir(tmp_path)) == ["other.dcm"]

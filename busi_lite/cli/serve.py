@@ -24,16 +24,25 @@ from busi_lite.cli.common import fail
               help="Largest accepted file, in MB.")
 @click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
               help="Largest accepted request (all files of one upload), in MB.")
-def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb):
+@click.option("--max-request-mpixels", type=click.FloatRange(min=0, min_open=True, max=1e5), default=200.0,
+              show_default=True, help="Most decoded pixels per request, in millions (files are decoded one at a "
+              "time; a file over the budget gets a 413 error, the others are answered).")
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name the page may be reached by (the Host header); loopback names and the bound "
+                   "--host are always allowed. Repeat for several.")
+def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb, max_request_mpixels, allowed_hosts):
     """Local web page: drop images or DICOM files, see verdicts.
 
     Loads the model once, then serves a page at the printed URL (and a JSON API at
     POST /api/predict, described at /openapi.json). Uploads are processed in memory
-    and not stored unless --save is given. Research tool, not a diagnosis.
+    and not stored unless --save is given. Only requests addressed to this computer's
+    names (or --allow-host) are answered, and uploads only from the page itself (other
+    web sites cannot drive it). Research tool, not a diagnosis.
     """
     try:
         from busi_lite.web.app import serve as run
     except ImportError as e:
         fail(f"the web page needs the web extra ({e.name} is missing) -> pip install \"busi-lite[web]\"")
     run(host=host, port=port, model=model, backbone=backbone, save_dir=save_dir, max_file_mb=max_file_mb,
-        max_request_mb=max_request_mb, echo=click.echo)
+        max_request_mb=max_request_mb, echo=click.echo, max_request_mpixels=max_request_mpixels,
+        allowed_hosts=allowed_hosts)

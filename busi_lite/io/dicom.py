@@ -39,7 +39,10 @@ Pixels, in this order
 
 Limits (checked on the header, before the pixel data is read): a frame over
 ``data.MAX_PIXELS`` pixels, a file declaring more than ``MAX_TOTAL_PIXELS``
-pixels over all its frames, or a file over ``MAX_FILE_BYTES`` is refused.
+pixels over all its frames, or a file over ``MAX_FILE_BYTES`` is refused. Native
+PixelData longer than Rows x Columns x frames x samples x bits is refused before it
+is read; Deflated files are inflated here with that size (plus 1 MiB) as the cap.
+A SOP Instance UID that is not a UID (digits and dots) is left out.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 import warnings
+import zlib
 from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +66,12 @@ DICOM_SUFFIXES = {".dcm", ".dicom"}  # file suffixes read as DICOM (any file wit
 MAX_TOTAL_PIXELS = 100_000_000      # Rows*Columns*frames over the whole file
 MAX_FILE_BYTES = 1 << 30            # 1 GiB
 INSTALL = 'pip install "busi-lite[dicom]"'
+_DEFLATED, _EXPLICIT = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.1"
+_DEFLATE_HEAD = 1 << 20             # inflated bytes read before the header must have been seen
+_DEFLATE_SLACK = 1 << 20            # trailing elements allowed after the pixel data
+_DEFER = 1 << 16                    # values over 64 KiB are read only when used
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 # Attributes whose values are scrubbed from any decoder message we pass on.
 _IDENTIFYING = (
@@ -137,46 +148,44 @@ def read_dicom_rgb(path) -> np.ndarray:
     return read_frames(path, frame=0)[0].rgb
 
 
-def read_frames(path, frame: int | None = None) -> list[DicomFrame]:
+def read_frames(path, frame: int | None = None, *, data: bytes | None = None) -> list[DicomFrame]:
     """Decode all frames of a DICOM file, or only ``frame`` (0-based).
 
-    Returns a list of :class:`DicomFrame` (length 1 when ``frame`` is given).
-    Raises DicomError naming the file (never a patient attribute).
+    ``data``: the file's bytes, decoded from memory (nothing written to disk); ``path`` is
+    then only the name used in messages and records. Returns a list of :class:`DicomFrame`
+    (length 1 when ``frame`` is given). Raises DicomError naming the file (never a patient
+    attribute).
     """
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer))):
         raise ConfigError(f"frame must be a frame index (int, 0-based) or None, got {frame!r}",
                           "give a whole number", param="frame")
     pydicom = _pydicom()
-    path = Path(path)
     src = str(path)
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise DicomError(f"{src}: cannot be opened ({e.strerror})", "check the path") from e
-    if not stat.S_ISREG(st.st_mode):
-        raise DicomError(f"{src}: is not a regular file", "give a DICOM file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise DicomError(f"{src}: {st.st_size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit",
+    blob = _file_bytes(Path(path), src) if data is None else data
+    if len(blob) > MAX_FILE_BYTES:
+        raise DicomError(f"{src}: {len(blob):,} bytes is over the {MAX_FILE_BYTES:,}-byte limit",
                          "export fewer frames or a single frame")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        head = _read(pydicom, path, stop_before_pixels=True)
+        fp, syntax_name = _stream(pydicom, blob, src)
+        del blob
+        head = _read(pydicom, fp, src, stop_before_pixels=True)
         rows, cols, n_frames, ts = _check_header(head, src)
         if frame is not None and not 0 <= int(frame) < n_frames:
             raise DicomError(f"{src}: frame {int(frame)} is out of range, the file has {n_frames} "
                              f"frame{'s' if n_frames != 1 else ''}",
                              f"give a frame from 0 to {n_frames - 1}")
-        ds = _read(pydicom, path, stop_before_pixels=False)
+        ds = _read(pydicom, fp, src, stop_before_pixels=False, defer=True)
         if "PixelData" not in ds:
             raise DicomError(f"{src}: holds no pixel data (e.g. a DICOMDIR or a report)",
                              "give an image DICOM file")
+        _check_pixel_length(ds, ts, src)
         decoder = _decoder(pydicom, ts, src)
         crop = region_box(ds, rows, cols)
         indices = list(range(n_frames)) if frame is None else [int(frame)]
         declared_pi = str(ds.get("PhotometricInterpretation", "")).strip()
-        uid = ds.get("SOPInstanceUID")
-        uid = str(uid) if uid else None
+        uid = valid_uid(ds.get("SOPInstanceUID"))
         out = []
         try:
             for i, (arr, meta) in zip(indices, decoder.iter_array(ds, indices=indices, as_rgb=False)):
@@ -184,22 +193,151 @@ def read_frames(path, frame: int | None = None) -> list[DicomFrame]:
                     arr = arr[crop[1]:crop[3], crop[0]:crop[2]]
                 rgb = _to_rgb8(arr, meta, ds, src)
                 out.append(DicomFrame(np.ascontiguousarray(rgb), i, n_frames, crop, uid, src,
-                                      declared_pi, ts.name))
+                                      declared_pi, syntax_name))
         except DicomError:
             raise
         except MemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - untrusted file: any decoder failure names it
-            raise DicomError(f"{src}: pixel data cannot be decoded ({ts.name}: "
+            raise DicomError(f"{src}: pixel data cannot be decoded ({syntax_name}: "
                              f"{type(e).__name__}: {_scrub(str(e), ds)})",
                              "check the file is complete; re-export it from the scanner or PACS") from None
     return out
 
 
-def _read(pydicom, path: Path, stop_before_pixels: bool):
+def read_size(path, *, data: bytes | None = None) -> tuple[int, int, int]:
+    """(Rows, Columns, frames) from the header only; refuses what :func:`read_frames` refuses there."""
+    pydicom = _pydicom()
     src = str(path)
+    blob = _file_bytes(Path(path), src) if data is None else data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp, _ = _stream(pydicom, blob, src)
+        rows, cols, n_frames, _ = _check_header(_read(pydicom, fp, src, stop_before_pixels=True), src)
+    return rows, cols, n_frames
+
+
+def valid_uid(value) -> str | None:
+    """A DICOM UID (digits and dots, at most 64 characters) as text, else None (never echoed)."""
+    text = str(value).strip(" \0") if value is not None else ""
+    return text if len(text) <= 64 and _UID.fullmatch(text) else None
+
+
+def _file_bytes(path: Path, src: str) -> bytes:
+    """The whole file (regular files up to MAX_FILE_BYTES only)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))   # a FIFO never blocks
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DicomError(f"{src}: is not a regular file", "give a DICOM file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise DicomError(f"{src}: {st.st_size:,} bytes is over the {MAX_FILE_BYTES:,}-byte limit",
+                                 "export fewer frames or a single frame")
+            return f.read()
+    except OSError as e:
+        raise DicomError(f"{src}: cannot be opened ({e.strerror or e})", "check the path") from e
+
+
+def _meta(blob: bytes):
+    """Walk the Part 10 file meta group (explicit VR little endian after the 132-byte preamble).
+    -> (offset where the data set starts, (start, length) of the TransferSyntaxUID value or None)."""
+    pos, ts = 132, None
+    while pos + 8 <= len(blob):
+        group, elem = struct.unpack_from("<HH", blob, pos)
+        if group != 0x0002:
+            break
+        if blob[pos + 4:pos + 6] in _LONG_VRS:
+            if pos + 12 > len(blob):
+                break
+            length, start = struct.unpack_from("<I", blob, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", blob, pos + 6)[0], pos + 8
+        if elem == 0x0010:
+            ts = (start, length)
+        pos = start + length
+    return pos, ts
+
+
+def _stream(pydicom, blob: bytes, src: str):
+    """-> (seekable stream pydicom reads, transfer syntax name). A Deflated file is inflated here,
+    with a cap (its header's Rows x Columns x frames x samples x bits plus slack), and handed on
+    as Explicit VR Little Endian (the same UID length, NUL-padded): pydicom would inflate it whole."""
+    import io
+
+    from pydicom.uid import UID
+
+    end, ts = _meta(blob)
+    uid = blob[ts[0]:ts[0] + ts[1]].decode("ascii", "replace").strip(" \0") if ts else ""
+    if uid != _DEFLATED or ts[1] < len(_EXPLICIT):
+        return io.BytesIO(blob), UID(uid).name if uid else "unknown"
+    meta = bytearray(blob[:end])
+    meta[ts[0]:ts[0] + ts[1]] = _EXPLICIT.encode("ascii").ljust(ts[1], b"\0")
+    z = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = bytearray(z.decompress(blob[end:], _DEFLATE_HEAD))
+        tail = z.unconsumed_tail
+        if not z.eof:
+            head = _read(pydicom, io.BytesIO(bytes(meta) + bytes(body)), src, stop_before_pixels=True)
+            if b"\xe0\x7f\x10\x00" not in body:
+                raise DicomError(f"{src}: Deflated header is over {_DEFLATE_HEAD:,} bytes once inflated",
+                                 "re-export the file uncompressed")
+            cap = len(body) + _pixel_bytes(head, src) + _DEFLATE_SLACK
+            while not z.eof and len(body) <= cap:
+                chunk = z.decompress(tail, min(cap + 1 - len(body), 1 << 24))
+                tail = z.unconsumed_tail
+                if not chunk and not tail:
+                    body += z.flush()
+                    break
+                body += chunk
+            if len(body) > cap:
+                raise DicomError(f"{src}: Deflated data inflates past the {cap:,} bytes its header "
+                                 "declares (Rows x Columns x frames x samples x bits; possible "
+                                 "decompression bomb)", "re-export the file")
+    except zlib.error as e:
+        raise DicomError(f"{src}: Deflated data cannot be inflated ({e})",
+                         "the file may be truncated or corrupt; copy it again") from None
+    meta += body
+    return io.BytesIO(bytes(meta)), UID(_DEFLATED).name
+
+
+def _pixel_bytes(ds, src: str) -> int:
+    """Rows x Columns x frames x samples x bits allocated / 8 (bytes), from the header."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (AttributeError, TypeError, ValueError):
+        raise DicomError(f"{src}: holds no image (Rows/Columns/NumberOfFrames missing or invalid; "
+                         "the file may be truncated)", "give a complete image DICOM file") from None
+    if min(rows, cols, frames, samples, bits) <= 0 or samples > 4 or bits > 64:
+        raise DicomError(f"{src}: declares an impossible image ({cols}x{rows}, {frames} frames, "
+                         f"{samples} samples, {bits} bits)", "give an image DICOM file")
+    return (rows * cols * frames * samples * bits + 7) // 8
+
+
+def _check_pixel_length(ds, ts, src: str) -> None:
+    """Native (uncompressed) PixelData longer than the header declares is refused before it is read."""
+    if ts.is_compressed:
+        return
+    elem = ds.get_item("PixelData")
+    length = getattr(elem, "length", None)
+    if length is None:
+        value = getattr(elem, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    want = _pixel_bytes(ds, src)
+    if length is not None and length != 0xFFFFFFFF and length > want + 1:      # +1: even-length padding
+        raise DicomError(f"{src}: PixelData holds {length:,} bytes, its header declares {want:,} "
+                         "(Rows x Columns x frames x samples x bits)", "re-export the file")
+
+
+def _read(pydicom, fp, src: str, stop_before_pixels: bool, defer: bool = False):
+    """One parse of the stream ``fp`` (rewound first). ``defer``: large values (the pixel data)
+    are read only when used, so their declared length can be checked first."""
+    fp.seek(0)
+    try:
+        return pydicom.dcmread(fp, stop_before_pixels=stop_before_pixels, defer_size=_DEFER if defer else None)
     except pydicom.errors.InvalidDicomError:
         raise DicomError(f"{src}: is not a DICOM file (no 'DICM' file header)",
                          "give a DICOM Part 10 file, or rename it if it is a PNG/JPEG") from None

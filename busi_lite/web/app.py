@@ -9,15 +9,27 @@ Contract:
   in original pixels, optional ``preview=1``) -> JSON list of ``predict --json`` records;
   ``GET /openapi.json``.
 * Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
-  never spools to disk; DICOM see :mod:`.uploads`) and never stored unless ``save_dir`` is given; limits per
-  file and per request answer 413; non-images 415, broken files 400, each a JSON
+  never spools to disk; DICOM is decoded from memory) and never stored unless ``save_dir`` is given;
+  limits per file and per request answer 413; non-images 415, broken files 400, each a JSON
   ``{"error": "what -> fix", "file": name}``; any other failure is a JSON 500 without
   a traceback (the traceback goes to the server log only).
+* Limits per request: bytes (``max_request_mb``), files (``MAX_FILES``), DECODED pixels
+  (``max_request_mpixels``, read from each file's header before it is decoded) and time (an
+  upload idle for ``BODY_IDLE_S`` or longer than ``BODY_TOTAL_S`` is answered 408). Files are
+  decoded and predicted one at a time, so memory holds one file's frames; a file that would take
+  the request over its pixel budget is not decoded: its record is a 413 error naming it.
+* Origin and host: a request whose ``Host`` is not one of ``allowed_hosts`` (default: the
+  loopback names; ``serve`` adds the bound host) is answered 400 (DNS rebinding); a POST whose
+  ``Origin`` (or ``Sec-Fetch-Site: cross-site``) is not the page's own is answered 403.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import functools
+import gc
 import logging
 import socket
 import threading
@@ -26,11 +38,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -42,13 +55,26 @@ from busi_lite.common.jsonio import dumps, jsonable
 from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
 from busi_lite.serving.prediction import Prediction
 from busi_lite.web import openapi
-from busi_lite.web.uploads import UploadError, decode, dicom_available, parse_box, preview, safe_name
+from busi_lite.web.uploads import (
+    UploadError,
+    declared_pixels,
+    decode,
+    dicom_available,
+    parse_box,
+    preview,
+    remove_stale_copies,
+    safe_name,
+)
 
 log = logging.getLogger("busi_lite.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MB = 1024 * 1024
 MAX_FILES = 200
+MAX_REQUEST_MPIXELS = 200.0  # decoded pixels per request (millions): four 50-Mpixel images
+BODY_IDLE_S = 30.0           # an upload sending nothing for this long is answered 408
+BODY_TOTAL_S = 300.0         # and one taking longer than this in all
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
                                  b"base-uri 'none'; frame-ancestors 'none'"),
@@ -85,6 +111,60 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
+def _host_name(host_header: str) -> str:
+    """``Host`` header -> host name without port or IPv6 brackets, lower case."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+class _Guard:
+    """ASGI middleware: refuse a Host not in ``allowed`` (400) and a cross-origin POST (403)."""
+
+    def __init__(self, app, allowed):
+        self.app, self.allowed = app, {a.lower().strip("[]") for a in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if _host_name(host) not in self.allowed:
+            log.warning("refused Host %r (allowed: %s)", host[:100], ", ".join(sorted(self.allowed)))
+            resp = _error(400, f"Host {host[:100]!r} is not served here",
+                          "open the page at the address `busi-lite serve` printed")
+            return await resp(scope, receive, send)
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get("origin")
+            cross = headers.get("sec-fetch-site") == "cross-site"
+            if cross or (origin is not None and origin.lower().split("://", 1)[-1] != host.lower()):
+                log.warning("refused cross-origin %s %s from %r", scope["method"], scope["path"], (origin or "")[:100])
+                resp = _error(403, f"cross-origin request from {(origin or 'another site')[:100]!r} refused",
+                              "upload from the busi-lite page itself")
+                return await resp(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the system after a large or failed request (glibc: malloc_trim)."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+        return lib if lib is not None and hasattr(lib, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
 def _model_name(model) -> str | None:
     """The model card's config name, or None for a model without a card."""
     card = getattr(model, "card", None)
@@ -94,19 +174,21 @@ def _model_name(model) -> str | None:
 class _Service:
     """The app's state: the predictor, its description, the limits; no globals."""
 
-    def __init__(self, predictor, model_path, save_dir, max_file_mb, max_request_mb):
+    def __init__(self, predictor, model_path, save_dir, max_file_mb, max_request_mb, max_request_mpixels):
         self.predictor = predictor
         self.model_path = model_path
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.max_file = int(max_file_mb * MB)
         self.max_request = int(max_request_mb * MB)
+        self.max_pixels = int(max_request_mpixels * 1e6)
         self.lock = threading.Lock()   # one prediction at a time: the backbone already uses every core
 
     def info(self) -> dict:
         p = self.predictor
         m, bb = p.model, p.backbone
         return {
-            "model": {"name": _model_name(m), "path": self.model_path,
+            "model": {"name": _model_name(m), "file": Path(self.model_path).name if self.model_path else None,
+                      "sha256": getattr(p, "model_sha256", None),
                       "head": getattr(m.head, "kind", None), "has_lesion_map": bool(m.has_lesion_map),
                       "supports_box": bool(getattr(p, "supports_box", False))},
             "backbone": {"file": Path(str(bb.path)).name, "sha256": bb.sha256},
@@ -114,36 +196,44 @@ class _Service:
             "malignant_threshold": p.malignant_threshold,
             "thresholds": p.thresholds,
             "limits": {"max_file_mb": self.max_file / MB, "max_request_mb": self.max_request / MB,
-                       "max_files": MAX_FILES},
+                       "max_files": MAX_FILES, "max_request_mpixels": self.max_pixels / 1e6,
+                       "body_idle_s": BODY_IDLE_S, "body_total_s": BODY_TOTAL_S},
             "dicom": dicom_available(),
             "version": __version__,
             "notice": "Research tool, not a medical device: no output is a diagnosis.",
         }
 
     def run(self, uploads: list[tuple[str, bytes]], box_text: str | None, want_preview: bool):
-        """Decode and predict (blocking; called in a worker thread).
+        """Decode and predict one file at a time (blocking; called in a worker thread).
         Returns (records, errors) where errors are UploadErrors of unusable files."""
         slots = [[] for _ in uploads]      # records per upload, in upload order
-        errors, frames = [], []              # frames: (upload index, Frame)
+        errors, used = [], 0                 # used: decoded pixels so far
+        supports_box = bool(getattr(self.predictor, "supports_box", False))
         for i, (name, blob) in enumerate(uploads):
             try:
-                frames += [(i, f) for f in decode(name, blob)]
+                px = declared_pixels(name, blob)
+                if used + px > self.max_pixels:
+                    raise UploadError(f"{name}: its {px / 1e6:.1f} Mpixels take the request over the "
+                                      f"{self.max_pixels / 1e6:g} Mpixel limit per request ({used / 1e6:.1f} "
+                                      "Mpixels already decoded)", "send it in another request, or downscale it",
+                                      413, name)
+                frames = decode(name, blob)
             except UploadError as e:
                 errors.append(e)
                 slots[i].append(Prediction(name, False, str(e)).to_dict())
-        box = None
-        if box_text and frames:
-            rgb = frames[0][1].rgb
-            box = parse_box(box_text, (rgb.shape[1], rgb.shape[0]))
-        if frames:
-            rgbs, names = [f.rgb for _, f in frames], [f.name for _, f in frames]
-            supports_box = bool(getattr(self.predictor, "supports_box", False))
+                continue
+            used += max(px, sum(f.rgb.shape[0] * f.rgb.shape[1] for f in frames))
+            box = None
+            if box_text:
+                rgb = frames[0].rgb
+                box = parse_box(box_text, (rgb.shape[1], rgb.shape[0]))
+            rgbs, names = [f.rgb for f in frames], [f.name for f in frames]
             with self.lock:
                 if box is not None and supports_box:
                     preds = self.predictor.predict_arrays(rgbs, names=names, boxes=[box] * len(rgbs))
                 else:
                     preds = self.predictor.predict_arrays(rgbs, names=names)
-            for (i, f), p in zip(frames, preds):
+            for f, p in zip(frames, preds):
                 rec = p.to_dict()
                 rec.update(f.extra)
                 if box is not None:
@@ -152,6 +242,7 @@ class _Service:
                 if want_preview:
                     rec["preview"] = preview(f.rgb)
                 slots[i].append(rec)
+            del frames, rgbs
         records = [r for slot in slots for r in slot]
         if self.save_dir is not None:
             self._save(uploads, slots)
@@ -168,13 +259,27 @@ class _Service:
             write_text(dest.with_name(dest.name + ".json"), dumps(mine))
 
 
+class _BodyTimeout(Exception):
+    """The client sent its upload too slowly."""
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds ``limit`` bytes."""
+    """The whole body, or None as soon as it exceeds ``limit`` bytes; raises _BodyTimeout when the
+    client is idle for BODY_IDLE_S or takes longer than BODY_TOTAL_S in all."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
     chunks, total = [], 0
-    async for chunk in request.stream():
+    deadline = time.monotonic() + BODY_TOTAL_S
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(BODY_IDLE_S, deadline - time.monotonic())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(wait, 0.001))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise _BodyTimeout() from None
         total += len(chunk)
         if total > limit:
             return None
@@ -187,12 +292,26 @@ async def _replay(body: bytes):
 
 
 async def _predict(request: Request) -> JSONResponse:
+    response = await _predict_files(request)
+    response.background = BackgroundTask(_release_memory)   # after the answer, once the request's data is gone
+    return response
+
+
+async def _predict_files(request: Request) -> JSONResponse:
     svc: _Service = request.app.state.service
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         return _error(415, f"expected a multipart/form-data upload, got {ctype or 'no content type'!r}",
                       "POST the images as form field 'files'")
-    body = await _read_body(request, svc.max_request)
+    try:
+        body = await _read_body(request, svc.max_request)
+    except ClientDisconnect:
+        log.info("client %s disconnected during the upload", _client(request))
+        return _error(400, "client disconnected during the upload")
+    except _BodyTimeout:
+        log.info("client %s: upload too slow, closed", _client(request))
+        return _error(408, f"upload too slow (idle {BODY_IDLE_S:g} s or over {BODY_TOTAL_S:g} s in all)",
+                      "retry on a faster connection, or send fewer files per request")
     if body is None:
         return _error(413, f"request is over the {svc.max_request / MB:g} MB limit",
                       "send fewer or smaller files per request")
@@ -234,6 +353,11 @@ async def _predict(request: Request) -> JSONResponse:
     return _json(records)
 
 
+def _client(request: Request) -> str:
+    c = request.client
+    return f"{c.host}:{c.port}" if c else "?"
+
+
 async def _info(request: Request) -> JSONResponse:
     return _json(request.app.state.service.info())
 
@@ -256,9 +380,10 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal error while handling the request", "see the server's log; retry or report it")
 
 
-def _check_limits(max_file_mb, max_request_mb) -> None:
-    for name, v in (("max_file_mb", max_file_mb), ("max_request_mb", max_request_mb)):
-        if not isinstance(v, (int, float)) or not v > 0:
+def _check_limits(max_file_mb, max_request_mb, max_request_mpixels=MAX_REQUEST_MPIXELS) -> None:
+    for name, v in (("max_file_mb", max_file_mb), ("max_request_mb", max_request_mb),
+                    ("max_request_mpixels", max_request_mpixels)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"):
             raise ConfigError(f"{name} must be a positive number of megabytes, got {v!r}",
                               f"pass e.g. {name}=20", param=name)
     if max_request_mb < max_file_mb:
@@ -267,10 +392,12 @@ def _check_limits(max_file_mb, max_request_mb) -> None:
 
 
 def create_app(predictor, *, model_path: str | None = None, save_dir=None, max_file_mb: float = 20.0,
-               max_request_mb: float = 100.0) -> Starlette:
+               max_request_mb: float = 100.0, max_request_mpixels: float = MAX_REQUEST_MPIXELS,
+               allowed_hosts=LOOPBACK_HOSTS) -> Starlette:
     """The ASGI app around an already loaded ``predictor`` (see module docstring).
-    model_path: shown by /api/info; save_dir: keep uploads and results there (default: keep nothing)."""
-    _check_limits(max_file_mb, max_request_mb)
+    model_path: its file name is shown by /api/info; save_dir: keep uploads and results there
+    (default: keep nothing); allowed_hosts: the names the ``Host`` header may carry."""
+    _check_limits(max_file_mb, max_request_mb, max_request_mpixels)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     routes = [
@@ -281,13 +408,15 @@ def create_app(predictor, *, model_path: str | None = None, save_dir=None, max_f
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
-    app.state.service = _Service(predictor, model_path, save_dir, max_file_mb, max_request_mb)
+    app.state.service = _Service(predictor, model_path, save_dir, max_file_mb, max_request_mb, max_request_mpixels)
+    app.add_middleware(_Guard, allowed=tuple(allowed_hosts))
     app.add_middleware(_Headers)
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, save_dir=None,
-          max_file_mb: float = 20.0, max_request_mb: float = 100.0, echo=None) -> None:
+          max_file_mb: float = 20.0, max_request_mb: float = 100.0, echo=None,
+          max_request_mpixels: float = MAX_REQUEST_MPIXELS, allowed_hosts=()) -> None:
     """Load the model once, bind ``host:port`` (0: any free port), print the URL, serve until Ctrl-C.
     ``echo``: prints a line (default: print, flushed)."""
     import uvicorn
@@ -298,11 +427,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"port must be an integer within 0..65535, got {port!r}", "pass e.g. port=8000",
                           param="port")
-    _check_limits(max_file_mb, max_request_mb)
+    _check_limits(max_file_mb, max_request_mb, max_request_mpixels)
+    removed = remove_stale_copies()
+    if removed:
+        echo(f"removed {len(removed)} DICOM upload cop{'y' if len(removed) == 1 else 'ies'} a killed server left "
+             "in /dev/shm")
     predictor = Predictor(model, backbone)
     model_path = str(resolve("model", model).path)
+    hosts = (*LOOPBACK_HOSTS, *allowed_hosts) if host in LOOPBACK_HOSTS else (host, *LOOPBACK_HOSTS, *allowed_hosts)
     app = create_app(predictor, model_path=model_path, save_dir=save_dir, max_file_mb=max_file_mb,
-                     max_request_mb=max_request_mb)
+                     max_request_mb=max_request_mb, max_request_mpixels=max_request_mpixels,
+                     allowed_hosts=hosts)
     sock = _listen(host, port)                # bound before the URL is printed: the URL answers
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -313,7 +448,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
         echo(f"uploads (as sent, DICOM headers included) and their results are kept in {save_dir}")
     echo(f"serving http://{shown}:{port}/  (research tool, not a diagnosis; Ctrl-C stops)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False)).run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="warning", server_header=False, timeout_keep_alive=5,
+                            limit_concurrency=64, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -127,7 +127,10 @@ def spec(max_file_mb: float, max_request_mb: float) -> dict:
                             "content": {"application/json": {"schema": {
                                 "type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}}}},
                     "400": {"description": "broken file, bad box or malformed form", "content": err},
-                    "413": {"description": "a file or the request is over the size limit", "content": err},
+                    "413": {"description": "a file or the request is over the size or decoded-pixel limit",
+                            "content": err},
+                    "403": {"description": "cross-origin upload (another web site's page) refused", "content": err},
+                    "408": {"description": "upload too slow", "content": err},
                     "415": {"description": "not an image or DICOM file", "content": err}}}},
             "/openapi.json": {"get": {"summary": "this description",
                                       "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},

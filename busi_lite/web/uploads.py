@@ -9,9 +9,9 @@ Contract:
   (415: not an image/DICOM, 400: broken or unsupported file) and a message naming the file.
 * Images are decoded by ``busi_lite.io.imread.decode_rgb``, the decoder of ``read_rgb`` (same pixel
   limit, EXIF orientation, 16-bit scaling), so the web record equals ``predict --json``'s.
-* DICOM goes through ``busi_lite.io.dicom`` when that module (and pydicom) is installed. Its
-  reader takes a path, so the bytes are written to a private (0600) temp file, in RAM on
-  /dev/shm where that exists, and removed as soon as the frames are decoded.
+* DICOM goes through ``busi_lite.io.dicom`` (pydicom, when installed), decoded from memory.
+  :func:`remove_stale_copies` deletes the ``/dev/shm/busi-lite-*.dcm`` temp copies older
+  versions wrote (a killed server left them, patient data inside); ``serve`` calls it at start.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import base64
 import importlib.util
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +77,24 @@ def dicom_available() -> bool:
     return importlib.util.find_spec("pydicom") is not None
 
 
+def declared_pixels(name: str, blob: bytes) -> int:
+    """Pixels an upload will decode to, read from its header only (all frames of a DICOM);
+    0 when the header cannot be read (:func:`decode` then names the problem)."""
+    kind = sniff(blob[:132])
+    try:
+        if kind == "dicom":
+            from busi_lite.io import dicom
+
+            rows, cols, n_frames = dicom.read_size(name, data=blob)
+            return rows * cols * n_frames
+        if kind is not None:
+            with Image.open(io.BytesIO(blob)) as im:
+                return int(im.size[0]) * int(im.size[1])
+    except Exception:  # noqa: BLE001 - any unreadable header: decode() reports it
+        return 0
+    return 0
+
+
 def decode(name: str, blob: bytes, max_pixels: int = MAX_PIXELS) -> list[Frame]:
     """One upload -> frames (see module docstring); raises UploadError."""
     kind = sniff(blob[:132])
@@ -101,21 +118,14 @@ def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
     except ImportError as e:
         raise UploadError(f"{name}: DICOM file, but DICOM support is not installed ({e})",
                           'pip install "busi-lite[dicom]" and restart the server', 415, name) from e
-    # read_frames takes a path: a private temp file (in RAM if possible), removed as soon as it is read.
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    fd, tmp = tempfile.mkstemp(suffix=".dcm", prefix="busi-lite-", dir=shm)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        frames = dicom.read_frames(tmp)
+        frames = dicom.read_frames(name, data=blob)       # from memory: nothing is written to disk
     except BusiError as e:
-        raise UploadError(f"{name}: {e.what.replace(tmp, name)}", e.fix or "check the DICOM file", 400, name) from e
+        what = e.what if e.what.startswith(name) else f"{name}: {e.what}"
+        raise UploadError(what, e.fix or "check the DICOM file", 400, name) from e
     except Exception as e:  # pydicom raises many types for damaged files
-        msg = str(e).replace(tmp, name)[:300]
-        raise UploadError(f"{name}: DICOM file cannot be decoded ({type(e).__name__}: {msg})",
+        raise UploadError(f"{name}: DICOM file cannot be decoded ({type(e).__name__}: {str(e)[:300]})",
                           "check the file is complete, or export it uncompressed", 400, name) from e
-    finally:
-        os.unlink(tmp)
     out = []
     for fr in frames:
         extra = {"frame": int(fr.frame), "n_frames": int(fr.n_frames)}
@@ -125,6 +135,25 @@ def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
             extra["dicom_crop"] = [int(v) for v in fr.crop]
         out.append(Frame(name, fr.rgb, extra))
     return out
+
+
+def remove_stale_copies(folder: str = "/dev/shm") -> list[str]:
+    """Delete this user's ``busi-lite-*.dcm`` upload copies left in ``folder``; -> names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for e in entries:
+        if not (e.name.startswith("busi-lite-") and e.name.endswith(".dcm")):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_uid == os.getuid():
+                os.unlink(e.path)
+                removed.append(e.name)
+        except OSError:
+            pass
+    return removed
 
 
 def preview(rgb: np.ndarray, side: int = PREVIEW_SIDE) -> str:
