@@ -23,7 +23,7 @@ from synth import make_busi_tree
 from busi_lite.cli import main
 from busi_lite.common import resources
 from busi_lite.common.atomic import atomic_path
-from busi_lite.common.errors import ModelError
+from busi_lite.common.errors import BusiError, ModelError
 from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.features.views import VIEWS
 from busi_lite.heads import PlainHead, fit
@@ -198,27 +198,75 @@ def test_torn_pair_is_refused(tmp_path):
         Model.load(tmp_path / "t")
 
 
-def test_save_writes_weights_first(tmp_path, monkeypatch):
-    """Order npz -> json: a crash between the two leaves new weights + old card = refused."""
+KILL_AT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_faults_model import tiny_model
+k, calls, real = {k}, [0], os.replace
+def replace(a, b):
+    calls[0] += 1
+    if calls[0] == k:
+        os._exit(9)                                   # killed at the k-th rename, as by kill -9
+    return real(a, b)
+os.replace = replace
+tiny_model(seed=2).save({stem!r})
+"""
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_a_kill_at_any_rename_of_a_save_leaves_the_old_or_the_new_model(tmp_path, k):
+    """A save renames 4 times (temp -> NAME.npz.new, temp -> NAME.json.new, the two into place);
+    a process killed at the k-th (k=5: never) leaves a model that loads: the old or the new."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
     stem = tmp_path / "m"
-    tiny_model(seed=1).save(stem)
+    old_npz, _ = tiny_model(seed=1).save(stem)
+    old = hashlib.sha256(old_npz.read_bytes()).hexdigest()
+    code = KILL_AT.format(tests=str(Path(__file__).parent), k=k, stem=str(stem))
+    rc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode
+    assert rc == (9 if k <= 4 else 0)
+    m = Model.load(stem)                                      # never refused
+    assert (m.card.weights_sha256 == old) == (k <= 3)         # committed once the 3rd rename is done
+    want = tiny_model(seed=1 if k <= 3 else 2)
+    assert np.array_equal(m.head.params["W2"], want.head.params["W2"])
+    tiny_model(seed=3).save(stem)                             # the next save finishes or clears it
+    assert Model.load(stem).card.weights_sha256 == hashlib.sha256(old_npz.read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m.json", "m.npz"]
+
+
+def test_a_second_writer_is_refused_and_told_which_run_holds_the_model(tmp_path):
+    from busi_lite.common.atomic import LockBusy, write_lock
+
+    stem = tmp_path / "m"
+    old_npz, old_js = tiny_model(seed=1).save(stem)
+    before = old_npz.read_bytes(), old_js.read_bytes()
+    with write_lock(tmp_path / ".m.lock", "test"):
+        with pytest.raises(LockBusy, match=r"model .*m: another busi-lite run \(pid \d+\) is writing it; "
+                                           r"this run \(pid \d+\) lost and wrote nothing"):
+            tiny_model(seed=2).save(stem)
+    assert (old_npz.read_bytes(), old_js.read_bytes()) == before
+
+
+def test_a_json_that_does_not_fit_leaves_no_lone_npz(tmp_path, monkeypatch):
     import busi_lite.model.model as mm
 
-    real, calls = atomic_path, []
+    stem = tmp_path / "m"
+    old_npz, old_js = tiny_model(seed=1).save(stem)
+    before = old_npz.read_bytes(), old_js.read_bytes()
+    real = atomic_path
 
-    def spy(dest, *a, **k):
-        calls.append(dest.suffix)
-        if dest.suffix == ".json":
-            raise KeyboardInterrupt  # killed after the weights were replaced
+    def full_disk(dest, *a, **k):
+        if ".json" in dest.name:
+            raise BusiError(f"{dest}: disk full while writing", "free some space")
         return real(dest, *a, **k)
 
-    monkeypatch.setattr(mm, "atomic_path", spy)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(mm, "atomic_path", full_disk)
+    with pytest.raises(BusiError, match="disk full"):
         tiny_model(seed=2).save(stem)
-    assert calls == [".npz", ".json"]
-    monkeypatch.setattr(mm, "atomic_path", real)
-    with pytest.raises(ModelError, match="do not belong together"):
-        Model.load(stem)
+    assert (old_npz.read_bytes(), old_js.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m.json", "m.npz"]
 
 
 def test_concurrent_resave_never_gives_a_mixed_model(tmp_path):

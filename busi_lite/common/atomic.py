@@ -10,11 +10,14 @@ Temp files left by a killed process (kill -9) are removed by
 :func:`sigterm_as_exit` makes SIGTERM clean up like Ctrl-C for long writers.
 :class:`LatchedFile` is the temp file for writers (h5py) that must never see a
 failed write: disk full is kept and raised by the caller, not by the library.
+:func:`write_lock` is an exclusive, non-blocking lock for writers of one destination
+(a second writer is refused at once, told which process holds it).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import glob
 import io
 import os
@@ -189,6 +192,44 @@ class LatchedFile(io.RawIOBase):
     def check(self):
         if self.error is not None:
             raise self.error
+
+
+class LockBusy(BusiError):
+    """Another process holds a :func:`write_lock`; ``holder`` is its PID (None if unknown)."""
+
+    def __init__(self, what: str, fix: str, holder: int | None):
+        super().__init__(what, fix)
+        self.holder = holder
+
+
+@contextmanager
+def write_lock(lock_path, what: str):
+    """Hold an exclusive lock on ``lock_path`` (created if needed; it records the holder's PID)
+    for the block. Raises LockBusy at once, naming the holder's PID, when another process
+    (or another open of the same file) holds it. ``what``: what is being written, for the message."""
+    lock_path = Path(lock_path)
+    try:
+        f = open(lock_path, "a+")
+    except OSError as e:
+        raise os_error(lock_path, e, "creating the lock file") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            text = f.read(32).strip()
+            holder = int(text) if text.isdigit() else None
+            raise LockBusy(f"{what}: another busi-lite run (pid {holder if holder else '?'}) is writing it; "
+                           f"this run (pid {os.getpid()}) lost and wrote nothing",
+                           "wait for the other run to finish, or write elsewhere", holder) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+        except OSError:
+            pass                    # the PID is for messages only
+        yield
 
 
 def write_bytes(dest, data: bytes) -> Path:

@@ -1,12 +1,19 @@
 """A trained model: head + model card (operating point, flag thresholds, metadata) + OOD statistics.
 
-Saved as two files side by side, each written atomically (busi_lite.common.atomic), the .npz FIRST:
+Saved as two files side by side:
   NAME.npz   arrays only (head params "head.<name>", OOD statistics "ood.<name>")
   NAME.json  the model card (busi_lite.model.card.ModelCard): config, class names, backbone SHA-256,
              feature shape, preprocessing version, split seed and digest, metrics, curves,
              thresholds, and ``weights_sha256``: the SHA-256 of the .npz bytes.
-The pair is tied by that hash: a reader that meets a half-done re-save (new .npz, old
-.json) is refused, never given one model's weights with another's thresholds.
+The pair is tied by that hash: a reader that meets a torn pair is refused, never given one
+model's weights with another's thresholds. A save holds ``.NAME.lock`` (a second writer is
+refused at once, naming the holder), writes the new pair completely as NAME.npz.new +
+NAME.json.new (each atomically, busi_lite.common.atomic), then renames NAME.npz.new over
+NAME.npz (the commit) and NAME.json.new over NAME.json. Recovery rule, used by load and by
+the next save: a NAME.json.new whose weights_sha256 is the current NAME.npz's (and no
+NAME.npz.new) belongs to a committed save: load reads it as the card, the next save renames
+it into place; any other .new file is an uncommitted save's: ignored, removed by the next
+save. So a kill at any moment leaves the old model or the new one, never neither.
 Loading validates the card strictly (finite thresholds, OOD statistics present), opens the
 .npz ONCE (one file handle: hash and arrays come from the same bytes), refuses a file
 much larger than its expected members, checks the hash, checks every array's shape
@@ -31,13 +38,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from busi_lite.common.atomic import atomic_path
+from busi_lite.common.atomic import atomic_path, os_error, write_lock
 from busi_lite.common.constants import CLASSES
 from busi_lite.common.errors import ConfigError, ModelError
 from busi_lite.features.backbone import GRID, N_FEATURES, PREPROCESS_VERSION
@@ -196,23 +204,47 @@ class Model:
         card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood, box=box,
                        weights_sha256=hashlib.sha256(blob).hexdigest())
         text = json.dumps(card.to_json(), indent=1, allow_nan=True)
-        with atomic_path(npz) as tmp:
-            tmp.write_bytes(blob)
-        with atomic_path(js) as tmp:
-            tmp.write_text(text)
+        new_npz, new_js = _pending(npz), _pending(js)
+        try:
+            npz.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(npz.parent, e, "creating the folder") from None
+        with write_lock(_lock_path(npz), f"model {npz.with_suffix('')}"):
+            _recover(npz, js, locked=True)
+            try:
+                with atomic_path(new_npz) as tmp:
+                    tmp.write_bytes(blob)
+                with atomic_path(new_js) as tmp:
+                    tmp.write_text(text)
+            except BaseException:
+                for p in (new_npz, new_js):       # nothing half-saved stays behind
+                    p.unlink(missing_ok=True)
+                raise
+            try:
+                os.replace(new_npz, npz)          # the commit: from here on, the new model is the model
+                os.replace(new_js, js)
+            except OSError as e:
+                raise os_error(npz, e, "installing the saved model") from None
         return npz, js
 
     @classmethod
     def load(cls, path=None) -> "Model":
         from busi_lite.common.resources import resolve  # path > $BUSI_LITE_MODEL > the packaged default
         npz, js = model_paths(resolve("model", path).path)
+        card_path = _recover(npz, js, locked=False)
         for p in (npz, js):
             if not p.is_file():
                 raise ModelError(f"{p}: model file not found",
                                  f"train one (busi-lite train) into {npz.with_suffix('')}, or give another model "
                                  "(NAME.npz + NAME.json)", param="model")
         try:
-            meta = json.loads(js.read_text())
+            try:
+                text = card_path.read_text()
+            except FileNotFoundError:
+                if card_path == js:
+                    raise
+                text = js.read_text()          # the running save just renamed it into place
+            meta = json.loads(text)
         except (ValueError, OSError) as e:
             raise ModelError(f"{js}: model card is damaged ({e})", "retrain the model") from e
         if not isinstance(meta, dict):
@@ -331,6 +363,44 @@ def _sha256(fh) -> str:
 def _npz_read(zf: zipfile.ZipFile, key: str) -> np.ndarray:
     with zf.open(f"{key}.npy") as f:
         return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def _pending(p: Path) -> Path:
+    """Where a save writes the new ``p`` before its commit (NAME.npz.new, NAME.json.new)."""
+    return p.with_name(p.name + ".new")
+
+
+def _lock_path(npz: Path) -> Path:
+    return npz.with_name(f".{npz.stem}.lock")
+
+
+def _file_sha256(p: Path) -> str | None:
+    try:
+        with open(p, "rb") as fh:
+            return _sha256(fh)
+    except OSError:
+        return None
+
+
+def _recover(npz: Path, js: Path, locked: bool) -> Path:
+    """Apply the recovery rule (module docstring); -> the card to read (``js`` or NAME.json.new).
+    ``locked``: the caller holds the model's write lock (a save): leftovers are removed."""
+    new_npz, new_js = _pending(npz), _pending(js)
+    if not new_js.exists() and not (locked and new_npz.exists()):
+        return js
+    try:
+        recorded = json.loads(new_js.read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    committed = recorded is not None and not new_npz.exists() and recorded == _file_sha256(npz)
+    if locked:
+        if committed:
+            os.replace(new_js, js)
+        else:
+            for p in (new_npz, new_js):
+                p.unlink(missing_ok=True)
+        return js
+    return new_js if committed else js      # readers never rename: the next save finishes the swap
 
 
 def model_paths(path) -> tuple[Path, Path]:
