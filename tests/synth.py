@@ -49,7 +49,7 @@ def _tensor(name, arr):
     return numpy_helper.from_array(np.ascontiguousarray(arr, dtype=np.float32), name)
 
 
-def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None) -> Path:
+def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None, input_size=INPUT_SIZE) -> Path:
     """Write a tiny MobileNetV2 look-alike to ``path`` and return it as a Path.
 
     Graph (opset 13, IR 7)::
@@ -71,6 +71,9 @@ def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None) -> Path:
     ``"input_name"``, ``"output_name"``, ``"output_shape"`` ([N,7,7,64]),
     ``"input_shape"`` (NCHW input [N,3,224,224]), ``"static_batch"`` (batch
     fixed to 1), ``"garbage"`` (non-ONNX bytes).
+
+    ``input_size``: another square input side (a multiple of 32) makes another backbone
+    geometry: input [N,S,S,3], features [N,S/32,S/32,out_channels].
     """
     import onnx
     from onnx import TensorProto, helper
@@ -146,12 +149,13 @@ def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None) -> Path:
         _tensor("clip_lo", np.array(0.0, np.float32)),
         _tensor("clip_hi", np.array(6.0, np.float32)),
     ]
-    in_shape = [batch, 3, INPUT_SIZE, INPUT_SIZE] if nchw_input else [batch, INPUT_SIZE, INPUT_SIZE, 3]
+    in_shape = [batch, 3, input_size, input_size] if nchw_input else [batch, input_size, input_size, 3]
+    grid = input_size // 32
     graph = helper.make_graph(
         nodes,
         "tiny_mobilenetv2_standin",
         [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [batch, GRID, GRID, out_channels])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [batch, grid, grid, out_channels])],
         initializer=inits,
     )
     model = helper.make_model(

@@ -1,12 +1,12 @@
-"""Backbone: Teachable-Machine preprocessing and the frozen ONNX MobileNetV2.
+"""Backbone: the frozen ONNX feature extractor, held to its :class:`BackboneSpec` (features.spec).
 
-Preprocessing (PREPROCESS_VERSION; the one place it is defined):
-  1. decode to RGB uint8 (data.read_rgb: EXIF orientation, 12/16-bit -> 8-bit,
+Geometry every preprocessing shares (S = the spec's input_size, 224 for the default):
+  1. decode to RGB uint8 (io.imread.read_rgb: EXIF orientation, 12/16-bit -> 8-bit,
      alpha on black, palette/grayscale -> RGB);
   2. centre-crop to a square of side min(H, W) (center_crop, the one crop);
-  3. resize to 224x224 with antialiasing (Pillow BILINEAR with a support
+  3. resize to SxS with antialiasing (Pillow BILINEAR with a support
      scaled to the downsampling factor, i.e. antialiased);
-  4. scale x / 127.5 - 1 to [-1, 1], float32, NHWC.
+  4. intensity per preprocessing (features.preprocess), float32 in [-1, 1], NHWC.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ import numpy as np
 from PIL import Image
 
 from busi_lite.common.errors import BusiError
+from busi_lite.features.spec import DEFAULT, PREPROCESS_V1, BackboneSpec, spec_for_sha
 
-SIZE = 224
-GRID = 7
-N_FEATURES = 1280
-PREPROCESS_VERSION = "tm-centercrop-bilinear-aa-v1"
-DEFAULT_BACKBONE = "mobilenet_v2_035_224.onnx"  # file name of the packaged default (busi_lite.common.resources)
+PREPROCESS_VERSION = PREPROCESS_V1  # the default preprocessing
+DEFAULT_BACKBONE = DEFAULT.file  # file name of the packaged default (busi_lite.common.resources)
 ENV_BACKBONE = "BUSI_LITE_BACKBONE"
 
-HOW_TO_GET = (
-    "get the Keras MobileNetV2 (alpha 0.35, 224) ImageNet backbone exported to ONNX "
-    "(input 'input' [N,224,224,3], output 'features' [N,7,7,1280]; see README 'Backbone'), "
-    f"then give its path as the backbone or set {ENV_BACKBONE}=PATH")
+
+def how_to_get(spec: BackboneSpec = DEFAULT) -> str:
+    return f"{spec.how_to_get or 'get ' + spec.file}, then give its path as the backbone or set {ENV_BACKBONE}=PATH"
+
+
+HOW_TO_GET = how_to_get(DEFAULT)
 
 
 class BackboneError(BusiError):
@@ -44,7 +44,7 @@ def center_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + s, top + s
 
 
-def crop_resize(image: Image.Image, box=None, size: int = SIZE) -> Image.Image:
+def crop_resize(image: Image.Image, box=None, size: int = DEFAULT.input_size) -> Image.Image:
     """The one crop-and-resize: region ``box`` (left, top, right, bottom; None: the
     centred square, side min(H, W)) of a PIL image (any mode) resized to ``size`` x
     ``size`` with antialiased bilinear (steps 2-3 above). Images, masks, lesion-box
@@ -53,16 +53,16 @@ def crop_resize(image: Image.Image, box=None, size: int = SIZE) -> Image.Image:
                         box=center_box(*image.size) if box is None else tuple(box))
 
 
-def center_crop(image: Image.Image, size: int = SIZE) -> Image.Image:
+def center_crop(image: Image.Image, size: int = DEFAULT.input_size) -> Image.Image:
     """The centred square of ``image`` resized to ``size`` x ``size`` (:func:`crop_resize`)."""
     return crop_resize(image, None, size)
 
 
-def preprocess(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H,W,3] -> float32 [224,224,3] in [-1, 1] (see module docstring)."""
+def preprocess(rgb: np.ndarray, size: int = DEFAULT.input_size) -> np.ndarray:
+    """RGB uint8 [H,W,3] -> float32 [S,S,3] in [-1, 1]: the v1 preprocessing of the whole image."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected RGB uint8 [H,W,3], got {rgb.dtype} {rgb.shape}")
-    return np.asarray(center_crop(Image.fromarray(rgb)), dtype=np.float32) / 127.5 - 1.0
+    return np.asarray(center_crop(Image.fromarray(rgb), size), dtype=np.float32) / 127.5 - 1.0
 
 
 def resolve_path(backbone=None) -> Path:
@@ -88,16 +88,20 @@ def file_sha256(path) -> str:
 
 
 class Backbone:
-    """Frozen feature extractor: ``features(x [N,224,224,3]) -> [N,7,7,1280] float32``.
+    """Frozen feature extractor: ``features(x [N,S,S,3]) -> [N,G,G,D] float32`` (``self.spec``).
 
-    Uses an onnxruntime CPU session on all cores; checks the model's contract.
+    Uses an onnxruntime CPU session on all cores; checks the file against its spec: ``spec``
+    given, else the registered spec of the file's SHA-256, else features.spec.DEFAULT.
+    ``registered``: the file is the one its spec pins (same SHA-256).
     """
 
-    def __init__(self, path=None, threads: int | None = None):
+    def __init__(self, path=None, threads: int | None = None, spec: BackboneSpec | None = None):
         import onnxruntime as ort
 
         self.path = resolve_path(path)
         self.sha256 = file_sha256(self.path)
+        self.spec = spec if spec is not None else spec_for_sha(self.sha256)
+        self.registered = self.sha256 == self.spec.sha256
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
@@ -106,30 +110,34 @@ class Backbone:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises several private exception types
             raise BackboneError(f"{self.path}: onnxruntime cannot load it ({str(e)[:200]})",
-                                f"is it a complete .onnx file? {HOW_TO_GET}") from e
+                                f"is it a complete .onnx file? {how_to_get(self.spec)}") from e
         self._check_contract()
 
     def _check_contract(self) -> None:
-        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        ins, outs, s = self.session.get_inputs(), self.session.get_outputs(), self.spec
+        g, d, size = s.grid, s.n_features, s.input_size
         problems = []
-        if len(ins) != 1 or ins[0].name != "input":
-            problems.append(f"inputs are {[i.name for i in ins]}, expected one named 'input'")
-        elif not _shape_ok(ins[0].shape, (SIZE, SIZE, 3)):
-            problems.append(f"input shape is {ins[0].shape}, expected [N,{SIZE},{SIZE},3] (NHWC)")
+        if len(ins) != 1 or ins[0].name != s.input_name:
+            problems.append(f"inputs are {[i.name for i in ins]}, expected one named {s.input_name!r}")
+        elif not _shape_ok(ins[0].shape, (size, size, 3)):
+            problems.append(f"input shape is {ins[0].shape}, expected [N,{size},{size},3] (NHWC)")
         elif isinstance(ins[0].shape[0], int):
             problems.append(f"input batch dimension is fixed to {ins[0].shape[0]}, expected a dynamic batch N")
-        if len(outs) < 1 or outs[0].name != "features":
-            problems.append(f"outputs are {[o.name for o in outs]}, expected 'features'")
-        elif not _shape_ok(outs[0].shape, (GRID, GRID, N_FEATURES)):
-            problems.append(f"output shape is {outs[0].shape}, expected [N,{GRID},{GRID},{N_FEATURES}]")
+        if len(outs) < 1 or outs[0].name != s.output_name:
+            problems.append(f"outputs are {[o.name for o in outs]}, expected {s.output_name!r}")
+        elif not _shape_ok(outs[0].shape, (g, g, d)):
+            problems.append(f"output shape is {outs[0].shape}, expected [N,{g},{g},{d}]")
         if problems:
-            raise BackboneError(f"{self.path}: model does not fit busi-lite: " + "; ".join(problems), HOW_TO_GET)
+            raise BackboneError(f"{self.path}: model does not fit busi-lite's backbone {s.name!r}: "
+                                + "; ".join(problems), how_to_get(s))
 
     def features(self, x: np.ndarray) -> np.ndarray:
-        """x float32 [N,224,224,3] in [-1,1] -> features float32 [N,7,7,1280]."""
-        out = self.session.run(["features"], {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
-        if out.shape[1:] != (GRID, GRID, N_FEATURES):
-            raise BackboneError(f"{self.path}: produced {out.shape}, expected [N,7,7,1280]", HOW_TO_GET)
+        """x float32 [N,S,S,3] in [-1,1] -> features float32 [N,G,G,D] (S, G, D of ``self.spec``)."""
+        s = self.spec
+        out = self.session.run([s.output_name], {s.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        if out.shape[1:] != tuple(s.feature_shape):
+            raise BackboneError(f"{self.path}: produced {out.shape}, expected [N,{s.grid},{s.grid},{s.n_features}]",
+                                how_to_get(s))
         return out
 
 

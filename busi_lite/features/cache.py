@@ -2,12 +2,15 @@
 
 Layout (N rows, one per image, in discovery order):
   /index/{path, label, source_sha256, content_sha256, phash, has_mask, group, width, height}
-  /features/<view>  [N,7,7,1280] float16   spatial out_relu features ('raw' + views.ALL_VIEWS chosen)
-  /pooled/<view>    [N,1280]     float32   global average pool of the above
-  /grid/<view>      [N,7,7]      float16   lesion fraction per cell of the view's 224x224 input
+  /features/<view>  [N,G,G,D]    float16   spatial backbone features ('raw' + views.ALL_VIEWS chosen)
+  /pooled/<view>    [N,D]        float32   global average pool of the above
+  /grid/<view>      [N,G,G]      float16   lesion fraction per cell of the view's SxS input
   /valid/<view>     [N]          bool      row holds this view (views need a lesion mask)
-  /mask224          [N,224,224]  bool      the lesion mask of the raw view's 224x224 crop
-  attrs: backbone_sha256, preprocess_version, package_version, views, classes, dataset_root
+  /mask224          [N,S,S]      bool      the lesion mask of the raw view's SxS crop
+  attrs: backbone_sha256, backbone_file, backbone (spec name), backbone_spec (JSON), preprocess_version,
+         package_version, views, classes, dataset_root
+S, G, D: the backbone spec's input_size, grid, n_features (224, 7, 1280 for the default backbone);
+a cache without ``backbone_spec`` was extracted with features.spec.DEFAULT.
 
 ``preprocess_version`` is the NAME of the preprocessing (busi_lite.features.preprocess: v1 =
 Teachable Machine's, v2 = contrast-normalised) every view went through; an incremental
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import sys
 import time
@@ -47,9 +51,10 @@ from PIL import Image
 from busi_lite.common.atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit
 from busi_lite.common.constants import CLASSES
 from busi_lite.common.constants import VERSION as __version__
-from busi_lite.common.errors import BusiError, ImageError
-from busi_lite.features.backbone import GRID, SIZE, Backbone, center_crop, crop_resize
+from busi_lite.common.errors import BusiError, ConfigError, ImageError
+from busi_lite.features.backbone import Backbone, center_crop, crop_resize
 from busi_lite.features.preprocess import SHORT, V1, Preprocessing, margin_box, mask_box, mirror
+from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
 from busi_lite.features.views import ALL_VIEWS, VIEWS, make_views, view_boxes
 from busi_lite.io import data as D
 from busi_lite.io.imread import content_sha256, open_regular, read_rgb
@@ -90,13 +95,13 @@ def source_sha256(root: Path, sample: D.Sample) -> str:
     return h.hexdigest()
 
 
-def grid_fraction(mask: np.ndarray, region=None) -> tuple[np.ndarray, np.ndarray]:
-    """Mask bool [H,W] -> (lesion fraction per 7x7 cell [7,7], mask at 224x224 [224,224] bool),
-    both of the same centre crop the backbone sees (or of ``region`` (l, t, r, b) resized to 224)."""
+def grid_fraction(mask: np.ndarray, region=None, spec: BackboneSpec = DEFAULT) -> tuple[np.ndarray, np.ndarray]:
+    """Mask bool [H,W] -> (lesion fraction per grid cell [G,G], mask at input size [S,S] bool),
+    both of the same centre crop the backbone sees (or of ``region`` (l, t, r, b) resized to S)."""
     im = Image.fromarray(mask.astype(np.uint8) * 255)
-    m224 = np.asarray(center_crop(im) if region is None else crop_resize(im, region)) >= 128
-    cell = SIZE // GRID
-    frac = m224.reshape(GRID, cell, GRID, cell).mean(axis=(1, 3))
+    size, g, cell = spec.input_size, spec.grid, spec.cell_px
+    m224 = np.asarray(center_crop(im, size) if region is None else crop_resize(im, region, size)) >= 128
+    frac = m224.reshape(g, cell, g, cell).mean(axis=(1, 3))
     return frac.astype(np.float32), m224
 
 
@@ -104,8 +109,8 @@ def grid_fraction(mask: np.ndarray, region=None) -> tuple[np.ndarray, np.ndarray
 class _Item:
     """One decoded image with its views, ready for the backbone."""
     index: int
-    inputs: dict          # view -> float32 [224,224,3]
-    grids: dict           # view -> [7,7]
+    inputs: dict          # view -> float32 [S,S,3]
+    grids: dict           # view -> [G,G]
     mask224: np.ndarray
     content_sha256: str
     phash: int
@@ -113,24 +118,24 @@ class _Item:
     has_mask: bool        # a non-empty lesion mask (anywhere in the image)
 
 
-def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing) -> _Item:
+def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing, spec: BackboneSpec) -> _Item:
     rgb = read_rgb(root / sample.path)
     size = (rgb.shape[1], rgb.shape[0])
     mask = D.read_mask(root, sample, size)
     if mask is None:
         mask = np.zeros(rgb.shape[:2], dtype=bool)
     inputs, grids = {"raw": pp(rgb)}, {}
-    grids["raw"], m224 = grid_fraction(mask)
+    grids["raw"], m224 = grid_fraction(mask, None, spec)
     if "flip" in views:
         inputs["flip"], grids["flip"] = mirror(inputs["raw"]), grids["raw"][:, ::-1].copy()
     for v, (vrgb, vmask) in make_views(rgb, mask, [v for v in views if v in VIEWS]).items():
         inputs[v] = pp(vrgb)
-        grids[v] = grid_fraction(vmask)[0]
+        grids[v] = grid_fraction(vmask, None, spec)[0]
     box = mask_box(mask)
     if box is not None:
         for base, b in view_boxes(box, size[0], size[1], sample.path, views).items():
             x = pp(rgb, box=b)
-            g = grid_fraction(mask, margin_box(b, size[0], size[1]))[0]
+            g = grid_fraction(mask, margin_box(b, size[0], size[1]), spec)[0]
             if base in views:
                 inputs[base], grids[base] = x, g
             if base + "_flip" in views:
@@ -204,6 +209,10 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
     for p in ds.problems:
         log(f"warning: {p}")
     bb = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
+    if not bb.spec.accepts(pp.name):
+        raise ConfigError(f"backbone {bb.spec.name!r} does not accept preprocessing {pp.name!r}",
+                          f"use one of {', '.join(bb.spec.preprocessings)}", param="preprocess")
+    pp = Preprocessing(pp.name, bb.spec.input_size)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -235,18 +244,21 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
+    spec = bb.spec
+    g, d, size = spec.grid, spec.n_features, spec.input_size
     with LatchedFile(tmp) as sink, h5py.File(sink, "w") as f:
-        f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name,
+        f.attrs.update(backbone_sha256=bb.sha256, backbone_file=bb.path.name, backbone=spec.name,
+                       backbone_spec=json.dumps(spec.to_json()),
                        preprocess_version=pp.name, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
                        dataset_root=str(Path(root).resolve()))
-        feat = {v: f.create_dataset(f"features/{v}", (0, GRID, GRID, 1280), "f2", maxshape=(None, GRID, GRID, 1280),
-                                    chunks=(1, GRID, GRID, 1280), compression="lzf") for v in all_views}
-        pooled = {v: f.create_dataset(f"pooled/{v}", (0, 1280), "f4", maxshape=(None, 1280)) for v in all_views}
-        grid = {v: f.create_dataset(f"grid/{v}", (0, GRID, GRID), "f2", maxshape=(None, GRID, GRID)) for v in all_views}
+        feat = {v: f.create_dataset(f"features/{v}", (0, g, g, d), "f2", maxshape=(None, g, g, d),
+                                    chunks=(1, g, g, d), compression="lzf") for v in all_views}
+        pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d)) for v in all_views}
+        grid = {v: f.create_dataset(f"grid/{v}", (0, g, g), "f2", maxshape=(None, g, g)) for v in all_views}
         valid = {v: f.create_dataset(f"valid/{v}", (0,), bool, maxshape=(None,)) for v in all_views}
-        m224 = f.create_dataset("mask224", (0, SIZE, SIZE), bool, maxshape=(None, SIZE, SIZE),
-                                chunks=(1, SIZE, SIZE), compression="lzf")
+        m224 = f.create_dataset("mask224", (0, size, size), bool, maxshape=(None, size, size),
+                                chunks=(1, size, size), compression="lzf")
         index = {k: [] for k in ("path", "label", "source_sha256", "content_sha256", "phash",
                                  "has_mask", "width", "height")}
         sources = []
@@ -283,7 +295,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
         batches = [list(range(p, min(p + batch_size, n))) for p in range(0, n, batch_size)]
         with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1))) as pool:
             def submit(batch):  # decoding runs ahead of the backbone by one batch
-                return {i: pool.submit(_prepare, root, ds.samples[i], i, views, pp) for i in batch if i in todo}
+                return {i: pool.submit(_prepare, root, ds.samples[i], i, views, pp, spec) for i in batch if i in todo}
 
             pending = submit(batches[0]) if batches else {}
             for k, batch in enumerate(batches):
@@ -299,7 +311,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                         problems.append(p)
                         log(f"warning: skipped {p}")
                 feats = _run_backbone(bb, items, all_views)
-                rows = _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views)
+                rows = _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, spec)
                 if rows["index"]:
                     append(rows)
                 new_count += len(items)
@@ -339,10 +351,10 @@ def _run_backbone(bb: Backbone, items: dict, all_views) -> dict:
     return out
 
 
-def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views) -> dict:
+def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, spec: BackboneSpec) -> dict:
     """Assemble one batch of rows in discovery order, from fresh items or the old cache."""
-    zero_f = np.zeros((GRID, GRID, 1280), np.float32)
-    zero_g = np.zeros((GRID, GRID), np.float32)
+    zero_f = np.zeros(spec.feature_shape, np.float32)
+    zero_g = np.zeros((spec.grid, spec.grid), np.float32)
     rows = {"feat": {v: [] for v in all_views}, "pooled": {v: [] for v in all_views},
             "grid": {v: [] for v in all_views},
             "valid": {v: [] for v in all_views}, "mask224": [], "index": []}
@@ -353,7 +365,7 @@ def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views) 
             for v in all_views:
                 ok = v in it.inputs
                 rows["feat"][v].append(feats[(i, v)] if ok else zero_f)
-                rows["pooled"][v].append(rows["feat"][v][-1].reshape(-1, 1280).mean(axis=0))
+                rows["pooled"][v].append(rows["feat"][v][-1].reshape(-1, spec.n_features).mean(axis=0))
                 rows["grid"][v].append(it.grids[v] if ok else zero_g)
                 rows["valid"][v].append(ok)
             rows["mask224"].append(it.mask224)
@@ -443,9 +455,16 @@ class FeatureCache:
             self.views = tuple(self.attrs["views"].split(","))
             self.backbone_sha256 = self.attrs["backbone_sha256"]
             self.preprocess_version = self.attrs["preprocess_version"]
+            stored = self.attrs.get("backbone_spec")
+            stored = None if stored is None else json.loads(stored)
         except (OSError, KeyError, ValueError) as e:
             self._f.close()
             raise CacheError(f"{path}: not a complete busi-lite cache ({e})", REBUILD, param="force") from None
+        try:
+            self.spec = check_stored(stored)  # BackboneSpec (DEFAULT for caches extracted before specs were stored)
+        except ConfigError as e:
+            self._f.close()
+            raise CacheError(f"{path}: {e.what}", e.fix, param="backbone") from None
 
     def close(self) -> None:
         """Release the file handle (reads after this raise CacheError)."""
@@ -483,21 +502,21 @@ class FeatureCache:
         return full if rows is None else full[np.asarray(rows, dtype=np.int64)]
 
     def pooled(self, view="raw", rows=None) -> np.ndarray:
-        """[n,1280] float32 globally pooled features."""
+        """[n,D] float32 globally pooled features."""
         self._check_view(view)
         return self._read(f"pooled/{view}", rows)
 
     def spatial(self, view="raw", rows=None) -> np.ndarray:
-        """[n,49,1280] float16 per-cell features (7x7 grid flattened row-major)."""
+        """[n,G*G,D] float16 per-cell features (the GxG grid flattened row-major)."""
         self._check_view(view)
         x = self._read(f"features/{view}", rows)
-        return x.reshape(len(x), GRID * GRID, -1)
+        return x.reshape(len(x), self.spec.cells, -1)
 
     def grid(self, view="raw", rows=None) -> np.ndarray:
-        """[n,49] float32 lesion fraction per cell."""
+        """[n,G*G] float32 lesion fraction per cell."""
         self._check_view(view)
         g = self._read(f"grid/{view}", rows).astype(np.float32)
-        return g.reshape(len(g), GRID * GRID)
+        return g.reshape(len(g), self.spec.cells)
 
     def valid(self, view="raw", rows=None) -> np.ndarray:
         self._check_view(view)

@@ -1,13 +1,14 @@
 """Named, versioned preprocessings: decoded RGB image (+ optional lesion box) -> network input.
 
-Contract of every preprocessing: RGB uint8 [H,W,3] -> float32 [224,224,3] in [-1, 1] (NHWC),
-deterministic, no state. Its NAME is stored in every feature cache and every model; code that
+Contract of every preprocessing: RGB uint8 [H,W,3] -> float32 [S,S,3] in [-1, 1] (NHWC; S the
+backbone spec's input_size, ``Preprocessing.size``, 224 for the default backbone), deterministic,
+no state. Its NAME is stored in every feature cache and every model; code that
 meets two different names refuses to mix them.
 
 Geometry (shared by all versions):
-  - whole image: the centred square crop resized to 224x224 (backbone.center_crop);
+  - whole image: the centred square crop resized to SxS (backbone.center_crop);
   - lesion box:  the box plus ``BOX_MARGIN`` of its width/height on each side, clamped to the
-    image, resized (not cropped: the aspect ratio is not kept) to 224x224, same filter.
+    image, resized (not cropped: the aspect ratio is not kept) to SxS, same filter.
 Intensity:
   - ``tm-centercrop-bilinear-aa-v1`` (v1, Teachable Machine's; the default): x / 127.5 - 1 per channel.
   - ``gray-p1p99-centercrop-bilinear-aa-v2`` (v2, contrast-normalised): grey = mean of R, G, B of
@@ -25,10 +26,11 @@ import numpy as np
 from PIL import Image
 
 from busi_lite.common.errors import BusiError, ConfigError
-from busi_lite.features.backbone import PREPROCESS_VERSION, center_box, crop_resize
+from busi_lite.features.backbone import center_box, crop_resize
+from busi_lite.features.spec import DEFAULT, PREPROCESS_V1, PREPROCESS_V2
 
-V1 = PREPROCESS_VERSION  # "tm-centercrop-bilinear-aa-v1": the name caches and models already carry
-V2 = "gray-p1p99-centercrop-bilinear-aa-v2"
+V1 = PREPROCESS_V1  # "tm-centercrop-bilinear-aa-v1"
+V2 = PREPROCESS_V2  # "gray-p1p99-centercrop-bilinear-aa-v2"
 SHORT = {"v1": V1, "v2": V2}
 BOX_MARGIN = 0.30
 
@@ -90,11 +92,11 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _resized(rgb: np.ndarray, box=None) -> np.ndarray:
-    """uint8 [224,224,3]: centre square crop, or the lesion box + margin, resized (antialiased bilinear)."""
+def _resized(rgb: np.ndarray, box, size: int) -> np.ndarray:
+    """uint8 [S,S,3]: centre square crop, or the lesion box + margin, resized (antialiased bilinear)."""
     h, w = rgb.shape[:2]
     region = center_box(w, h) if box is None else margin_box(box, w, h)
-    im = crop_resize(Image.fromarray(rgb), region)
+    im = crop_resize(Image.fromarray(rgb), region, size)
     return np.asarray(im)
 
 
@@ -114,8 +116,10 @@ _INTENSITY = {V1: _v1, V2: _v2}
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """One named preprocessing. ``__call__(rgb, box=None)`` -> float32 [224,224,3] in [-1, 1]."""
+    """One named preprocessing. ``__call__(rgb, box=None)`` -> float32 [size,size,3] in [-1, 1]
+    (``size``: the backbone spec's input_size)."""
     name: str = V1
+    size: int = DEFAULT.input_size
 
     def __post_init__(self):
         if self.name not in _INTENSITY:
@@ -124,14 +128,14 @@ class Preprocessing:
                               param="preprocess")
 
     @classmethod
-    def named(cls, name: str) -> "Preprocessing":
+    def named(cls, name: str, size: int = DEFAULT.input_size) -> "Preprocessing":
         """'v1' / 'v2' or a full name."""
-        return cls(SHORT.get(name, name))
+        return cls(SHORT.get(name, name), size)
 
     def __call__(self, rgb, box=None) -> np.ndarray:
-        return _INTENSITY[self.name](_resized(_check_rgb(rgb), box)).astype(np.float32, copy=False)
+        return _INTENSITY[self.name](_resized(_check_rgb(rgb), box, self.size)).astype(np.float32, copy=False)
 
 
 def mirror(x: np.ndarray) -> np.ndarray:
-    """Left-right mirror of network input(s) [..., 224, 224, 3]."""
+    """Left-right mirror of network input(s) [..., S, S, 3]."""
     return np.ascontiguousarray(np.asarray(x)[..., ::-1, :])

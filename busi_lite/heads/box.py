@@ -23,9 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.base import check_params, positive_float
 
-N_FEATURES = 1280          # pooled MobileNetV2 0.35 out_relu features (backbone.N_FEATURES)
+N_FEATURES = DEFAULT.n_features  # pooled features per input of the default backbone (features.spec)
 CLASSES = ("benign", "malignant")
 DEFAULT_C = 0.01
 

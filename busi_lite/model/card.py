@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
+from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
 from busi_lite.model.config import Config
 from busi_lite.model.records import (
     SCHEMA_VERSION,
@@ -166,7 +167,7 @@ class ModelCard(Record):
     """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
     DOCUMENT: ClassVar[bool] = True
-    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box")
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone")
     config: Config
     classes: list
     backbone_sha256: str
@@ -189,6 +190,12 @@ class ModelCard(Record):
     warnings: list | None = None       # loud caveats found at training, e.g. an out-of-fold AUC at chance
     site: SiteCalibration | None = None  # threshold re-chosen on another site's cases (busi_lite.evaluation.sitecal)
     box: BoxInfo | None = None         # optional lesion-box head (busi_lite.heads.box); arrays box_head.*
+    backbone: BackboneSpec | None = None  # the backbone's spec (features.spec); None: features.spec.DEFAULT
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        """The spec of the backbone this model's features come from (DEFAULT when the card names none)."""
+        return self.backbone if self.backbone is not None else DEFAULT
 
     @classmethod
     def _record_fields(cls) -> dict:
@@ -209,6 +216,15 @@ class ModelCard(Record):
         shape = read_list(d, "feature_shape", where)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
             field_error(where, f"feature_shape must be positive integers, got {shape!r}")
+        try:
+            spec = check_stored(d.get("backbone"))
+        except ConfigError as e:
+            field_error(f"{where}.backbone", e.what, e.fix or "retrain the model")
+        if shape != spec.feature_shape:
+            field_error(where, f"feature_shape {shape} is not backbone {spec.name!r}'s {spec.feature_shape}", "retrain")
+        if not spec.accepts(d.get("preprocess_version")):
+            field_error(where, f"preprocessing {d.get('preprocess_version')!r} is not one backbone {spec.name!r} "
+                        f"accepts ({', '.join(spec.preprocessings)})", "retrain")
         head = read_obj(read_field(d, "head", where), f"{where}.head")
         try:
             get_head(head.get("kind"))
@@ -244,7 +260,8 @@ class ModelCard(Record):
             total_seconds=read_num(d, "total_seconds", where),
             selection=None if sel is None else SelectionResult.from_json(sel, f"{where}.selection"),
             format=read_int(d, "format", where), head=dict(head),
-            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns)
+            ood=None if ood is None else OODInfo.from_json(ood, f"{where}.ood"), weights_sha256=sha, warnings=warns,
+            backbone=None if d.get("backbone") is None else spec)
         site = d.get("site")
         card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
         box = d.get("box")

@@ -21,8 +21,10 @@ from the member headers against the card BEFORE reading it, reads only the expec
 members (never with pickle), and refuses weights or OOD statistics that are not finite.
 Every refusal is a ModelError naming the file and the field or array.
 
+Backbone: the card's ``backbone`` (a features.spec.BackboneSpec; absent = features.spec.DEFAULT)
+must be the registered spec of its name; ``feature_shape`` and array shapes follow it.
 Preprocessing: the card's ``preprocess_version`` names one of busi_lite.features.preprocess's
-preprocessings (v1, v2); a model with an unknown name is refused. ``model.preprocessing``
+preprocessings (v1, v2) the backbone accepts; a model with an unknown name is refused. ``model.preprocessing``
 is what serving must feed the backbone, ``model.flip`` (the training config's ``flip``,
 False when absent) says whether serving averages the image and its mirror.
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, replace
@@ -48,8 +51,8 @@ import numpy as np
 from busi_lite.common.atomic import atomic_path, os_error, write_lock
 from busi_lite.common.constants import CLASSES
 from busi_lite.common.errors import ConfigError, ModelError
-from busi_lite.features.backbone import GRID, N_FEATURES, PREPROCESS_VERSION
 from busi_lite.features.preprocess import Preprocessing
+from busi_lite.features.spec import DEFAULT, BackboneSpec
 from busi_lite.heads import HeadOutput, get_head
 from busi_lite.heads.box import BoxHead
 from busi_lite.model.card import FORMAT, ModelCard, OODInfo
@@ -64,11 +67,15 @@ ENV_MODEL = "BUSI_LITE_MODEL"
 
 def mirror_average(out: HeadOutput, mirrored: HeadOutput) -> HeadOutput:
     """Flip averaging of one head's outputs on N images and on their mirrors: proba [N,C] the
-    mean of the two; lesion [N,49] the mean with the mirror's map mirrored back first (None
-    when the head has no lesion map). Dtypes follow numpy's rules for the inputs."""
+    mean of the two; lesion [N,G*G] (a square GxG map, row-major) the mean with the mirror's map
+    mirrored back first (None when the head has no lesion map). Dtypes follow numpy's rules."""
     lesion = None
     if out.lesion is not None:
-        back = np.asarray(mirrored.lesion).reshape(-1, GRID, GRID)[:, :, ::-1].reshape(len(out.lesion), GRID * GRID)
+        m = np.asarray(mirrored.lesion)
+        g = math.isqrt(m.shape[-1])
+        if g * g != m.shape[-1]:
+            raise ValueError(f"lesion maps of {m.shape[-1]} cells are not a square grid")
+        back = m.reshape(-1, g, g)[:, :, ::-1].reshape(len(out.lesion), g * g)
         lesion = (out.lesion + back) / 2
     return HeadOutput((out.proba + mirrored.proba) / 2, lesion)
 
@@ -126,9 +133,16 @@ class Model:
         return bool(self.head.has_lesion_map)
 
     @property
+    def spec(self) -> BackboneSpec:
+        """The backbone spec of the model's features (features.spec.DEFAULT without a card)."""
+        return self.card.backbone_spec if self.card is not None else DEFAULT
+
+    @property
     def preprocessing(self) -> Preprocessing:
-        """The preprocessing the model was trained with (card.preprocess_version; v1 without a card)."""
-        return Preprocessing.named(self.card.preprocess_version if self.card is not None else PREPROCESS_VERSION)
+        """The preprocessing the model was trained with (card.preprocess_version; v1 without a card),
+        at its backbone's input size."""
+        name = self.card.preprocess_version if self.card is not None else DEFAULT.preprocessings[0]
+        return Preprocessing.named(name, self.spec.input_size)
 
     @property
     def flip(self) -> bool:
@@ -139,16 +153,16 @@ class Model:
     def supports_box(self) -> bool:
         return self.box_head is not None and self.card is not None and self.card.box is not None
 
-    @staticmethod
-    def _cells(feats) -> np.ndarray:
-        f = np.asarray(feats)
-        if f.ndim < 2 or len(f) == 0 or f.shape[-1] != N_FEATURES or f.size // len(f) != GRID * GRID * N_FEATURES:
+    def _cells(self, feats) -> np.ndarray:
+        f, s = np.asarray(feats), self.spec
+        if f.ndim < 2 or len(f) == 0 or f.shape[-1] != s.n_features or f.size // len(f) != s.cells * s.n_features:
             raise ModelError(f"features of shape {f.shape} do not fit the model",
-                             f"give features of shape [N,7,7,{N_FEATURES}] from the model's backbone")
-        return f.reshape(len(f), GRID * GRID, N_FEATURES).astype(np.float32)
+                             f"give features of shape [N,{s.grid},{s.grid},{s.n_features}] from the model's backbone")
+        return f.reshape(len(f), s.cells, s.n_features).astype(np.float32)
 
     def predict_features(self, feats: np.ndarray, mirrored: np.ndarray | None = None) -> dict:
-        """feats [N,7,7,1280] or [N,49,1280] -> {proba [N,C], pooled [N,1280], lesion [N,49] | None}.
+        """feats [N,G,G,D] or [N,G*G,D] -> {proba [N,C], pooled [N,D], lesion [N,G*G] | None}
+        (G, D: the backbone spec's grid and n_features).
 
         ``mirrored``: features of the mirrored inputs (flip averaging): proba is then the mean of
         the two passes' probabilities and lesion the mean of the two maps, the mirror's map
@@ -168,7 +182,7 @@ class Model:
         return {"proba": proba, "pooled": pooled, "lesion": lesion}
 
     def predict_box(self, whole, crop, whole_mirrored=None, crop_mirrored=None) -> np.ndarray:
-        """Box head: pooled whole-image [N,1280] and lesion-crop [N,1280] features (and their mirrors'
+        """Box head: pooled whole-image [N,D] and lesion-crop [N,D] features (and their mirrors'
         when card.box.flip) -> proba [N,2] (benign, malignant), the two passes averaged."""
         if not self.supports_box:
             raise ModelError("this model has no lesion-box head", "train one with busi-lite train-box")
@@ -256,12 +270,11 @@ class Model:
         except (ConfigError, TypeError):
             raise ModelError(f"{js}: trained with preprocessing {meta.get('preprocess_version')!r}, which this "
                              "busi-lite does not know", "upgrade busi-lite, or re-extract features and retrain") from None
-        if meta.get("feature_shape") != [GRID, GRID, N_FEATURES]:
-            raise ModelError(f"{js}: feature shape {meta.get('feature_shape')} != [7,7,1280]", "retrain")
         try:
-            card = ModelCard.from_json(meta, str(js))
+            card = ModelCard.from_json(meta, str(js))  # also: the backbone spec, feature shape, preprocessing
         except RecordError as e:
             raise ModelError(e.what, e.fix) from None
+        n_feat = card.backbone_spec.n_features
         head_cls = get_head(card.head["kind"])
         try:
             shapes = {f"head.{k}": v for k, v in head_cls.param_shapes(card.head).items()}
@@ -278,10 +291,10 @@ class Model:
             with open(npz, "rb") as fh:  # one handle: the hash and the arrays come from the same bytes
                 zf = zipfile.ZipFile(fh)
                 comp = _npz_header(zf, "ood.components", npz)[0]
-                if len(comp) != 2 or comp[1] != N_FEATURES or not 1 <= comp[0] <= N_FEATURES:
-                    raise ModelError(f"{npz}: ood.components has shape {comp}, expected [k,{N_FEATURES}]", DAMAGED)
+                if len(comp) != 2 or comp[1] != n_feat or not 1 <= comp[0] <= n_feat:
+                    raise ModelError(f"{npz}: ood.components has shape {comp}, expected [k,{n_feat}]", DAMAGED)
                 want = dict(shapes)
-                want.update({"ood.mean": (N_FEATURES,), "ood.components": comp, "ood.scales": (comp[0],)})
+                want.update({"ood.mean": (n_feat,), "ood.components": comp, "ood.scales": (comp[0],)})
                 _check_size(fh, zf, want, npz)
                 extra = sorted(n[:-4] for n in zf.namelist() if n.startswith("box_head.") and n[:-4] not in want)
                 if extra:

@@ -198,11 +198,11 @@ def fig_fractions(summary: list[dict]):
 
 def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]:
     """Up to ``n`` test images with a lesion mask (half benign, half malignant, evenly spread):
-    the centre crop the model sees, the predicted 7x7 map upsampled, the true mask, Dice.
+    the centre crop the model sees, the predicted GxG map upsampled, the true mask, Dice.
     Returns (examples, note)."""
     from busi_lite.common.errors import ImageError
     from busi_lite.evaluation import metrics as M
-    from busi_lite.features.backbone import SIZE, center_crop
+    from busi_lite.features.backbone import center_crop
     from busi_lite.io.imread import read_rgb
     from busi_lite.serving.geometry import upsample
 
@@ -231,22 +231,22 @@ def lesion_examples(mi: ModelInput, cache, n: int = 6) -> tuple[list[dict], str]
     r = mi.model.predict_features(cache.spatial("raw", pick))
     masks = cache.mask224(pick)
     root = Path(cache.attrs.get("dataset_root", ""))
-    out, missing = [], 0
+    out, missing, spec = [], 0, cache.spec
     for i, row in enumerate(pick):
-        pm = upsample(r["lesion"][i].reshape(7, 7), SIZE, SIZE)
+        pm = upsample(r["lesion"][i].reshape(spec.grid, spec.grid), spec.input_size, spec.input_size)
         d, j = M.dice_iou(pm >= 0.5, masks[i])
         try:
             rgb = read_rgb(root / cache.paths[row])
             from PIL import Image
 
             im = Image.fromarray(rgb)
-            crop = np.asarray(center_crop(im))
+            crop = np.asarray(center_crop(im, spec.input_size))
         except (ImageError, OSError):
             crop, missing = None, missing + 1
         out.append({"path": cache.paths[row], "label": cache.classes[cache.labels[row]],
                     "pred": mi.model.classes[int(np.argmax(r["proba"][i]))],
                     "p_malignant": float(r["proba"][i][list(mi.model.classes).index("malignant")]),
-                    "image": crop, "pred_map": pm, "mask": masks[i], "dice": d, "iou": j})
+                    "image": crop, "pred_map": pm, "mask": masks[i], "dice": d, "iou": j, "grid": spec.grid})
     note = f"{missing} image file(s) not found under {root}; shown on a grey background." if missing else ""
     return out, note
 
@@ -258,7 +258,7 @@ def fig_lesions(name: str, ex: list[dict]):
         fig, axes = plt.subplots(3, n, figsize=(2.3 * n + 0.9, 7.6), squeeze=False, layout="constrained")
         hm = None
         for j, e in enumerate(ex):
-            bg = e["image"] if e["image"] is not None else np.full((224, 224, 3), 128, np.uint8)
+            bg = e["image"] if e["image"] is not None else np.full(e["mask"].shape + (3,), 128, np.uint8)
             a0, a1, a2 = axes[:, j]
             a0.imshow(bg)
             a0.set_title(f"{Path(e['path']).name}\ntrue {e['label']}, pred {e['pred']}\np(malignant) "
@@ -280,7 +280,8 @@ def fig_lesions(name: str, ex: list[dict]):
         axes[1, 0].set_ylabel("predicted lesion map\n(white: p = 0.5)")
         axes[2, 0].set_ylabel("ground-truth mask")
         fig.colorbar(hm, ax=axes[1, :], shrink=0.9, label="lesion probability", pad=0.01)
-        fig.suptitle(f"Lesion maps of {name} on test images (7x7 map upsampled to 224x224)")
+        g, s = ex[0]["grid"], len(ex[0]["mask"])
+        fig.suptitle(f"Lesion maps of {name} on test images ({g}x{g} map upsampled to {s}x{s})")
     return fig
 
 def save(fig, out_dir: Path, name: str, caption: str):

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from busi_lite.common.errors import MAX_PIXELS, BusiError, ConfigError
-from busi_lite.features.backbone import GRID, Backbone, center_box, file_sha256
+from busi_lite.features.backbone import Backbone, center_box, file_sha256
 from busi_lite.features.preprocess import V1, Preprocessing, mirror
 from busi_lite.io import data as D
 from busi_lite.io import dicom
@@ -214,7 +214,7 @@ class Predictor:
             stem = r.path.with_suffix("") if r.path.suffix in (".npz", ".json") else r.path
             npz = stem.with_name(stem.name + ".npz")
             self.model_path, self.model_sha256, self.model_source = str(stem), file_sha256(npz), r.source
-        self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone)
+        self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, spec=self.model.spec)
         self.model.check_backbone(self.backbone.sha256, f"backbone {self.backbone.path}")
         t = threshold_malignant if threshold_malignant is not None else self.model.card.calibration.malignant_threshold
         if t is not None and not (isinstance(t, (int, float)) and 0.0 <= float(t) <= 1.0):
@@ -415,7 +415,7 @@ class Predictor:
             if "malignant" in m.classes and self.malignant_threshold is not None:
                 pred.malignant_alert = bool(p[m.classes.index("malignant")] >= self.malignant_threshold)
             if lesion is not None:
-                g = lesion[k].reshape(GRID, GRID).astype(np.float64)
+                g = lesion[k].reshape(self.model.spec.grid, -1).astype(np.float64)
                 pred.lesion = np.round(g, 4).tolist()
                 pred.lesion_peak = float(g.max())
                 pred.lesion_present = bool(g.max() >= lt) if lt is not None else None

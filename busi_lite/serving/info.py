@@ -93,6 +93,8 @@ def _backbone(option) -> tuple[Found, int | None]:
         f.details["bytes"] = r.path.stat().st_size
         bb = Backbone(r.path)
         f.loads = True
+        f.details["spec"] = bb.spec.name  # features.spec: the contract the file was checked against
+        f.details["registered"] = bb.registered  # the file is the one that spec pins (same SHA-256)
         threads = bb.session.get_session_options().intra_op_num_threads
         f.details["providers"] = bb.session.get_providers()
     except Exception as e:  # noqa: BLE001  (a bug report needs the text, not a traceback)

@@ -14,14 +14,15 @@ averages the probabilities (and lesion maps, mirrored back) of the raw and flip 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from busi_lite.evaluation import metrics as M
-from busi_lite.features.backbone import GRID, N_FEATURES, SIZE
 from busi_lite.features.cache import CacheError, FeatureCache
 from busi_lite.features.preprocess import Preprocessing
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads import get_head
 from busi_lite.io import data as D
 from busi_lite.model.config import Config
@@ -99,7 +100,7 @@ def check_preprocess(cache: FeatureCache, config: Config) -> None:
 def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dict:
     """Arrays for training or evaluation of ``rows``.
 
-    X: what the head consumes (head_cls.cache_inputs): e.g. pooled [n,1280] float32 or grid [n,49,1280] float16.
+    X: what the head consumes (head_cls.cache_inputs): e.g. pooled [n,D] float32 or grid [n,G*G,D] float16.
     With views (training only): with config.flip each row's ``flip`` view, with config.masks
     each row's valid mask views, follow as extra samples of its label.
     Returns X, y, row (source image row of each sample), view, sample_weight, and
@@ -128,28 +129,28 @@ def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dic
     return out
 
 
-def make_head(config: Config, n_classes: int, seed: int):
-    """A fresh head of kind ``config.head`` on the backbone's N_FEATURES features."""
-    return get_head(config.head).build(config, N_FEATURES, n_classes, seed)
+def make_head(config: Config, n_classes: int, seed: int, n_features: int = DEFAULT.n_features):
+    """A fresh head of kind ``config.head`` on ``n_features`` features (the cache's backbone spec's)."""
+    return get_head(config.head).build(config, n_features, n_classes, seed)
 
 
 def train_head(cache: FeatureCache, rows, config: Config, seed: int, val_rows=None):
     """Train on ``rows`` (+ their flips / mask views per config). Returns (head, history)."""
     tr = build_xy(cache, rows, config, with_views=True)
-    head = make_head(config, len(cache.classes), seed)
+    head = make_head(config, len(cache.classes), seed, cache.spec.n_features)
     kw = {}
     if val_rows is not None and len(val_rows):
         va = build_xy(cache, val_rows, config, with_views=False)
         kw = dict(X_val=va["X"], y_val=va["y"])
     hist = head.fit(tr["X"], tr["y"], lr=config.lr, batch_size=config.batch, epochs=config.epochs, seed=seed,
                sample_weight=tr["sample_weight"], **tr["targets"], **kw)
-    hist["n_train"] = int(len(tr["y"]))
+    hist["n_train"] = len(tr["y"])
     return head, hist
 
 
 @dataclass
 class RowPredictions:
-    """Raw-view predictions of some cache rows: proba [n,C], lesion [n,49] | None, y [n]."""
+    """Raw-view predictions of some cache rows: proba [n,C], lesion [n,G*G] | None, y [n]."""
     proba: np.ndarray
     lesion: np.ndarray | None
     y: np.ndarray
@@ -168,11 +169,12 @@ def predict_rows(head, cache: FeatureCache, rows, config: Config) -> RowPredicti
 
 
 def lesion_scores(lesion: np.ndarray, masks224: np.ndarray) -> dict:
-    """Mean Dice/IoU of 7x7 lesion maps [n,49] (upsampled bilinearly to 224x224,
-    threshold 0.5) against the true masks [n,224,224] of the same crop -> {dice, iou, n}."""
+    """Mean Dice/IoU of GxG lesion maps [n,G*G] (upsampled bilinearly to SxS, threshold 0.5)
+    against the true masks [n,S,S] of the same crop -> {dice, iou, n}."""
     dice, iou = [], []
     for m, t in zip(lesion, masks224):
-        up = upsample(m.reshape(GRID, GRID), SIZE, SIZE) >= 0.5
+        g = math.isqrt(len(m))
+        up = upsample(m.reshape(g, g), t.shape[0], t.shape[1]) >= 0.5
         d, j = M.dice_iou(up, t)
         dice.append(d)
         iou.append(j)
@@ -195,12 +197,12 @@ def evaluate_rows(head, cache: FeatureCache, rows, config: Config, malignant_thr
 
 def out_of_fold(cache: FeatureCache, rows, config: Config, seed: int, k: int = 5) -> dict:
     """Out-of-fold raw-view predictions on ``rows`` (group-aware k-fold inside them):
-    proba [n,C], lesion [n,49] | None, ood score [n], y [n]. Only ``rows`` are touched."""
+    proba [n,C], lesion [n,G*G] | None, ood score [n], y [n]. Only ``rows`` are touched."""
     rows = np.asarray(rows)
     fold = D.group_kfold(cache.labels[rows], cache.groups[rows], [cache.paths[i] for i in rows], k, seed)
     C = len(cache.classes)
     proba = np.zeros((len(rows), C), np.float32)
-    lesion = np.zeros((len(rows), GRID * GRID), np.float32) if get_head(config.head).has_lesion_map else None
+    lesion = np.zeros((len(rows), cache.spec.cells), np.float32) if get_head(config.head).has_lesion_map else None
     ood = np.zeros(len(rows))
     for f in range(k):
         tr, te = rows[fold != f], rows[fold == f]

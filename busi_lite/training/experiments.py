@@ -21,7 +21,6 @@ from busi_lite.common.errors import BusiError
 from busi_lite.common.jsonio import jsonable
 from busi_lite.common.paper import paper_figures
 from busi_lite.evaluation import metrics as M
-from busi_lite.features.backbone import GRID, N_FEATURES
 from busi_lite.features.cache import FeatureCache
 from busi_lite.model.card import ModelCard, OODInfo, TestMetrics, TestPredictions
 from busi_lite.model.config import Config
@@ -61,8 +60,8 @@ def run_one(cache: FeatureCache, config: Config, seed: int, fraction: float = 1.
     seconds = time.perf_counter() - t0
     res = evaluate_rows(head, cache, sp.test, config)
     return RunResult(config=config, seed=seed, fraction=fraction, split=sp.digest(cache.paths),
-                     n_train_images=int(len(rows)), n_train_samples=hist["n_train"], n_test=int(len(sp.test)),
-                     n_excluded=int(len(sp.excluded)), train_seconds=seconds, test=res, history=hist,
+                     n_train_images=len(rows), n_train_samples=hist["n_train"], n_test=len(sp.test),
+                     n_excluded=len(sp.excluded), train_seconds=seconds, test=res, history=hist,
                      test_fraction=test_fraction)
 
 
@@ -208,15 +207,16 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     card = ModelCard(
         config=config, classes=list(cache.classes), backbone_sha256=cache.backbone_sha256,
         backbone_file=cache.attrs.get("backbone_file"), preprocess_version=cache.preprocess_version,
-        feature_shape=[GRID, GRID, N_FEATURES], package_version=__version__,
+        feature_shape=cache.spec.feature_shape, package_version=__version__,
         split=SplitInfo(seed=seed, test_fraction=test_fraction, digest=sp.digest(cache.paths),
-                        n_train_images=int(len(rows)), n_test=int(len(sp.test)),
+                        n_train_images=len(rows), n_test=len(sp.test),
                         excluded=[cache.paths[i] for i in sp.excluded]),
         calibration=cal, metrics=TestMetrics(test_argmax, test_op),
         test_predictions=TestPredictions([cache.paths[i] for i in sp.test], test_pred.y,
                                          np.round(test_pred.proba, 5)),
         history=hist, train_seconds=t_train, total_seconds=time.perf_counter() - t0,
-        head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings or None)
+        head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings or None,
+        backbone=cache.spec)
     if box:
         from busi_lite.training.box import add_box_head
 

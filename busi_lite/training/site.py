@@ -104,7 +104,7 @@ def fit_on(parts, config: Config, classes, seed: int, balance_sites: bool):
         targets.append(xy["targets"])
     w = site_weights(ws, balance_sites)
     kw = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]} if targets[0] else {}
-    head = make_head(config, len(classes), seed)
+    head = make_head(config, len(classes), seed, parts[0][0].spec.n_features)
     hist = head.fit(np.concatenate(Xs), np.concatenate(ys), lr=config.lr, batch_size=config.batch,
                     epochs=config.epochs, seed=seed, sample_weight=w, **kw)
     return head, hist
