@@ -4,6 +4,12 @@ A :class:`LesionBox` is four numbers in the pixels of the file as stored (for DI
 frame, before the ultrasound-region crop), x1/y1 exclusive, plus ``source``: where it came
 from ("--box", "boxes.csv line 7", "box"), so every error names what the user must fix.
 
+One rule for every face (CLI ``--box``, boxes.csv, the web page's ``box`` field, the Python API):
+:func:`make_box` reads four finite numbers with the top-left corner first (x1 > x0 and y1 > y0;
+swapped corners are refused, not sorted: "x,y,width,height" must not pass as a box), and
+:func:`box_in_image` clamps it to the image (whole pixels: x0, y0 down, x1, y1 up) and refuses a box
+with less than 2 pixels inside. :func:`parse_box` is the two in one.
+
 ``boxes.csv``: a header line with the columns ``file,x0,y0,x1,y1`` (any order, extra columns
 ignored), one row per image. ``file`` is relative to the csv's folder or absolute. Files
 without a row get no box; a bad row (missing or non-numeric value, x1 <= x0, a file named
@@ -78,6 +84,12 @@ def box_in_image(box: LesionBox, width: int, height: int, dx: int = 0, dy: int =
                        + (f" (ultrasound region at {dx},{dy} of the stored frame)" if dx or dy else ""),
                        "give a box inside the image, in its pixels (x0,y0 top-left, x1,y1 bottom-right)",
                        param="box") from None
+
+
+def parse_box(value, width: int, height: int, source: str = "box") -> tuple[int, int, int, int]:
+    """``value`` ("x0,y0,x1,y1", four numbers or a LesionBox) -> the box clamped to a ``width`` x
+    ``height`` image, whole pixels; BoxError naming ``source`` otherwise (make_box, then box_in_image)."""
+    return box_in_image(make_box(value, source), width, height)
 
 
 def _fmt(box: LesionBox) -> str:

@@ -27,6 +27,7 @@ from PIL import Image
 
 from busi_lite.common.errors import MAX_PIXELS, BusiError, ImageError, ImageTooLarge
 from busi_lite.io.imread import decode_rgb
+from busi_lite.serving import boxes
 
 PREVIEW_SIDE = 640          # longest side of the preview JPEG sent to the page
 PREVIEW_QUALITY = 85
@@ -166,18 +167,11 @@ def preview(rgb: np.ndarray, side: int = PREVIEW_SIDE) -> str:
 
 
 def parse_box(text: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """``"x0,y0,x1,y1"`` (original pixels) -> box clipped to the image; raises UploadError (400)."""
+    """``"x0,y0,x1,y1"`` (original pixels) -> the box clamped to the image, by the CLI's rule
+    (busi_lite.serving.boxes.parse_box); raises UploadError (400) with its message."""
+    if len(text) > 200:
+        raise UploadError(f"box={text[:60]!r}... is {len(text)} characters long", "send box as x0,y0,x1,y1", 400)
     try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) != 4 or not all(np.isfinite(vals)):
-        raise UploadError(f"box={text[:60]!r} is not four numbers x0,y0,x1,y1",
-                          "send box as x0,y0,x1,y1 in the image's pixels", 400)
-    w, h = size
-    x0, x1 = sorted((min(max(vals[0], 0), w), min(max(vals[2], 0), w)))
-    y0, y1 = sorted((min(max(vals[1], 0), h), min(max(vals[3], 0), h)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        raise UploadError(f"box={text[:60]!r} covers no part of the {w}x{h} image",
-                          "draw the box on the image", 400)
-    return int(x0), int(y0), int(round(x1)), int(round(y1))
+        return boxes.parse_box(text, size[0], size[1], "box")
+    except boxes.BoxError as e:
+        raise UploadError(e.what, e.fix, 400) from None
