@@ -4,9 +4,9 @@ Why one thread by default: the heads' matrix products are small (a batch of 32 x
 features times 1280 x 100 weights is ~4 MFLOP, tens of microseconds on one core). With
 NumPy's default, OpenBLAS starts one thread per core for each of them; its threads
 busy-wait for each other, so on a 2-core laptop where another program holds one core,
-every product waits for a thread the OS has put to sleep. Measured in issue 10 on such a
-machine: `busi-lite train --lr 1e-4 --batch 32` took 78 s with the default threads and
-5.8 s with one (benchmarks/bench_busy.py measures it again). One thread is never slower
+every product waits for a thread the OS has put to sleep. On such a machine
+`busi-lite train --lr 1e-4 --batch 32` took 78 s with the default threads and 5.8 s with
+one (benchmarks/bench_busy.py measures it). One thread is never slower
 here because there is nothing to split: the cost is memory traffic and Python overhead.
 
 Contract:

@@ -165,7 +165,7 @@ def spec_for_sha(sha256: str) -> BackboneSpec:
 
 def check_stored(d) -> BackboneSpec:
     """A spec read back from a cache or model card: it must be the registered spec of its name
-    (None: written before specs were stored, i.e. :data:`DEFAULT`). Raises ConfigError."""
+    (None: the file names no spec, which means :data:`DEFAULT`). Raises ConfigError."""
     if d is None:
         return DEFAULT
     stored = BackboneSpec.from_json(d)

@@ -83,7 +83,7 @@ class LogRegHead(Head):
         self.C = positive_float("C", C)
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.dtype = np.dtype(dtype)
-        self.n_hidden = 0  # no hidden layer (kept for code that prints head sizes)
+        self.n_hidden = 0  # no hidden layer (head-size tables print 0)
         self.params = {"W": np.zeros((self.n_features, self.n_classes), self.dtype),
                        "b": np.zeros(self.n_classes, self.dtype), "scale": np.ones(1, self.dtype)}
 

@@ -14,8 +14,7 @@ a frame silently would hide which one was used -> export the frame as its own
 file. (``predict`` reads every frame of a cine through ``dicom.read_frames``.)
 pydicom missing -> an ImageError naming the file with the install hint, so a
 dataset's other files are still processed. Messages carry the file path only,
-never a patient attribute. The ``dicom`` module is imported lazily (it builds
-on ``data``, which re-exports this module).
+never a patient attribute. pydicom itself is imported only when a DICOM file is read.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ class BoxInfo(Record):
 
 @dataclass
 class ModelCard(Record):
-    """Everything about a trained model except its arrays (today's NAME.json sidecar)."""
+    """Everything about a trained model except its arrays (the NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
     DOCUMENT: ClassVar[bool] = True
     _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone")

@@ -89,8 +89,8 @@ class Config:
             bad("C", "the inverse regularisation strength must be a finite number > 0", "e.g. C=0.01")
 
     def to_json(self) -> dict:
-        """Fields as JSON; the fields added with issue 11 (preprocess, flip, C) only when not at
-        their defaults, so configs written before them read back unchanged."""
+        """Fields as JSON; preprocess, flip and C only when not at their defaults, so a config that
+        leaves them at their defaults has the JSON (and the hash) of one that has no such fields."""
         d = asdict(self)
         d["views"] = list(self.views)
         for k in _LATER_FIELDS:

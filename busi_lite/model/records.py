@@ -5,11 +5,10 @@ Every record has ``to_json() -> dict`` (JSON-able: lists, not arrays) and
 :class:`RecordError` naming the file/field at fault. Documents (ModelCard,
 RunResult, SweepResult) write ``"schema": SCHEMA``; a document
 with another schema is refused at load, a document WITHOUT one is read as the
-current version (files written before records existed, e.g. the committed
-weights/busi_lite_default.json). The JSON layout is the one those files use.
+current version (the committed weights/busi_lite_default.json has none).
 
 Records also allow read access by key (``r["test"]["accuracy"]``, ``.get``, ``in``),
-for callers written against the old dicts; new code uses attributes.
+the same paths as in their JSON; attributes are the typed access.
 
 Also here: :func:`check_split`, the one check that a cache still gives the split a
 model or run was made on (used by serving, reports and sweep resume).
@@ -102,7 +101,7 @@ def read_config(d, key, where) -> Config:
 
 
 def check_schema(cls, d, where):
-    s = d.get("schema", cls.SCHEMA)  # absent: written before records existed = current version
+    s = d.get("schema", cls.SCHEMA)  # absent: read as the current version
     if s != cls.SCHEMA:
         raise RecordError(f"{where}: schema {s!r}, this busi-lite reads {cls.SCHEMA!r}",
                           "rewrite the file with this busi-lite version (or use the version that wrote it)")

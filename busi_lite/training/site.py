@@ -1,4 +1,4 @@
-"""Site training (issue 11.4, second bullet): a head trained on a new site's labelled cases,
+"""Site training: a head trained on a new site's labelled cases,
 alone or together with BUSI, and its cross-validated figures.
 
 ``site_cv(site, config, k, seed)``: group-aware k-fold over the site cache's images (the
