@@ -338,7 +338,8 @@ def _edit(js, edit):
     (lambda d: d.pop("ood"), "no 'ood'"),
     (lambda d: d.update(ood=None), "no 'ood'"),
     (lambda d: d["head"].update(n_hidden=1e12), "n_hidden"),
-    (lambda d: d["head"].update(n_hidden=10 ** 12), "has shape"),
+    (lambda d: d["head"].update(n_hidden=10 ** 12), "MB of weights, over the 256 MB limit"),
+    (lambda d: d["head"].update(n_hidden=5), "has shape"),
     (lambda d: d.update(weights_sha256="xyz"), "weights_sha256"),
     (lambda d: [d], "not an object"),
 ])

@@ -61,6 +61,8 @@ from busi_lite.model.records import RecordError
 DAMAGED = "the model is damaged; retrain or reinstall it"
 TORN = "save again or reinstall"
 _NPZ_SLACK = 1 << 20  # bytes an .npz may hold beyond its expected members (zip directory, .npy headers)
+MAX_ARRAY_BYTES = 256 << 20  # a card declaring more array data than this (as float64) is refused
+_NPY_HEADER = 4096           # bytes an .npy member may hold besides its array data
 DEFAULT_MODEL = "busi_lite_default"  # stem of the packaged default model (busi_lite.common.resources)
 ENV_MODEL = "BUSI_LITE_MODEL"
 
@@ -284,6 +286,10 @@ class Model:
             raise ModelError(f"{js}: head config is invalid ({e})", "retrain the model") from None
         if card.ood is None:
             raise ModelError(f"{js}: the model card has no 'ood' (out-of-distribution statistics)", DAMAGED)
+        declared = 8 * sum(int(np.prod(v)) for v in shapes.values())
+        if declared > MAX_ARRAY_BYTES:
+            raise ModelError(f"{js}: the card declares {declared / 2**20:,.0f} MB of weights, over the "
+                             f"{MAX_ARRAY_BYTES >> 20} MB limit", DAMAGED)
         if card.weights_sha256 is None:
             raise ModelError(f"{js}: the model card records no weights_sha256 (written by an older busi-lite), so "
                              "its weights cannot be verified", "retrain the model or reinstall busi-lite")
@@ -314,6 +320,9 @@ class Model:
         for k, v in arrays.items():
             if not np.isfinite(v).all():
                 raise ModelError(f"{npz}: array {k!r} holds NaN or inf", DAMAGED)
+        if not (arrays["ood.scales"] > 0).all():
+            raise ModelError(f"{npz}: array 'ood.scales' holds values <= 0 (the unusual-input check would be "
+                             "blind)", DAMAGED)
         try:
             head = head_cls.from_params(card.head, {k[5:]: v for k, v in arrays.items() if k.startswith("head.")})
         except ValueError as e:
@@ -352,13 +361,19 @@ def _npz_header(zf: zipfile.ZipFile, key: str, where) -> tuple[tuple, np.dtype]:
 
 def _check_size(fh, zf: zipfile.ZipFile, want: dict, where) -> None:
     """Refuse an .npz much larger than its expected members (e.g. an added multi-GB member):
-    it is neither hashed nor decompressed."""
+    it is neither hashed nor decompressed. Refuse a member whose UNCOMPRESSED size (zip
+    directory) is over its shape's float64 bytes plus an .npy header: never inflated."""
     expected = 0
-    for k in want:
+    for k, shape in want.items():
         try:
-            expected += zf.getinfo(f"{k}.npy").compress_size
+            info = zf.getinfo(f"{k}.npy")
         except KeyError:
             raise ModelError(f"{where}: array {k!r} is missing", DAMAGED) from None
+        expected += info.compress_size
+        limit = 8 * int(np.prod(shape)) + _NPY_HEADER
+        if info.file_size > limit:
+            raise ModelError(f"{where}: array {k!r} inflates to {info.file_size:,} bytes, its shape "
+                             f"{tuple(shape)} needs at most {limit:,}", DAMAGED)
     size = fh.seek(0, io.SEEK_END)
     if size > expected + _NPZ_SLACK:
         raise ModelError(f"{where}: weights file holds {size - expected} bytes besides the model's arrays",

@@ -168,7 +168,10 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
             reasons = []
             t = thr.get("ood_threshold")
             have_ood = ood is not None and t is not None
-            if have_ood and ood[i] > t:
+            if have_ood and not np.isfinite(ood[i]):     # never "passed" on a score that is not a number
+                reasons.append("out-of-distribution score is not finite: the model's OOD statistics cannot judge "
+                               "this image")
+            elif have_ood and ood[i] > t:
                 reasons.append(f"out-of-distribution score {ood[i]:.2f} > {t:.2f}: "
                                "unlike the breast-ultrasound training images")
             if config.pixel_checks and pixel is not None:

@@ -386,7 +386,7 @@ class Predictor:
         # damaged rows are reported as errors below; neutral values keep the flag rules quiet for them
         safe_p = np.where(finite[:, None], np.nan_to_num(proba), 1.0 / proba.shape[1])
         safe_l = None if lesion is None else np.where(finite[:, None], np.nan_to_num(lesion), 0.0)
-        safe_o = None if ood is None else np.nan_to_num(ood, nan=0.0, posinf=0.0, neginf=0.0)
+        safe_o = ood        # a non-finite OOD score is flagged (compute_flags), never "passed"
         flags, checks = compute_flags(safe_p, safe_l, safe_o, m.classes, self.thresholds, self.flag_config,
                                       [i.pixel for i in inputs])
         lt = self.thresholds.get("lesion_threshold")
