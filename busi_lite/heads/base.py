@@ -289,10 +289,22 @@ def check_hyper(lr, batch_size, epochs) -> tuple[float, int, int]:
     return lr, int(batch_size), int(epochs)
 
 
+CAST_ONCE_BYTES = 1 << 30  # fit() casts a float16 X to the head dtype once when the copy is at most this
+
+
+def _cast_once(head, X):
+    """X in the head's dtype, converted once (values unchanged: float16 -> float32 is exact), so that
+    no epoch converts it again; X itself when already so or when the copy would exceed CAST_ONCE_BYTES."""
+    if X.dtype == head.dtype or X.size * head.dtype.itemsize > CAST_ONCE_BYTES:
+        return X
+    return X.astype(head.dtype)
+
+
 def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_target=None, seg_weight=None,
         X_val=None, y_val=None, on_epoch=None):
     """Mini-batch Adam. Each epoch shuffles with rng.permutation(N), rng = default_rng(seed) made ONCE
-    (epochs differ, runs repeat bit-identically). Batches are cast to the head dtype on the fly (X may be float16).
+    (epochs differ, runs repeat bit-identically). A float16 X (and X_val) is cast to the head dtype once
+    (up to CAST_ONCE_BYTES; beyond, batch by batch).
     Returns history, one value per epoch: train_loss / train_acc = batch-size-weighted mean over the epoch's
     batches of the unweighted classification CE / accuracy (so it compares with val); val_loss / val_acc =
     full pass on X_val after the epoch (empty lists without X_val); for each name s in head.extra_losses
@@ -306,8 +318,9 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
     y, w = head._check_y(y, N), head._check_w(sample_weight, N)
     t, sw = head._check_seg(X, seg_target, seg_weight)
     lr, batch_size, epochs = check_hyper(lr, batch_size, epochs)
+    X = _cast_once(head, X)
     if X_val is not None:
-        X_val = head._check_X(X_val)
+        X_val = _cast_once(head, head._check_X(X_val))
         y_val = head._check_y(y_val, len(X_val))
     opt = Adam(head.params, lr=lr)
     rng = np.random.default_rng(seed)
@@ -324,7 +337,10 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
             tb = None if t is None else t[b]
             swb = None if sw is None else sw[b]
             xb = buf[:len(b)]
-            xb[...] = X[b]  # gather + cast (X may be float16)
+            if X.dtype == head.dtype:
+                np.take(X, b, axis=0, out=xb)   # gather straight into the buffer
+            else:
+                xb[...] = X[b]  # gather + cast (X float16 over CAST_ONCE_BYTES)
             try:
                 with np.errstate(over="ignore", invalid="ignore"):  # reported below as divergence
                     _, grads, stats = head._loss_grads(xb, y[b], w[b], tb, swb)
