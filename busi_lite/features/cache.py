@@ -61,7 +61,8 @@ from busi_lite.io.imread import content_sha256, open_regular, read_rgb
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
 ENV_CACHE = "BUSI_LITE_CACHE"
-BATCH = 32
+BATCH = 32           # images decoded per batch (the next batch is decoded while this one runs)
+BACKBONE_BATCH = 16  # inputs per backbone run: onnxruntime's buffers grow with it, its speed does not
 
 
 REBUILD = "rebuild the cache (extract with force)"
@@ -109,7 +110,7 @@ def grid_fraction(mask: np.ndarray, region=None, spec: BackboneSpec = DEFAULT) -
 class _Item:
     """One decoded image with its views, ready for the backbone."""
     index: int
-    inputs: dict          # view -> float32 [S,S,3]
+    inputs: dict          # view -> uint8 [S,S,3] (Preprocessing.resized; intensity applied at the backbone)
     grids: dict           # view -> [G,G]
     mask224: np.ndarray
     content_sha256: str
@@ -124,17 +125,17 @@ def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing,
     mask = D.read_mask(root, sample, size)
     if mask is None:
         mask = np.zeros(rgb.shape[:2], dtype=bool)
-    inputs, grids = {"raw": pp(rgb)}, {}
+    inputs, grids = {"raw": pp.resized(rgb)}, {}
     grids["raw"], m224 = grid_fraction(mask, None, spec)
     if "flip" in views:
         inputs["flip"], grids["flip"] = mirror(inputs["raw"]), grids["raw"][:, ::-1].copy()
     for v, (vrgb, vmask) in make_views(rgb, mask, [v for v in views if v in VIEWS]).items():
-        inputs[v] = pp(vrgb)
+        inputs[v] = pp.resized(vrgb)
         grids[v] = grid_fraction(vmask, None, spec)[0]
     box = mask_box(mask)
     if box is not None:
         for base, b in view_boxes(box, size[0], size[1], sample.path, views).items():
-            x = pp(rgb, box=b)
+            x = pp.resized(rgb, box=b)
             g = grid_fraction(mask, margin_box(b, size[0], size[1]), spec)[0]
             if base in views:
                 inputs[base], grids[base] = x, g
@@ -281,7 +282,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
             for ds_ in list(feat.values()) + list(pooled.values()) + list(grid.values()) + list(valid.values()) + [m224]:
                 ds_.resize(start + k, axis=0)
             for v in all_views:
-                feat[v][start:] = rows["feat"][v].astype(np.float16)
+                feat[v][start:] = rows["feat"][v]   # float16
                 pooled[v][start:] = rows["pooled"][v]
                 grid[v][start:] = rows["grid"][v]
                 valid[v][start:] = rows["valid"][v]
@@ -310,7 +311,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                         p = str(D.file_problem(ds.samples[i].path, e)) if not isinstance(e, ImageError) else str(e)
                         problems.append(p)
                         log(f"warning: skipped {p}")
-                feats = _run_backbone(bb, items, all_views)
+                feats = _run_backbone(bb, items, all_views, pp)
                 rows = _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, spec)
                 if rows["index"]:
                     append(rows)
@@ -338,22 +339,25 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                 problems=problems)
 
 
-def _run_backbone(bb: Backbone, items: dict, all_views) -> dict:
-    """Run every prepared input of the batch through the backbone in one call."""
+def _run_backbone(bb: Backbone, items: dict, all_views, pp: Preprocessing) -> dict:
+    """Every prepared input of the batch through the backbone, BACKBONE_BATCH inputs at a time (memory
+    stays flat): each chunk's inputs are made float32 only for its run and dropped after it, and its
+    float32 features are reduced at once to what is stored. -> {(row, view): (features [G,G,D]
+    float16, pooled [D] float32 = mean of the float32 cells)}."""
     keys = [(i, v) for i, it in items.items() for v in all_views if v in it.inputs]
-    if not keys:
-        return {}
     out = {}
-    for s in range(0, len(keys), BATCH):  # bounded backbone batches keep memory flat
-        part = keys[s:s + BATCH]
-        y = bb.features(np.stack([items[i].inputs[v] for i, v in part]))
-        out.update({k: y[j] for j, k in enumerate(part)})
+    for s in range(0, len(keys), BACKBONE_BATCH):
+        part = keys[s:s + BACKBONE_BATCH]
+        y = bb.features(np.stack([pp.intensity(items[i].inputs[v]) for i, v in part]))
+        for j, (i, v) in enumerate(part):
+            items[i].inputs[v] = None   # the key stays: it says the view exists
+            out[(i, v)] = (y[j].astype(np.float16), y[j].reshape(-1, y.shape[-1]).mean(axis=0))
     return out
 
 
 def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, spec: BackboneSpec) -> dict:
     """Assemble one batch of rows in discovery order, from fresh items or the old cache."""
-    zero_f = np.zeros(spec.feature_shape, np.float32)
+    zero_f = (np.zeros(spec.feature_shape, np.float16), np.zeros(spec.n_features, np.float32))
     zero_g = np.zeros((spec.grid, spec.grid), np.float32)
     rows = {"feat": {v: [] for v in all_views}, "pooled": {v: [] for v in all_views},
             "grid": {v: [] for v in all_views},
@@ -364,8 +368,9 @@ def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, 
             it = items[i]
             for v in all_views:
                 ok = v in it.inputs
-                rows["feat"][v].append(feats[(i, v)] if ok else zero_f)
-                rows["pooled"][v].append(rows["feat"][v][-1].reshape(-1, spec.n_features).mean(axis=0))
+                f16, pooled = feats[(i, v)] if ok else zero_f
+                rows["feat"][v].append(f16)
+                rows["pooled"][v].append(pooled)
                 rows["grid"][v].append(it.grids[v] if ok else zero_g)
                 rows["valid"][v].append(ok)
             rows["mask224"].append(it.mask224)
@@ -374,7 +379,7 @@ def _collect(batch, items, feats, old, small, old_rows, ds, sources, all_views, 
         elif (s.path, sources[i]) in old_rows:
             j = old_rows[(s.path, sources[i])]
             for v in all_views:
-                rows["feat"][v].append(_read_old(old, f"features/{v}", j).astype(np.float32))
+                rows["feat"][v].append(_read_old(old, f"features/{v}", j))   # float16 as stored
                 rows["pooled"][v].append(small[f"pooled/{v}"][j])  # as stored: reuse is exact
                 rows["grid"][v].append(small[f"grid/{v}"][j])
                 rows["valid"][v].append(bool(small[f"valid/{v}"][j]))

@@ -133,7 +133,16 @@ class Preprocessing:
         return cls(SHORT.get(name, name), size)
 
     def __call__(self, rgb, box=None) -> np.ndarray:
-        return _INTENSITY[self.name](_resized(_check_rgb(rgb), box, self.size)).astype(np.float32, copy=False)
+        return self.intensity(self.resized(rgb, box))
+
+    def resized(self, rgb, box=None) -> np.ndarray:
+        """The geometry step alone: RGB uint8 [H,W,3] -> uint8 [S,S,3] (4x smaller than the input)."""
+        return _resized(_check_rgb(rgb), box, self.size)
+
+    def intensity(self, a: np.ndarray) -> np.ndarray:
+        """The intensity step alone: one resized() image -> float32 [S,S,3] in [-1, 1].
+        ``pp(rgb, box) == pp.intensity(pp.resized(rgb, box))``; it commutes with :func:`mirror`."""
+        return _INTENSITY[self.name](a).astype(np.float32, copy=False)
 
 
 def mirror(x: np.ndarray) -> np.ndarray:
