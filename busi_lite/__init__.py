@@ -17,7 +17,7 @@ __all__ = ["CLASSES", "__version__", "predict"]
 
 
 def predict(paths, model=None, backbone=None, threshold_malignant: float | None = None, flags=None,
-            overlay_dir=None, frame: int | None = None, box=None, boxes=None) -> list:
+            overlay_dir=None, frame: int | None = None, box=None, boxes=None, show_anyway: bool = False) -> list:
     """Classify breast-ultrasound images and DICOM files.
 
     Parameters
@@ -51,6 +51,8 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
         box with a note in ``notes``. A box outside the image fails that image.
     boxes : dict {image path: box} | None
         Boxes for several images (``busi_lite.serving.boxes.read_boxes_csv`` reads a boxes.csv).
+    show_anyway : bool
+        Research use: give the verdict even for an unusual input (default: withheld, see below).
 
     Returns
     -------
@@ -60,7 +62,10 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
         probability, ``label`` is the most probable class, ``malignant_alert`` is the
         high-sensitivity screen p(malignant) >= ``malignant_threshold`` (it can be True
         when the label is normal or benign), ``flags`` lists safety flags with reasons;
-        ``to_dict()`` gives JSON-ready data. DICOM frames also carry ``frame``,
+        ``model`` (busi_lite.model.provenance.Provenance) names the model (name, digest of card
+        + weights) and where its threshold came from. When ``unusual_input`` fires the verdict is
+        withheld: ``label``, ``proba``, the alerts and the lesion map are None and ``withheld``
+        says why. ``to_dict()`` gives JSON-ready data. DICOM frames also carry ``frame``,
         ``n_frames``, ``sop_instance_uid`` and ``dicom_crop`` (the ultrasound region
         used); ``crop_box``/``lesion_bbox`` are in the stored frame's pixels. A
         prediction the model cannot make (non-finite probabilities) is ``ok=False``.
@@ -75,4 +80,4 @@ def predict(paths, model=None, backbone=None, threshold_malignant: float | None 
 
     return predict_images(paths, model=model, backbone=backbone, threshold_malignant=threshold_malignant,
                           flags=flags if flags is not None else FlagConfig(), overlay_dir=overlay_dir, frame=frame,
-                          box=box, boxes=boxes)
+                          box=box, boxes=boxes, show_anyway=show_anyway)

@@ -265,7 +265,8 @@ def test_noise_and_blank_flagged_unusual(world, predictor, tmp_path):
 
 def test_threshold_overrides(world):
     strict = Predictor(world["model"], world["backbone"],
-                       flags=FlagConfig(low_confidence_threshold=1.0, ood_threshold=0.0, lesion_threshold=0.0))
+                       flags=FlagConfig(low_confidence_threshold=1.0, ood_threshold=0.0, lesion_threshold=0.0),
+                       show_anyway=True)
     for p in strict.predict(world["good"][:3]):
         names = [f.name for f in p.flags]
         assert "low_confidence" in names and "unusual_input" in names
@@ -396,21 +397,29 @@ def test_non_finite_probabilities_are_an_error_not_a_label(world):
     assert all(p.ok for p in Predictor(world["model"], world["backbone"]).predict(world["good"][:1]))
 
 
-def test_verdict_keeps_label_and_screen_apart(world, predictor, tmp_path):
-    from busi_lite.serving.overlay import screen_text, verdict_line
+def test_label_and_screen_read_as_one_answer(world, predictor, tmp_path):
+    from busi_lite.serving.verdict import answer_text, screen_text
 
     p = predictor.predict(world["good"][:1])[0]
-    p.label, p.proba = "normal", {"normal": 0.74, "benign": 0.23, "malignant": 0.03}
+    pv = p.model
+    assert pv is predictor.provenance and pv.threshold_origin == "training" and len(pv.digest) == 64
+    p.withheld, p.label, p.proba = None, "normal", {"normal": 0.74, "benign": 0.23, "malignant": 0.03}
     p.malignant_threshold, p.malignant_alert = 0.028, True
-    assert verdict_line(p) == ("label: NORMAL (p 0.74) | screen: MALIGNANT ALERT - p(malignant) 0.030 >= 0.028, "
-                               "high-sensitivity threshold")
+    far = f"{100 * pv.false_alarm_rate:.0f} %"
+    assert answer_text(p) == (
+        "most probable: normal (p 0.74); sensitive screen: REFER - p(malignant) 0.030 is at or above the screening "
+        f"threshold 0.028, set to catch {100 * pv.target_recall:.0f} % of cancers; it also fires on about {far} of "
+        "non-malignant cases (the screen is deliberately sensitive: it also refers images whose most probable "
+        "class is not malignant)")
     p.proba["malignant"], p.malignant_alert = 0.02799, False   # rounding never makes the comparison read false
-    assert "p(malignant) 0.02799 < 0.02800" in screen_text(p)
-    r = _run(world["good"][:1] + ["--model", world["model"], "--backbone", world["backbone"]])
+    assert "p(malignant) 0.02799 is below the screening threshold 0.02800" in screen_text(p)
+    r = _run(world["good"][:1] + ["--model", world["model"], "--backbone", world["backbone"], "--show-anyway"])
     assert r.exit_code == 0
-    assert "label: " in r.stdout and "screen: " in r.stdout and "high-sensitivity threshold" in r.stdout
+    assert "most probable: " in r.stdout and "sensitive screen: " in r.stdout and "label:" not in r.stdout
+    assert f"model {pv.name} (digest {pv.digest[:12]})" in r.stdout     # every result names its model
+    assert "chosen on out-of-fold predictions of the" in r.stdout
     using = [ln for ln in r.stderr.splitlines() if ln.startswith("using model")]
-    assert len(using) == 1 and str(world["model"]) in using[0] and "sha256" in using[0]
+    assert len(using) == 1 and str(world["model"]) in using[0] and pv.digest[:12] in using[0]
     assert str(world["backbone"]) in using[0]
 
 
@@ -465,3 +474,4 @@ def test_real_non_ultrasound_flagged_unusual(real_world):
     for name, p in zip(names, preds):
         assert "unusual_input" in [f.name for f in p.flags], (name, p.ood_score, thr)
         assert p.ood_score > thr, (name, p.ood_score, thr)  # the OOD score alone catches them
+        assert p.withheld and p.label is None and p.malignant_alert is None, name   # no verdict for them

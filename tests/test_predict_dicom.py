@@ -94,7 +94,13 @@ def test_pydicom_examples_decode_and_predict(serving, name):
     for o in out:
         assert o["ok"] and o["path"] == str(path) and o["n_frames"] == n
         assert o["sop_instance_uid"] == str(ds.SOPInstanceUID)
-        assert abs(sum(o["proba"].values()) - 1) < 1e-5 and o["label"] in o["proba"]
+        unusual = [f for f in o["flags"] if f["name"] == "unusual_input"]
+        if unusual:   # not a breast scan: no verdict, and the reason why
+            assert o["label"] is None and o["proba"] is None and o["malignant_alert"] is None
+            assert o["withheld"] == f"unusual input: {unusual[0]['reason']}"
+        else:
+            assert abs(sum(o["proba"].values()) - 1) < 1e-5 and o["label"] in o["proba"]
+        assert o["model"]["digest"] and o["model"]["name"]
         w, h = o["size"]
         l, t, rr, b = o["crop_box"]
         x0, y0 = (o["dicom_crop"] or [0, 0])[:2]
@@ -102,6 +108,13 @@ def test_pydicom_examples_decode_and_predict(serving, name):
         assert rr <= ds.Columns and b <= ds.Rows
     if name == "examples_palette.dcm":  # it has ultrasound regions: the crop is recorded
         assert out[0]["dicom_crop"] is not None and out[0]["size"] != [ds.Columns, ds.Rows]
+        # not a breast scan: the verdict is withheld in the text too; --show-anyway gives it (research use)
+        assert out[0]["label"] is None and out[0]["withheld"]
+        text = _cli([path] + _args(serving)).stdout
+        assert "VERDICT WITHHELD - unusual input" in text and "most probable" not in text and "REFER" not in text
+        anyway = json.loads(_cli([path, "--json", "--show-anyway"] + _args(serving)).stdout)[0]
+        assert anyway["label"] in anyway["proba"] and anyway["withheld"] is None
+        assert any("shown anyway" in n for n in anyway["notes"])
     # the files' own patient values never show up
     for v in (str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))):
         if len(v) >= 5:

@@ -3,6 +3,7 @@ a NEW model that differs only in its card, never overwriting."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -110,6 +111,19 @@ def test_cli_calibrate_new_model_never_overwrites(site_world, tmp_path):  # noqa
     with FeatureCache(site_world["site_cache"]) as fc:
         ev = evaluate_external(new, fc, n_resamples=10, data_root=site_world["site"])
     assert any("in-sample" in n for n in ev.notes) and ev.operating_point.recall.value >= 0.9
+    # the calibrated model can be told from the one it came from, in every face
+    from busi_lite.model.provenance import provenance
+    from busi_lite.serving.info import collect
+
+    pa, pb = provenance(old), provenance(new, str(out), "option")
+    assert pb.name == f"{old.card.config.name}@siteA" and pb.name != pa.name
+    assert pb.digest != pa.digest and len(pb.digest) == 64
+    assert pb.digest == hashlib.sha256(out.with_suffix(".json").read_bytes() + out.with_suffix(".npz").read_bytes()).hexdigest()
+    assert pa.threshold_origin == "training" and pb.threshold_origin == "site"
+    assert pb.threshold_source == "calibrated on site siteA (24 cases, 12 malignant; in-sample)"
+    facts = collect(model=out)
+    assert facts.model.details["name"] == pb.name and facts.model.details["digest"] == pb.digest
+    assert facts.model.details["threshold_source"] == pb.threshold_source
     # a second run refuses to overwrite and leaves the files as they were
     before = {p: p.read_bytes() for p in (out.with_suffix(".npz"), out.with_suffix(".json"))}
     r = CliRunner().invoke(main, args)

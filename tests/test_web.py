@@ -67,8 +67,12 @@ def assert_clean_error(r, status, file=None):
 
 def assert_same_record(web: dict, cli: dict):
     assert web["ok"] and cli["ok"]
-    for k in ("label", "malignant_alert", "malignant_threshold", "size", "crop_box", "checks", "flags"):
+    for k in ("label", "malignant_alert", "malignant_threshold", "size", "crop_box", "checks", "flags", "withheld",
+              "model"):
         assert web[k] == cli[k], k
+    if cli["withheld"]:
+        assert web["proba"] is None and web["lesion"] is None
+        return
     assert set(web["proba"]) == set(cli["proba"])
     for c in cli["proba"]:
         assert web["proba"][c] == pytest.approx(cli["proba"][c], abs=1e-6)
@@ -88,6 +92,9 @@ def test_info_names_model_backbone_and_thresholds(client, predictor, world):
     assert info["malignant_threshold"] == pytest.approx(predictor.malignant_threshold)
     assert info["limits"]["max_file_mb"] == 2 and info["limits"]["max_request_mb"] == 5
     assert "not" in info["notice"] and "diagnosis" in info["notice"]
+    pv = predictor.provenance   # name, whole-model digest and the threshold's origin, as every record has them
+    assert info["provenance"] == pv.to_dict() and len(pv.digest) == 64
+    assert info["provenance"]["threshold_source"].startswith("chosen on out-of-fold predictions")
 
 
 def test_good_image_gives_the_predict_json_record(client, predictor, world):
@@ -100,6 +107,21 @@ def test_good_image_gives_the_predict_json_record(client, predictor, world):
     assert set(cli) <= set(rec)                       # every field of predict --json is there
     assert_same_record(rec, cli)
     assert len(rec["lesion"]) == 7 and all(len(row) == 7 for row in rec["lesion"])
+    assert rec["model"] == predictor.provenance.to_dict() and rec["withheld"] is None
+
+
+def test_unusual_input_gets_no_verdict_unless_shown_anyway(client):
+    rng = np.random.default_rng(0)
+    photo = np.zeros((200, 240, 3), np.uint8)      # a strongly coloured picture: not a B-mode scan
+    photo[..., 0] = rng.integers(150, 255, (200, 240))
+    photo[..., 1] = rng.integers(0, 80, (200, 240))
+    (rec,) = post(client, ("photo.png", png_bytes(photo))).json()
+    assert rec["ok"] and "unusual_input" in [f["name"] for f in rec["flags"]]
+    assert rec["label"] is None and rec["proba"] is None and rec["malignant_alert"] is None
+    assert rec["withheld"].startswith("unusual input: ") and rec["model"]["digest"]
+    (anyway,) = post(client, ("photo.png", png_bytes(photo)), show_anyway="1").json()
+    assert anyway["label"] in anyway["proba"] and anyway["withheld"] is None
+    assert any("shown anyway" in n for n in anyway["notes"])
 
 
 def test_multiple_files_keep_their_order_and_preview_is_a_jpeg(client, world):

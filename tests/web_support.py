@@ -174,11 +174,17 @@ def upload(page, files, timeout_ms: float = 60000) -> float:
 
 
 def read_card(card) -> dict:
-    """What one result card shows."""
+    """What one result card shows ("" for a part it does not show)."""
+    def text(sel):
+        loc = card.locator(sel)
+        return loc.first.inner_text() if loc.count() else ""
+
     return {
         "file": card.get_attribute("data-file"),
-        "verdict": card.locator(".verdict").inner_text(),
-        "alert": card.locator(".alert").inner_text(),
+        "verdict": text(".verdict"),
+        "alert": text(".alert"),
+        "withheld": text(".withheld"),
+        "provenance": text(".provenance"),
         "proba": {el.get_attribute("data-class"): el.inner_text() for el in card.locator(".pct").all()},
         "flags": [el.get_attribute("data-flag") for el in card.locator(".flags li[data-flag]").all()],
         "flag_text": card.locator(".flags").inner_text(),

@@ -20,13 +20,14 @@ def _flag_options(f):
         click.option("--lesion-threshold", type=click.FloatRange(0, 1), default=None,
                      help="Override the lesion-present threshold (peak lesion-map cell) of the mismatch flag."),
         click.option("--ood-threshold", type=float, default=None,
-                     help="Override the out-of-distribution score threshold of the unusual_input flag."),
+                     help="Override the unusual-input score threshold (JSON: ood_score) of the unusual_input flag."),
         click.option("--no-flag-low-confidence", "no_low", is_flag=True, help="Do not raise low_confidence."),
         click.option("--no-flag-mismatch", "no_mismatch", is_flag=True, help="Do not raise mismatch."),
         click.option("--no-flag-ood", "--no-flag-unusual", "no_ood", is_flag=True,
-                     help="Do not raise unusual_input (OOD score and pixel checks)."),
+                     help="Do not raise unusual_input (unusual-input score and pixel checks); "
+                          "verdicts are then never withheld."),
         click.option("--no-pixel-checks", "no_pixel", is_flag=True,
-                     help="unusual_input from the OOD score only (skip the near-constant / colour rules)."),
+                     help="unusual_input from the unusual-input score only (skip the near-constant / colour rules)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -44,16 +45,19 @@ def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mis
 CSV_FIELDS = ("path", "frame", "sop_instance_uid", "ok", "label", "p_normal", "p_benign", "p_malignant",
               "malignant_alert", "malignant_threshold", "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox",
               "ood_score", "flags", "flag_reasons", "overlay", "error", "box", "box_p_benign", "box_p_malignant",
-              "box_malignant_alert", "box_malignant_threshold", "proposed_box", "notes")
+              "box_malignant_alert", "box_malignant_threshold", "proposed_box", "notes", "withheld", "model",
+              "model_digest", "threshold_source")
 
 
 def _csv_row(p) -> dict:
     row = {"path": p.path, "ok": int(p.ok), "error": p.error or "",
            "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or "",
-           "notes": " | ".join(p.notes)}
+           "notes": " | ".join(p.notes), "withheld": p.withheld or ""}
+    if p.model is not None:
+        row.update(model=p.model.name, model_digest=p.model.digest or "", threshold_source=p.model.threshold_source)
     if p.ok:
-        row.update({f"p_{c}": f"{v:.5f}" for c, v in p.proba.items()})
-        row.update(label=p.label, malignant_alert="" if p.malignant_alert is None else int(p.malignant_alert),
+        row.update({f"p_{c}": f"{v:.5f}" for c, v in (p.proba or {}).items()})
+        row.update(label=p.label or "", malignant_alert="" if p.malignant_alert is None else int(p.malignant_alert),
                    malignant_threshold="" if p.malignant_threshold is None else f"{p.malignant_threshold:.5f}",
                    lesion_peak="" if p.lesion_peak is None else f"{p.lesion_peak:.4f}",
                    lesion_present="" if p.lesion_present is None else int(p.lesion_present),
@@ -71,7 +75,14 @@ def _csv_row(p) -> dict:
 
 
 def _human(p) -> str:
-    from busi_lite.serving.overlay import label_text, probs_text, screen_text
+    import textwrap
+
+    from busi_lite.serving.verdict import (
+        answer_text,
+        probs_text,
+        provenance_text,
+        score_text,
+    )
 
     if not p.ok:
         return f"{p.name}\n  ERROR {p.error}"
@@ -80,7 +91,11 @@ def _human(p) -> str:
         lines.append(f"  SOP Instance UID {p.sop_instance_uid}")
     if p.dicom_crop:
         lines.append(f"  ultrasound region (x0,y0,x1,y1) {tuple(p.dicom_crop)} of the frame used")
-    lines += [f"  {label_text(p)}   [{probs_text(p)}]", f"  {screen_text(p)}"]
+    lines += textwrap.wrap(answer_text(p), 110, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
+    if not p.withheld:
+        lines.append(f"  {probs_text(p)}")
+    lines += textwrap.wrap(provenance_text(p), 110, initial_indent="  ", subsequent_indent="    ",
+                           break_on_hyphens=False)
     if p.lesion is not None:
         if p.lesion_bbox:
             lines.append(f"  lesion map: peak {p.lesion_peak:.2f} ({'lesion' if p.lesion_present else 'no lesion'}), "
@@ -91,13 +106,13 @@ def _human(p) -> str:
     if p.box_proba is not None:
         pm, t = p.box_proba["malignant"], p.box_malignant_threshold
         lines.append(f"  lesion box (l,t,r,b) {tuple(p.box)}: box head p(benign) {p.box_proba['benign']:.3f}, "
-                     f"p(malignant) {pm:.3f} -> {'MALIGNANT ALERT' if p.box_malignant_alert else 'no alert'} "
+                     f"p(malignant) {pm:.3f} -> {'REFER' if p.box_malignant_alert else 'no referral'} "
                      f"(box-mode threshold {t:.3f})")
     if p.proposed_box:
         lines.append(f"  proposed lesion box (l,t,r,b) {tuple(p.proposed_box)} (coarse, from the lesion map)")
     lines += [f"  note: {n}" for n in p.notes if not n.startswith("proposed_box")]
-    if p.ood_score is not None:
-        lines.append(f"  ood score {p.ood_score:.2f}")
+    if score_text(p):
+        lines.append(f"  {score_text(p)}")
     lines += [f"  FLAG {f.name}: {f.reason}" for f in p.flags]
     if p.checks.get("mismatch") == "not_applicable":
         lines.append("  (mismatch check not applicable: this model has no lesion map)")
@@ -130,17 +145,23 @@ def _human(p) -> str:
               help="Lesion boxes for several images: CSV with header file,x0,y0,x1,y1 (file relative to the CSV "
                    "or absolute); images without a row get no box.")
 @_flag_options
+@click.option("--show-anyway", is_flag=True,
+              help="Research use: give the verdict even when unusual_input fires (by default it is withheld).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per backbone run.")
 def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, box_text, boxes_csv,
-            low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, batch_size):
+            low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, show_anyway,
+            batch_size):
     """Classify ultrasound images and DICOM files: label, screen, lesion map, flags.
 
     For image files (PNG, JPEG, BMP, TIFF), DICOM files (.dcm, or any file with
     the DICM preamble; every frame of a cine, or --frame N) or folders: class
-    probabilities, the label (most probable class), the malignant screen (an
-    alert when p(malignant) >= the model's high-sensitivity operating point, so
-    it can fire on a NORMAL or BENIGN label), lesion map (multi-task models) and
-    safety flags. DICOM results name the file, frame and SOP Instance UID only.
+    one answer: the most probable class, then the sensitive screen (REFER when
+    p(malignant) >= the model's screening threshold, so it can refer an image
+    whose most probable class is normal or benign), with the threshold's origin
+    and the model's name and digest; lesion map (models that have one) and
+    safety flags. When unusual_input fires the verdict is WITHHELD (label null
+    in --json, with the reason in "withheld"); --show-anyway gives it for
+    research. DICOM results name the file, frame and SOP Instance UID only.
 
     A folder expands to its image and DICOM files (sorted, not recursive, lesion
     masks *_mask*.png and hidden files skipped). Files that cannot be read are
@@ -175,7 +196,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
             log(f"note: {len(unused)} row(s) of {boxes_csv} name no input image, e.g. "
                 + "; ".join(f"{boxes[u].source}: {u}" for u in unused[:3]))
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
-    pr = Predictor(model, backbone, threshold_malignant, flags, batch_size)
+    pr = Predictor(model, backbone, threshold_malignant, flags, batch_size, show_anyway=show_anyway)
     log(f"using {pr.describe()}")
     if boxes and not pr.supports_box:
         log("note: this model has no lesion-box mode; the box(es) are ignored")
@@ -199,7 +220,9 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     failed = [p for p in results if not p.ok]
     ok = len(results) - len(failed)
     flagged = sum(1 for p in results if p.ok and p.flags)
-    log(f"{ok} image(s)/frame(s) predicted, {flagged} flagged, {len(failed)} failed")
+    withheld = sum(1 for p in results if p.ok and p.withheld)
+    log(f"{ok} image(s)/frame(s) predicted ({withheld} verdict(s) withheld: unusual input), {flagged} flagged, "
+        f"{len(failed)} failed")
     sys.exit(1 if failed else 0)
 
 

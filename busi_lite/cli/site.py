@@ -69,7 +69,8 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
     from busi_lite.evaluation.external import ensure_cache
     from busi_lite.evaluation.sitecal import calibrate_on_cache, calibrated_model, default_out, save_new_model
     from busi_lite.features.cache import FeatureCache
-    from busi_lite.model.model import Model
+    from busi_lite.model.model import ENV_MODEL, Model
+    from busi_lite.model.provenance import provenance
 
     site = site or Path(data_dir).resolve().name
     m = Model.load(model)
@@ -88,6 +89,10 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
         click.echo(f"on the site's cases: recall {sc.recall:.3f} [{sc.recall_lo:.3f}, {sc.recall_hi:.3f}], "
                    f"FAR {sc.far:.3f} [{sc.far_lo:.3f}, {sc.far_hi:.3f}] (Wilson 95 %; in-sample)")
         click.echo(f"saved the new model {npz.with_suffix('')} ({npz.name} + {js.name})")
+        pv = provenance(Model.load(npz.with_suffix("")))
+        click.echo(f"its results will name it: model {pv.name} (digest {pv.short_digest}); threshold "
+                   f"{pv.threshold_source}")
+        click.echo(f"use it with --model {npz.with_suffix('')} or {ENV_MODEL}={npz.with_suffix('')}")
     if sc.warning:
         log(f"WARNING: {sc.warning}")
 

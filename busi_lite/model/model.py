@@ -43,7 +43,7 @@ import json
 import math
 import os
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +120,25 @@ class OOD:
 @dataclass
 class Model:
     """head (a registered head) + card (ModelCard, or None for a bare head) + ood (OOD | None)
-    + box_head (BoxHead | None: the lesion-box mode, described by card.box)."""
+    + box_head (BoxHead | None: the lesion-box mode, described by card.box).
+
+    ``digest``: SHA-256 of the whole model as stored, the card's bytes then the weights' bytes
+    (``cat NAME.json NAME.npz | sha256sum``); set by :meth:`load`, computed from what :meth:`save`
+    would write for a model built in memory. A copy made with ``dataclasses.replace`` (e.g. a new
+    threshold in its card) gets its own digest."""
     head: object
     card: ModelCard | None = None
     ood: OOD | None = None
     box_head: BoxHead | None = None
+    _digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def digest(self) -> str | None:
+        """SHA-256 (hex) of card + weights bytes; None for a model without a card or OOD statistics."""
+        if self._digest is None and self.card is not None and self.ood is not None:
+            blob, text = self.to_bytes()
+            self._digest = hashlib.sha256(text.encode() + blob).hexdigest()
+        return self._digest
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -197,29 +211,8 @@ class Model:
     def save(self, path) -> tuple[Path, Path]:
         """Write NAME.npz, then NAME.json (each via a unique temp file + rename); the card
         records the SHA-256 of the .npz bytes, so a reader never mixes two saves."""
-        if self.card is None:
-            raise ModelError("a model without a card cannot be saved", "build it with experiments.fit_model")
-        if self.ood is None:
-            raise ModelError("a model without OOD statistics cannot be saved", "build it with experiments.fit_model")
         npz, js = model_paths(path)
-        if (self.box_head is None) != (self.card.box is None):
-            raise ModelError("a box head needs its card section 'box' and the reverse",
-                             "add the box head with busi_lite.training.box.add_box_head")
-        arrays = {f"head.{k}": v for k, v in self.head.params.items()}
-        if self.box_head is not None:
-            arrays.update({f"box_head.{k}": v for k, v in self.box_head.params.items()})
-        arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components, "ood.scales": self.ood.scales})
-        bad = [k for k, v in arrays.items() if not np.isfinite(v).all()]
-        if bad:
-            raise ModelError(f"array {bad[0]!r} is not finite (NaN/inf)", "retrain with a lower learning rate")
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        blob = buf.getvalue()
-        ood = OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
-        box = None if self.box_head is None else replace(self.card.box, head=self.box_head.config())
-        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood, box=box,
-                       weights_sha256=hashlib.sha256(blob).hexdigest())
-        text = json.dumps(card.to_json(), indent=1, allow_nan=True)
+        blob, text = self.to_bytes()
         new_npz, new_js = _pending(npz), _pending(js)
         try:
             npz.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +236,31 @@ class Model:
                 raise os_error(npz, e, "installing the saved model") from None
         return npz, js
 
+    def to_bytes(self) -> tuple[bytes, str]:
+        """(NAME.npz bytes, NAME.json text) as :meth:`save` writes them."""
+        if self.card is None:
+            raise ModelError("a model without a card cannot be saved", "build it with experiments.fit_model")
+        if self.ood is None:
+            raise ModelError("a model without OOD statistics cannot be saved", "build it with experiments.fit_model")
+        if (self.box_head is None) != (self.card.box is None):
+            raise ModelError("a box head needs its card section 'box' and the reverse",
+                             "add the box head with busi_lite.training.box.add_box_head")
+        arrays = {f"head.{k}": v for k, v in self.head.params.items()}
+        if self.box_head is not None:
+            arrays.update({f"box_head.{k}": v for k, v in self.box_head.params.items()})
+        arrays.update({"ood.mean": self.ood.mean, "ood.components": self.ood.components, "ood.scales": self.ood.scales})
+        bad = [k for k, v in arrays.items() if not np.isfinite(v).all()]
+        if bad:
+            raise ModelError(f"array {bad[0]!r} is not finite (NaN/inf)", "retrain with a lower learning rate")
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        blob = buf.getvalue()
+        ood = OODInfo(float(self.ood.resid_var), float(self.ood.threshold))
+        box = None if self.box_head is None else replace(self.card.box, head=self.box_head.config())
+        card = replace(self.card, format=FORMAT, head=self.head.config(), ood=ood, box=box,
+                       weights_sha256=hashlib.sha256(blob).hexdigest())
+        return blob, json.dumps(card.to_json(), indent=1, allow_nan=True)
+
     @classmethod
     def load(cls, path=None) -> "Model":
         from busi_lite.common.resources import resolve  # path > $BUSI_LITE_MODEL > the packaged default
@@ -255,12 +273,12 @@ class Model:
                                  "(NAME.npz + NAME.json)", param="model")
         try:
             try:
-                text = card_path.read_text()
+                card_bytes = card_path.read_bytes()
             except FileNotFoundError:
                 if card_path == js:
                     raise
-                text = js.read_text()          # the running save just renamed it into place
-            meta = json.loads(text)
+                card_bytes = js.read_bytes()    # the running save just renamed it into place
+            meta = json.loads(card_bytes)
         except (ValueError, OSError) as e:
             raise ModelError(f"{js}: model card is damaged ({e})", "retrain the model") from e
         if not isinstance(meta, dict):
@@ -306,7 +324,8 @@ class Model:
                 if extra:
                     raise ModelError(f"{npz}: holds box-head array {extra[0]!r} but the card has no 'box' section",
                                      "the weights do not belong to this card: retrain the model")
-                if card.weights_sha256 != _sha256(fh):
+                weights_sha, whole_sha = _sha256_pair(fh, card_bytes)
+                if card.weights_sha256 != weights_sha:
                     raise ModelError(f"{npz} and {js}: weights and sidecar do not belong together "
                                      "(half-written save? the weights' SHA-256 is not the one the sidecar records)", TORN)
                 for k, shape in want.items():
@@ -336,7 +355,9 @@ class Model:
                 raise ModelError(f"{npz}: box head does not match its card ({e})", "retrain the box head") from e
         ood = OOD(arrays["ood.mean"], arrays["ood.components"], arrays["ood.scales"],
                   card.ood.resid_var, card.ood.threshold)
-        return cls(head, card, ood, box_head)
+        model = cls(head, card, ood, box_head)
+        model._digest = whole_sha
+        return model
 
     def check_backbone(self, sha256: str, what: str) -> None:
         """Refuse features from another backbone than the one the model was trained on."""
@@ -381,11 +402,17 @@ def _check_size(fh, zf: zipfile.ZipFile, want: dict, where) -> None:
 
 
 def _sha256(fh) -> str:
+    return _sha256_pair(fh, b"")[0]
+
+
+def _sha256_pair(fh, prefix: bytes) -> tuple[str, str]:
+    """(SHA-256 of the file's bytes, SHA-256 of ``prefix`` followed by them), one read."""
     fh.seek(0)
-    h = hashlib.sha256()
+    h, whole = hashlib.sha256(), hashlib.sha256(prefix)
     for block in iter(lambda: fh.read(1 << 20), b""):
         h.update(block)
-    return h.hexdigest()
+        whole.update(block)
+    return h.hexdigest(), whole.hexdigest()
 
 
 def _npz_read(zf: zipfile.ZipFile, key: str) -> np.ndarray:

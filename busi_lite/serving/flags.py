@@ -14,7 +14,8 @@ Flags (each with a one-line reason):
   predicted while the lesion map's peak cell is below ``lesion_absent`` (the 5th
   percentile of out-of-fold peaks on lesion images), or normal predicted while it is
   above ``lesion_present`` (the 95th percentile on normal images);
-* ``unusual_input``  - the out-of-distribution score of the pooled features is above
+* ``unusual_input``  - the unusual-input score (``ood_score``, an out-of-distribution distance) of the
+  pooled features is above
   the model's ``ood_threshold`` (99th percentile of out-of-fold training scores), or
   a pixel-level sanity rule fires (near-constant image, strongly coloured image:
   ultrasound is grey-scale).
@@ -169,10 +170,10 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
             t = thr.get("ood_threshold")
             have_ood = ood is not None and t is not None
             if have_ood and not np.isfinite(ood[i]):     # never "passed" on a score that is not a number
-                reasons.append("out-of-distribution score is not finite: the model's OOD statistics cannot judge "
+                reasons.append("unusual-input score is not finite: the model's OOD statistics cannot judge "
                                "this image")
             elif have_ood and ood[i] > t:
-                reasons.append(f"out-of-distribution score {ood[i]:.2f} > {t:.2f}: "
+                reasons.append(f"unusual-input score {ood[i]:.2f} > {t:.2f}: "
                                "unlike the breast-ultrasound training images")
             if config.pixel_checks and pixel is not None:
                 reasons += pixel[i]

@@ -52,6 +52,7 @@ from busi_lite.features.preprocess import V1, Preprocessing, mirror
 from busi_lite.io import data as D
 from busi_lite.io import dicom
 from busi_lite.io.imread import read_rgb
+from busi_lite.model.provenance import provenance
 from busi_lite.serving.boxes import LesionBox, box_in_image, make_box
 from busi_lite.serving.flags import (
     FlagConfig,
@@ -67,6 +68,7 @@ from busi_lite.serving.prediction import Prediction
 BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
 NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
+SHOWN_ANYWAY = "unusual input: verdict shown anyway (research use; the model was not made for images like this)"
 MIN_BOX = 2  # px: a thinner lesion-map box is not proposed (preprocess.check_box refuses it)
 PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
                  "before using it as a lesion box")
@@ -197,12 +199,18 @@ def check_frame(frame) -> int | None:
 class Predictor:
     """Loads the model and the backbone once; ``predict(paths)`` -> list[Prediction].
 
-    ``model_path`` / ``model_sha256`` / ``model_source`` say which model answered
-    (path None for a model passed as an object); :meth:`describe` prints them with the backbone.
+    ``provenance`` (busi_lite.model.provenance.Provenance, filled once here) says which model and
+    threshold answer; every Prediction refers to it. ``model_path`` / ``model_sha256`` (weights) /
+    ``model_source`` as before (path None for a model passed as an object); :meth:`describe` prints
+    them with the backbone.
+
+    Withheld verdicts: when ``unusual_input`` fires, a Prediction gets no verdict (label,
+    probabilities, screen, lesion map, box answer) and ``withheld`` says why, unless
+    ``show_anyway`` (research use; also a per-call argument of predict / predict_arrays).
     """
 
     def __init__(self, model=None, backbone=None, threshold_malignant: float | None = None,
-                 flags: FlagConfig = FlagConfig(), batch_size: int = BATCH):
+                 flags: FlagConfig = FlagConfig(), batch_size: int = BATCH, show_anyway: bool = False):
         from busi_lite.common.resources import resolve
         from busi_lite.model.model import Model
 
@@ -224,6 +232,8 @@ class Predictor:
             raise BusiError(f"batch_size must be an integer >= 1, got {batch_size!r}", "give e.g. 16",
                             param="batch_size")
         self.malignant_threshold = None if t is None else float(t)
+        self.provenance = provenance(self.model, self.model_path, self.model_source, threshold_malignant)
+        self.show_anyway = bool(show_anyway)
         self.preprocessing = self.model.preprocessing
         self.flip = self.model.flip
         info = self.model.card.box if self.model.supports_box else None
@@ -248,15 +258,16 @@ class Predictor:
         return self.model.supports_box
 
     def describe(self) -> str:
-        """One line: which model and backbone answer (path, short SHA-256, where the path came from)."""
-        if self.model_path is None:
-            model = "model (in memory)"
-        else:
-            model = f"model {self.model_path} (sha256 {self.model_sha256[:12]}, {self.model_source})"
-        return f"{model}; backbone {self.backbone.path} (sha256 {self.backbone.sha256[:12]})"
+        """Which model answers (name, digest, path and where it came from), its threshold's origin, and the backbone."""
+        pv = self.provenance
+        where = "in memory" if self.model_path is None else f"{self.model_path}, {self.model_source}"
+        t = "no malignant threshold" if pv.malignant_threshold is None else \
+            f"malignant threshold {pv.malignant_threshold:.3f} {pv.threshold_source}"
+        return (f"model {pv.name} (digest {pv.short_digest}; {where}); {t}; "
+                f"backbone {self.backbone.path} (sha256 {self.backbone.sha256[:12]})")
 
     def predict(self, paths, overlay_dir=None, on_result=None, frame: int | None = None,
-                boxes=None) -> list[Prediction]:
+                boxes=None, show_anyway: bool | None = None) -> list[Prediction]:
         """Predict every image / DICOM frame (files or folders); failures become ``ok=False`` entries.
 
         Results follow the arguments' order (a folder's files in sorted order, a DICOM
@@ -264,8 +275,10 @@ class Predictor:
         0-based frame (a file without it fails); images ignore it. ``overlay_dir``: write
         one overlay PNG per prediction there. ``on_result``: callback per Prediction.
         ``boxes``: {image path: lesion box} (see :func:`check_boxes`); files without one get none.
+        ``show_anyway``: give the verdict even for unusual inputs (default: the predictor's setting).
         """
         frame = check_frame(frame)
+        anyway = self.show_anyway if show_anyway is None else bool(show_anyway)
         boxes = check_boxes(boxes)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -304,7 +317,7 @@ class Predictor:
             inputs = [inp for slot in slots if isinstance(slot, list) for inp in slot]
             preds = []
             for b in range(0, len(inputs), self.batch_size):
-                preds += self._predict_inputs(inputs[b:b + self.batch_size])
+                preds += self._predict_inputs(inputs[b:b + self.batch_size], anyway)
             done = iter(zip(inputs, preds))
             for slot in slots:
                 if isinstance(slot, Prediction):
@@ -318,14 +331,17 @@ class Predictor:
                     emit(p)
         return results
 
-    def predict_arrays(self, rgbs, names=None, frames=None, boxes=None) -> list[Prediction]:
+    def predict_arrays(self, rgbs, names=None, frames=None, boxes=None,
+                       show_anyway: bool | None = None) -> list[Prediction]:
         """Predict decoded RGB uint8 arrays [H,W,3] (no files involved).
 
         ``frames``: optional :class:`busi_lite.io.dicom.DicomFrame` (or None) per array, when the
         arrays are DICOM frames: results then carry frame / SOP UID / dicom_crop and give
         boxes in frame pixels, as :meth:`predict` does. ``boxes``: optional lesion box (or
         None) per array, in the array's (frame's) pixels; a box outside its array raises BoxError.
+        ``show_anyway``: as in :meth:`predict`.
         """
+        anyway = self.show_anyway if show_anyway is None else bool(show_anyway)
         names = names or [f"array{i}" for i in range(len(rgbs))]
         frames = frames or [None] * len(rgbs)
         boxes = [None] * len(rgbs) if boxes is None else [None if b is None else make_box(b, f"box of {n}")
@@ -339,7 +355,7 @@ class Predictor:
             sl = slice(s, s + self.batch_size)
             inputs = [_input(Path(n), rgb, False, f, self._prep, b)
                       for rgb, n, f, b in zip(rgbs[sl], names[sl], frames[sl], boxes[sl])]
-            out += self._predict_inputs(inputs)
+            out += self._predict_inputs(inputs, anyway)
         return out
 
     def _features(self, inputs: list[_Input]):
@@ -367,7 +383,7 @@ class Predictor:
         crop_m = feats[at + nb:at + 2 * nb] if brows and self.box_flip else None
         return whole, whole_m, crop, crop_m, brows
 
-    def _predict_inputs(self, inputs: list[_Input]) -> list[Prediction]:
+    def _predict_inputs(self, inputs: list[_Input], show_anyway: bool = False) -> list[Prediction]:
         m = self.model
         feats, feats_m, crop, crop_m, brows = self._features(inputs)
         with np.errstate(invalid="ignore", over="ignore"):  # a damaged model is reported per image below
@@ -392,7 +408,7 @@ class Predictor:
         lt = self.thresholds.get("lesion_threshold")
         preds = []
         for k, inp in enumerate(inputs):
-            pred = Prediction(str(inp.path), False, notes=list(inp.notes))
+            pred = Prediction(str(inp.path), False, notes=list(inp.notes), model=self.provenance)
             if inp.frame is not None:
                 f = inp.frame
                 pred.frame, pred.n_frames, pred.sop_instance_uid = int(f.frame), int(f.n_frames), f.sop_instance_uid
@@ -431,8 +447,21 @@ class Predictor:
                 pred.box_proba = {c: float(v) for c, v in zip(m.card.box.classes, bp)}
                 pred.box_malignant_threshold = self.box_threshold
                 pred.box_malignant_alert = bool(bp[1] >= self.box_threshold)
+            _withhold_unusual(pred, show_anyway)
             preds.append(pred)
         return preds
+
+
+def _withhold_unusual(pred: Prediction, show_anyway: bool) -> None:
+    """unusual_input fired: withhold the verdict (or, with show_anyway, keep it and say so in notes)."""
+    unusual = next((f for f in pred.flags if f.name == "unusual_input"), None)
+    if unusual is None:
+        return
+    if show_anyway:
+        pred.notes.append(SHOWN_ANYWAY)
+    else:
+        pred.withhold(f"unusual input: {unusual.reason}")
+        pred.notes = [n for n in pred.notes if n != PROPOSED_NOTE]
 
 
 def _pooled(feats: np.ndarray) -> np.ndarray:
@@ -447,14 +476,15 @@ def _shift(box, dx: int, dy: int) -> list:
 
 def predict_images(paths, model=None, backbone=None, threshold_malignant: float | None = None,
                    flags: FlagConfig = FlagConfig(), overlay_dir=None, frame: int | None = None, box=None,
-                   boxes=None) -> list[Prediction]:
+                   boxes=None, show_anyway: bool = False) -> list[Prediction]:
     """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`.
-    ``box``: one lesion box for ONE image file; ``boxes``: {image path: box} for several."""
+    ``box``: one lesion box for ONE image file; ``boxes``: {image path: box} for several;
+    ``show_anyway``: give verdicts for unusual inputs too (research use)."""
     if box is not None:
         files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if len(files) != 1 or Path(files[0]).is_dir() or boxes is not None:
             raise ConfigError("box= goes with exactly one image file (and no boxes=)",
                               "give boxes={path: box} for several images", param="box")
         boxes = {files[0]: make_box(box, "box")}
-    return Predictor(model, backbone, threshold_malignant, flags).predict(paths, overlay_dir=overlay_dir,
-                                                                         frame=frame, boxes=boxes)
+    return Predictor(model, backbone, threshold_malignant, flags, show_anyway=show_anyway).predict(
+        paths, overlay_dir=overlay_dir, frame=frame, boxes=boxes)

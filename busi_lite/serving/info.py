@@ -34,7 +34,7 @@ class Found:
     kind: str                       # "backbone" | "model"
     path: str | None = None         # the backbone file, or the model stem NAME (NAME.npz + NAME.json)
     source: str | None = None       # "option" | "environment" | "packaged"
-    sha256: str | None = None       # of the .onnx, or of the model's .npz
+    sha256: str | None = None       # of the .onnx, or of the model's .npz (details.digest: card + weights)
     loads: bool | None = None
     error: str | None = None
     details: dict = field(default_factory=dict)
@@ -108,6 +108,7 @@ def _model(option) -> Found:
         from busi_lite.common.resources import resolve
         from busi_lite.features.backbone import file_sha256
         from busi_lite.model.model import Model, model_paths
+        from busi_lite.model.provenance import provenance
 
         r = resolve("model", option)
         f.path, f.source = str(r.path), r.source
@@ -116,13 +117,14 @@ def _model(option) -> Found:
             f.sha256 = file_sha256(npz)
         if js.is_file():
             f.details["sidecar_sha256"] = file_sha256(js)
-        Model.load(r.path)
+        m = Model.load(r.path)
         f.loads = True
+        pv = provenance(m, str(r.path), r.source)
         meta = json.loads(js.read_text())  # the sidecar's plain JSON
-        f.details.update({"name": meta.get("config", {}).get("name"), "head": meta.get("config", {}).get("head"),
+        f.details.update({"name": pv.name, "digest": pv.digest, "head": meta.get("config", {}).get("head"),
                           "classes": meta.get("classes"), "backbone_sha256": meta.get("backbone_sha256"),
                           "trained_with": meta.get("package_version"),
-                          "malignant_threshold": meta.get("calibration", {}).get("malignant_threshold")})
+                          "malignant_threshold": pv.malignant_threshold, "threshold_source": pv.threshold_source})
     except Exception as e:  # noqa: BLE001
         f.loads, f.error = False, _error(e)
     return f

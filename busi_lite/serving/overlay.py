@@ -7,8 +7,9 @@ legend band below (what every colour and line means, with a colour scale for the
 lesion map). :class:`OverlayWriter` writes OUTDIR/<stem>_overlay.png (frames of a
 multi-frame DICOM: <stem>_f<frame, 3 digits>_overlay.png) atomically, never over an input file and never twice
 the same name; names come from the file name only, never from DICOM attributes.
-:func:`verdict_line`, :func:`label_text` and :func:`screen_text` are the verdict
-texts the CLI prints too.
+The words come from :mod:`busi_lite.serving.verdict` (the CLI prints the same): the research
+notice, the model's name/digest and its threshold's origin, then one answer (most probable class;
+sensitive screen), or "VERDICT WITHHELD" and why for an unusual input.
 
 Drawing: with a lesion map the picture is two panels, the plain image on the left
 and the same image with the map on the right, so the map never hides the lesion;
@@ -27,11 +28,20 @@ import numpy as np
 from busi_lite.common.atomic import atomic_path
 from busi_lite.serving.geometry import SEG_THRESHOLD, upsample
 from busi_lite.serving.prediction import Prediction
+from busi_lite.serving.verdict import (
+    NOTICE,
+    answer_parts,
+    label_text,
+    probs_text,
+    provenance_text,
+    screen_parts,
+)
 
 HEAT_FLOOR, HEAT_ALPHA = 0.2, 0.35     # no colour below HEAT_FLOOR; opacity at p = 1
 GAP = 6                                # px between the plain image and the lesion-map panel
 MIN_SIDE = 512                         # small images are enlarged so the text stays legible
 WHITE, GREY, RED, GREEN, ORANGE = (255, 255, 255), (170, 170, 170), (255, 90, 90), (120, 220, 120), (255, 170, 60)
+YELLOW = (255, 220, 80)
 CROP, OUTLINE, BOX = (200, 200, 200), (255, 40, 40), (0, 220, 255)
 
 
@@ -64,49 +74,6 @@ class OverlayWriter:
             im.save(tmp, format="PNG")
         pred.overlay = str(out)
         return out
-
-
-# ---------------------------------------------------------------- texts
-
-def _pair(x: float, t: float) -> tuple[str, str]:
-    """x and t with the same decimals (3, more when needed) so 'x >= t' / 'x < t' reads true."""
-    for nd in (3, 5, 8):
-        a, b = f"{x:.{nd}f}", f"{t:.{nd}f}"
-        if (float(a) >= float(b)) == (x >= t):
-            return a, b
-    return repr(x), repr(t)
-
-
-def label_text(pred: Prediction) -> str:
-    """'label: NORMAL (p 0.74)': the most probable class."""
-    return f"label: {pred.label.upper()} (p {pred.proba[pred.label]:.2f})"
-
-
-def probs_text(pred: Prediction) -> str:
-    return "probabilities: " + ", ".join(f"{c} {v:.2f}" for c, v in pred.proba.items())
-
-
-def screen_parts(pred: Prediction) -> list[str]:
-    """The malignant screen as phrases (joined with spaces they read as one sentence)."""
-    t = pred.malignant_threshold
-    if pred.malignant_alert is None or t is None:
-        return ["screen: none -", "this model has no malignant operating point"]
-    pm, pt = _pair(pred.proba["malignant"], t)
-    if pred.malignant_alert:
-        return ["screen: MALIGNANT ALERT -", f"p(malignant) {pm} >= {pt},", "high-sensitivity threshold"]
-    return ["screen: no malignant alert -", f"p(malignant) {pm} < {pt},", "high-sensitivity threshold"]
-
-
-def screen_text(pred: Prediction) -> str:
-    """'screen: MALIGNANT ALERT - p(malignant) 0.030 >= 0.028, high-sensitivity threshold'."""
-    return " ".join(screen_parts(pred))
-
-
-def verdict_line(pred: Prediction) -> str:
-    """Label and screen on one line, kept apart by ' | '."""
-    if not pred.ok:
-        return f"ERROR {pred.error}"
-    return f"{label_text(pred)} | {screen_text(pred)}"
 
 
 # ---------------------------------------------------------------- drawing
@@ -219,10 +186,14 @@ def render_overlay(rgb: np.ndarray, pred: Prediction, max_side: int = 1024):
                                    else f" - frame {pred.frame} of {pred.n_frames}")
     alert = RED if pred.malignant_alert else (GREEN if pred.malignant_alert is False else GREY)
     lines = [(s, GREY) for s in _wrap([head], font, width)]
-    lines += [(s, WHITE) for s in _wrap([label_text(pred) + ";", probs_text(pred)], font, width)]
-    lines += [(s, alert) for s in _wrap(screen_parts(pred), font, width)]
+    lines += [(s, YELLOW) for s in _wrap([NOTICE.upper(), provenance_text(pred)], font, width)]
+    if pred.withheld:
+        lines += [(s, YELLOW) for s in _wrap(answer_parts(pred), font, width)]
+    else:
+        lines += [(s, WHITE) for s in _wrap([label_text(pred) + ",", probs_text(pred) + ";"], font, width)]
+        lines += [(s, alert) for s in _wrap(screen_parts(pred), font, width)]
     for f in pred.flags:
-        lines += [(s, ORANGE) for s in _wrap([f"! {f.name}:"] + f.reason.split(" "), font, width)]
+        lines += [(s, ORANGE) for s in _wrap([f"FLAG {f.name}:"] + f.reason.split(" "), font, width)]
     top = step * len(lines) + 6
     legend = _legend_rows(font, width, has_map, bool(pred.lesion_bbox), size)
     bottom = sum(hgt for hgt, _ in legend) + 8

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from busi_lite.model.provenance import Provenance
+
+# fields that make up a verdict: emptied when the verdict is withheld (see Prediction.withhold)
+VERDICT_FIELDS = ("proba", "label", "malignant_alert", "lesion", "lesion_peak", "lesion_present", "lesion_area",
+                  "lesion_bbox", "box_proba", "box_malignant_alert", "proposed_box")
+
 
 @dataclass
 class Prediction:
@@ -37,6 +43,8 @@ class Prediction:
     box_malignant_threshold: float | None = None
     proposed_box: list | None = None    # lesion-map models: a box to start from (coarse), original pixels
     notes: list = field(default_factory=list)  # plain-language remarks, e.g. a box that was ignored
+    model: Provenance | None = None     # which model and threshold made this result (one record per loaded model)
+    withheld: str | None = None         # why no verdict is given (unusual input); None = the verdict is shown
 
     @property
     def flagged(self) -> bool:
@@ -47,7 +55,15 @@ class Prediction:
         """The file, plus ``[frame i of n]`` (0-based i) for a DICOM frame."""
         return self.path if self.frame is None else f"{self.path} [frame {self.frame} of {self.n_frames}]"
 
+    def withhold(self, reason: str) -> None:
+        """No verdict for this input: label, probabilities, screen, lesion map and box answers are
+        emptied and ``withheld`` says why; flags, checks, the unusual-input score and provenance stay."""
+        for k in VERDICT_FIELDS:
+            setattr(self, k, None)
+        self.withheld = reason
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["flags"] = [{"name": f.name, "reason": f.reason} for f in self.flags]
+        d["model"] = None if self.model is None else self.model.to_dict()
         return d

@@ -4,9 +4,11 @@ Contract:
 
 * :func:`create_app` builds the ASGI app around one :class:`~busi_lite.serving.inference.Predictor`
   (loaded once, before the app exists). :func:`serve` loads the predictor and runs uvicorn.
-* Routes: ``GET /`` the page (static files, no CDN: works offline); ``GET /api/info``;
-  ``POST /api/predict`` (multipart: ``files`` one or more, optional ``box=x0,y0,x1,y1``
-  in original pixels, optional ``preview=1``) -> JSON list of ``predict --json`` records;
+* Routes: ``GET /`` the page (static files, no CDN: works offline); ``GET /api/info`` (with the
+  model's provenance: name, digest, threshold origin); ``POST /api/predict`` (multipart: ``files``
+  one or more, optional ``box=x0,y0,x1,y1`` in original pixels, optional ``preview=1``, optional
+  ``show_anyway=1``: verdicts for unusual inputs too, research use) -> JSON list of ``predict --json``
+  records (each naming its model; a withheld verdict has ``label`` null and ``withheld`` its reason);
   ``GET /openapi.json``.
 * Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
   never spools to disk; DICOM is decoded from memory) and never stored unless ``save_dir`` is given;
@@ -165,6 +167,15 @@ def _libc():
 _LIBC = _libc()
 
 
+def _public_provenance(pv) -> dict | None:
+    """The provenance record as the page and API show it: the model's file name, never its absolute path."""
+    if pv is None:
+        return None
+    d = pv.to_dict()
+    d["path"] = Path(d["path"]).name if d.get("path") else None
+    return d
+
+
 def _model_name(model) -> str | None:
     """The model card's config name, or None for a model without a card."""
     card = getattr(model, "card", None)
@@ -186,8 +197,11 @@ class _Service:
     def info(self) -> dict:
         p = self.predictor
         m, bb = p.model, p.backbone
+        pv = getattr(p, "provenance", None)
         return {
-            "model": {"name": _model_name(m), "file": Path(self.model_path).name if self.model_path else None,
+            "provenance": _public_provenance(pv),
+            "model": {"name": pv.name if pv is not None else _model_name(m),
+                      "file": Path(self.model_path).name if self.model_path else None,
                       "sha256": getattr(p, "model_sha256", None),
                       "head": getattr(m.head, "kind", None), "has_lesion_map": bool(m.has_lesion_map),
                       "supports_box": bool(getattr(p, "supports_box", False))},
@@ -203,7 +217,8 @@ class _Service:
             "notice": "Research tool, not a medical device: no output is a diagnosis.",
         }
 
-    def run(self, uploads: list[tuple[str, bytes]], box_text: str | None, want_preview: bool):
+    def run(self, uploads: list[tuple[str, bytes]], box_text: str | None, want_preview: bool,
+            show_anyway: bool = False):
         """Decode and predict one file at a time (blocking; called in a worker thread).
         Returns (records, errors) where errors are UploadErrors of unusable files."""
         slots = [[] for _ in uploads]      # records per upload, in upload order
@@ -228,13 +243,15 @@ class _Service:
                 rgb = frames[0].rgb
                 box = parse_box(box_text, (rgb.shape[1], rgb.shape[0]))
             rgbs, names = [f.rgb for f in frames], [f.name for f in frames]
+            kw = {"show_anyway": True} if show_anyway else {}
             with self.lock:
                 if box is not None and supports_box:
-                    preds = self.predictor.predict_arrays(rgbs, names=names, boxes=[box] * len(rgbs))
+                    preds = self.predictor.predict_arrays(rgbs, names=names, boxes=[box] * len(rgbs), **kw)
                 else:
-                    preds = self.predictor.predict_arrays(rgbs, names=names)
+                    preds = self.predictor.predict_arrays(rgbs, names=names, **kw)
             for f, p in zip(frames, preds):
                 rec = p.to_dict()
+                rec["model"] = _public_provenance(p.model)
                 rec.update(f.extra)
                 if box is not None:
                     rec["box"] = list(box)
@@ -340,9 +357,10 @@ async def _predict_files(request: Request) -> JSONResponse:
     if box_text is not None and len(uploads) != 1:
         return _error(400, f"box was sent with {len(uploads)} files", "send a box with exactly one file")
     want_preview = form.get("preview") in ("1", "true")
+    show_anyway = form.get("show_anyway") in ("1", "true")
     t0 = time.perf_counter()
     try:
-        records, errors = await run_in_threadpool(svc.run, uploads, box_text, want_preview)
+        records, errors = await run_in_threadpool(svc.run, uploads, box_text, want_preview, show_anyway)
     except UploadError as e:
         return _error(e.status, e.what, e.fix, file=e.file)
     log.info("predicted %d file(s), %d record(s) in %.0f ms", len(uploads), len(records),

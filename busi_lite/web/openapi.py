@@ -16,7 +16,7 @@ import re
 import tokenize
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, is_dataclass
 
 from busi_lite.serving.prediction import Prediction
 
@@ -30,7 +30,11 @@ _DETAIL = {  # what the annotation cannot say (item schemas), merged over the ge
     "path": {"description": "the upload's file name (CLI: the path given)"},
     "proba": {"additionalProperties": {"type": "number"}, "description": "class -> probability"},
     "label": {"description": "most probable class"},
-    "malignant_alert": {"description": "high-sensitivity screen: p(malignant) >= malignant_threshold"},
+    "malignant_alert": {"description": "sensitive screen (REFER): p(malignant) >= malignant_threshold; null when "
+                                       "withheld"},
+    "model": {"description": "which model and threshold made the result (Provenance.to_dict): name, digest "
+                             "(SHA-256 of card + weights), threshold_origin (training | site | override | none), "
+                             "threshold_source in words, target_recall, false_alarm_rate"},
     "flags": {"items": {"type": "object", "required": ["name", "reason"],
                         "properties": {"name": {"type": "string"}, "reason": {"type": "string"}}}},
     "checks": {"additionalProperties": {"type": "string"}},
@@ -52,6 +56,8 @@ def json_type(annotation) -> list[str]:
             out.append("null")
         elif a in _JSON_TYPE:
             out.append(_JSON_TYPE[a])
+        elif is_dataclass(a):     # a nested record (e.g. Provenance): its to_dict() is an object
+            out.append("object")
         else:
             raise TypeError(f"Prediction field type {a!r} has no JSON type: add it to openapi._JSON_TYPE")
     return out
@@ -121,7 +127,9 @@ def spec(max_file_mb: float, max_request_mb: float) -> dict:
                                 "description": "lesion box x0,y0,x1,y1 in original pixels (one file only); used "
                                                "by models with a lesion-box mode, else ignored with a note"},
                         "preview": {"type": "string", "enum": ["0", "1"],
-                                    "description": "1: add a JPEG preview of each decoded image"}}}}}},
+                                    "description": "1: add a JPEG preview of each decoded image"},
+                        "show_anyway": {"type": "string", "enum": ["0", "1"],
+                                        "description": "1: give verdicts for unusual inputs too (research use)"}}}}}},
                 "responses": {
                     "200": {"description": "one record per image (per frame for DICOM cines)",
                             "content": {"application/json": {"schema": {

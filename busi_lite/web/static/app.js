@@ -17,6 +17,7 @@ function el(tag, attrs, ...children) {
   for (const c of children) if (c !== null && c !== undefined) e.append(c);
   return e;
 }
+const SCORE_NAME = "unusual-input score";   // the one name of ood_score on every face
 const pct = (p) => (100 * p).toFixed(1) + " %";
 const fmt = (x, d = 3) => (x === null || x === undefined ? "" : Number(x).toFixed(d));
 function setStatus(text, isError) {
@@ -45,11 +46,13 @@ async function loadInfo() {
   const r = await fetch("/api/info");
   const info = await r.json();
   state.info = info;
-  const m = info.model, b = info.backbone;
+  const m = info.model, b = info.backbone, pv = info.provenance;
   const t = info.malignant_threshold;
+  const digest = pv && pv.digest ? ` digest ${pv.digest.slice(0, 12)}` : "";
   document.getElementById("model-info").replaceChildren(
-    el("div", { text: `model ${m.name || "?"} (${m.head || "?"} head${m.has_lesion_map ? ", lesion map" : ""}${m.supports_box ? ", lesion-box mode" : ""}) · ` +
-                      (t === null ? "no malignant operating point" : `malignant alert at p(malignant) >= ${fmt(t)}`) }),
+    el("div", { id: "model-name", text: `model ${m.name || "?"} (${m.head || "?"} head${m.has_lesion_map ? ", lesion map" : ""}${m.supports_box ? ", lesion-box mode" : ""};${digest})` }),
+    el("div", { id: "model-threshold", text: t === null ? "no malignant screening threshold"
+      : `screening threshold p(malignant) >= ${fmt(t)}, ${pv ? pv.threshold_source : "origin unknown"}` }),
     el("div", { text: `backbone ${b.file} (${b.sha256.slice(0, 12)}) · busi-lite ${info.version}` }));
 }
 
@@ -71,10 +74,11 @@ function chunks(files) {
   return out;
 }
 
-async function postFiles(files, box) {
+async function postFiles(files, box, showAnyway) {
   const form = new FormData();
   for (const f of files) form.append("files", f, f.name);
   form.append("preview", "1");
+  if (showAnyway) form.append("show_anyway", "1");
   if (box) form.append("box", box.map((v) => Math.round(v)).join(","));
   const r = await fetch("/api/predict", { method: "POST", body: form });
   let body = null;
@@ -191,6 +195,8 @@ function viewer(entry, rec) {
     cb.checked = entry.showMap;
     cb.addEventListener("change", () => { entry.showMap = cb.checked; drawImage(entry, canvas); });
     tools.append(el("label", { for: `map-${entry.id}` }, cb, " lesion map"), legend());
+  } else if (rec.withheld) {
+    tools.append(el("span", { text: "lesion map withheld (unusual input)" }));
   } else {
     tools.append(el("span", { text: "this model has no lesion map" }));
   }
@@ -269,12 +275,13 @@ function supportsBox() {
 
 async function predictWithBox(entry, box) {
   entry.box = box;
-  setStatus(`predicting ${entry.file.name} with the lesion box...`);
-  const res = await postFiles([entry.file], box);
+  setStatus(box ? `predicting ${entry.file.name} with the lesion box...` : `predicting ${entry.file.name} again...`);
+  const res = await postFiles([entry.file], box, entry.showAnyway);
   if (res.ok) {
     entry.records = res.body;
     entry.frame = Math.min(entry.frame, entry.records.length - 1);
-    setStatus(`${entry.file.name}: predicted again with lesion box ${box.map(Math.round).join(",")}`);
+    setStatus(box ? `${entry.file.name}: predicted again with lesion box ${box.map(Math.round).join(",")}`
+                  : `${entry.file.name}: predicted again` + (entry.showAnyway ? " (verdicts shown anyway)" : ""));
   } else {
     setStatus(res.body.error || `error ${res.status}`, true);
   }
@@ -317,20 +324,33 @@ function details(entry, rec) {
   const box = el("div", { class: "details" });
   const title = rec.frame !== undefined && entry.records.length > 1 ? `${rec.path} (frame ${rec.frame})` : rec.path;
   box.append(el("h3", { text: title }));
-  const classes = Object.keys(rec.proba);
-  const top = rec.label;
-  box.append(el("div", { class: "verdict" }, "Most probable: ",
-    el("span", { class: `lab-${top}`, text: top }), " ", el("small", { text: `(${pct(rec.proba[top])})` })));
-  box.append(alertBox(rec));
-  box.append(el("div", { class: "section-title", text: "Probabilities" }));
-  const bars = el("div", { class: "bars" });
-  for (const c of classes) {
-    const fill = el("span", { class: `c-${c}` });
-    fill.style.width = (100 * rec.proba[c]).toFixed(1) + "%";
-    bars.append(el("span", { text: c }), el("div", { class: "bar", role: "img", "aria-label": `${c} ${pct(rec.proba[c])}` }, fill),
-                el("span", { class: "pct", "data-class": c, text: pct(rec.proba[c]) }));
+  if (rec.withheld) {
+    box.append(withheldBox(entry, rec));
+  } else {
+    const classes = Object.keys(rec.proba);
+    const top = rec.label;
+    const answer = el("div", { class: "answer", "data-answer": rec.malignant_alert ? "refer" : "no-referral" });
+    answer.append(el("div", { class: "verdict" }, "Most probable: ",
+      el("span", { class: `lab-${top}`, text: top }), " ", el("small", { text: `(${pct(rec.proba[top])})` }), ";"));
+    answer.append(alertBox(rec));
+    box.append(answer);
+    if (entry.showAnyway && (rec.flags || []).some((f) => f.name === "unusual_input")) {
+      const cb = el("input", { type: "checkbox", "data-show-anyway": "1" });
+      cb.checked = true;
+      cb.addEventListener("change", async () => { entry.showAnyway = cb.checked; await predictWithBox(entry, entry.box); });
+      box.append(el("p", { class: "anyway" }, el("b", { text: "Shown anyway for research use" }),
+        ": this image is unlike the training images (unusual input). ", el("label", { class: "show-anyway" }, cb, " show anyway")));
+    }
+    box.append(el("div", { class: "section-title", text: "Probabilities" }));
+    const bars = el("div", { class: "bars" });
+    for (const c of classes) {
+      const fill = el("span", { class: `c-${c}` });
+      fill.style.width = (100 * rec.proba[c]).toFixed(1) + "%";
+      bars.append(el("span", { text: c }), el("div", { class: "bar", role: "img", "aria-label": `${c} ${pct(rec.proba[c])}` }, fill),
+                  el("span", { class: "pct", "data-class": c, text: pct(rec.proba[c]) }));
+    }
+    box.append(bars);
   }
-  box.append(bars);
   box.append(el("div", { class: "section-title", text: "Flags" }));
   const flags = el("ul", { class: "flags" });
   if (rec.flags.length) {
@@ -344,10 +364,14 @@ function details(entry, rec) {
   box.append(flags);
   if (rec.box_proba) box.append(boxModeBox(rec));
   if (rec.notes && rec.notes.length) box.append(el("p", { class: "notes", text: rec.notes.join("; ") }));
-  const info = state.info;
-  const meta = [`answered by model ${info ? info.model.name : "?"} on backbone ${info ? info.backbone.file : "?"}`];
+  const info = state.info, pv = rec.model;
+  box.append(el("p", { class: "provenance", text: pv
+    ? `Answered by model ${pv.name} (digest ${(pv.digest || "-").slice(0, 12)}) on backbone ${info ? info.backbone.file : "?"}; ` +
+      (pv.malignant_threshold === null ? "no screening threshold." : `screening threshold ${fmt(pv.malignant_threshold)} ${pv.threshold_source}.`)
+    : "model unknown" }));
+  const meta = [];
   if (rec.lesion_peak !== null && rec.lesion_peak !== undefined) meta.push(`lesion peak ${fmt(rec.lesion_peak, 2)}`);
-  if (rec.ood_score !== null && rec.ood_score !== undefined) meta.push(`unusual-input score ${fmt(rec.ood_score, 2)}`);
+  if (rec.ood_score !== null && rec.ood_score !== undefined) meta.push(`${SCORE_NAME} ${fmt(rec.ood_score, 2)}`);
   meta.push(`${rec.size[0]}x${rec.size[1]} px`);
   if (rec.box) meta.push(`lesion box ${rec.box.join(",")}`);
   if (rec.sop_instance_uid) meta.push(`SOP Instance UID ${rec.sop_instance_uid}`);
@@ -364,15 +388,39 @@ function boxModeBox(rec) {
     el("b", { text: `Lesion-box mode: alert ${rec.box_malignant_alert ? "ON" : "off"}` }), text);
 }
 
-function alertBox(rec) {
-  const t = rec.malignant_threshold, pm = rec.proba.malignant;
-  if (t === null || t === undefined || rec.malignant_alert === null) {
-    return el("div", { class: "alert none", text: "Malignant alert: this model has no operating point" });
+// the sensitive screen, worded as the CLI and the overlays word it (busi_lite.serving.verdict)
+function screenSentence(rec) {
+  const t = rec.malignant_threshold, pm = rec.proba.malignant, pv = rec.model || {};
+  let s = `p(malignant) ${fmt(pm)} is ${rec.malignant_alert ? "at or above" : "below"} the screening threshold ${fmt(t)}`;
+  if (pv.target_recall !== null && pv.target_recall !== undefined) {
+    s += `, set to catch ${Math.round(100 * pv.target_recall)} % of cancers`;
+    if (pv.false_alarm_rate !== null && pv.false_alarm_rate !== undefined) {
+      s += `; it also fires on about ${Math.round(100 * pv.false_alarm_rate)} % of non-malignant cases`;
+    }
   }
-  const screen = `high-sensitivity screen: p(malignant) ${fmt(pm)} ${rec.malignant_alert ? ">=" : "<"} t = ${fmt(t)}`;
+  if (rec.malignant_alert && rec.label !== "malignant") s += " (the screen is deliberately sensitive: it also refers images whose most probable class is not malignant)";
+  return s;
+}
+
+function alertBox(rec) {
+  const t = rec.malignant_threshold;
+  if (t === null || t === undefined || rec.malignant_alert === null) {
+    return el("div", { class: "alert none", text: "Sensitive screen: this model has no screening threshold" });
+  }
   return rec.malignant_alert
-    ? el("div", { class: "alert on", "data-alert": "on" }, el("b", { text: "Malignant alert ON" }), " — " + screen)
-    : el("div", { class: "alert off", "data-alert": "off" }, el("b", { text: "Malignant alert off" }), " — " + screen);
+    ? el("div", { class: "alert on", "data-alert": "on" }, el("b", { text: "Sensitive screen: REFER" }), " — " + screenSentence(rec))
+    : el("div", { class: "alert off", "data-alert": "off" }, el("b", { text: "Sensitive screen: no referral" }), " — " + screenSentence(rec));
+}
+
+// unusual input: no verdict, the reason, and a research-use toggle that asks the server again
+function withheldBox(entry, rec) {
+  const why = el("div", { class: "withheld", "data-withheld": "1" },
+    el("b", { text: "Verdict withheld" }), ` — ${rec.withheld}. No label, screen or lesion map is given for an image unlike the training images.`);
+  const toggle = el("label", { class: "show-anyway" });
+  const cb = el("input", { type: "checkbox", "data-show-anyway": "1" });
+  cb.addEventListener("change", async () => { entry.showAnyway = cb.checked; await predictWithBox(entry, entry.box); });
+  toggle.append(cb, " show the verdict anyway (research use)");
+  return el("div", {}, why, toggle);
 }
 
 // ------------------------------------------------------------------ batch table and CSV
@@ -393,24 +441,35 @@ function renderTable() {
   const all = rows();
   document.getElementById("batch").hidden = all.length === 0;
   const cls = classNames();
-  const head = ["#", "file", "frame", "label", ...cls.map((c) => `p(${c})`), "malignant alert", "flags"];
+  const head = ["#", "file", "frame", "most probable", ...cls.map((c) => `p(${c})`), "sensitive screen", "lesion box",
+                "box screen", "flags"];
   const thead = document.querySelector("#table thead"), tbody = document.querySelector("#table tbody");
   thead.replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))));
   tbody.replaceChildren();
   all.forEach((r, i) => {
-    const tr = el("tr", { class: r.malignant_alert ? "alert-row" : "" });
+    const tr = el("tr", { class: r.malignant_alert ? "alert-row" : r.withheld ? "withheld-row" : "" });
     tr.append(el("td", { class: "num", text: String(i + 1) }), el("td", { class: "file", text: r.path }),
-              el("td", { class: "num", text: r.frame === undefined ? "" : String(r.frame) }));
+              el("td", { class: "num", text: r.frame === null || r.frame === undefined ? "" : String(r.frame) }));
     if (!r.ok) {
-      tr.append(el("td", { class: "error-text", colspan: String(cls.length + 3), text: r.error || "error" }));
+      tr.append(el("td", { class: "error-text", colspan: String(cls.length + 5), text: r.error || "error" }));
+    } else if (r.withheld) {
+      tr.append(el("td", { class: "withheld-cell", colspan: String(cls.length + 4), text: `verdict withheld: ${r.withheld}` }),
+                el("td", { text: r.flags.map((f) => f.name).join(", ") }));
     } else {
       tr.append(el("td", { text: r.label }));
       for (const c of cls) tr.append(el("td", { class: "num", text: fmt(r.proba[c]) }));
-      tr.append(el("td", { class: "alert-cell", text: r.malignant_alert === null ? "n/a" : r.malignant_alert ? "ALERT" : "no" }),
+      tr.append(el("td", { class: "alert-cell", text: r.malignant_alert === null ? "n/a" : r.malignant_alert ? "REFER" : "no referral" }),
+                el("td", { text: r.box ? r.box.join(",") : "" }),
+                el("td", { class: "alert-cell", text: boxScreen(r) }),
                 el("td", { text: r.flags.map((f) => f.name).join(", ") }));
     }
     tbody.append(tr);
   });
+}
+
+function boxScreen(r) {
+  if (!r.box_proba) return r.box ? "no box mode" : "";
+  return `${r.box_malignant_alert ? "REFER" : "no referral"} (p ${fmt(r.box_proba.malignant)})`;
 }
 
 function csvCell(v) {
@@ -421,13 +480,17 @@ function csvCell(v) {
 function toCsv() {
   const cls = classNames();
   const head = ["file", "frame", "ok", "label", ...cls.map((c) => `p_${c}`), "malignant_alert", "malignant_threshold",
-                "lesion_peak", "ood_score", "flags", "flag_reasons", "notes", "error"];
+                "box", "box_p_malignant", "box_malignant_alert", "box_malignant_threshold",
+                "lesion_peak", "ood_score", "flags", "flag_reasons", "notes", "withheld", "model", "model_digest",
+                "threshold_source", "error"];
   const lines = [head.join(",")];
   for (const r of rows()) {
-    const p = r.proba || {};
+    const p = r.proba || {}, bp = r.box_proba || {}, pv = r.model || {};
     lines.push([r.path, r.frame, r.ok, r.label, ...cls.map((c) => p[c]), r.malignant_alert, r.malignant_threshold,
+                r.box ? r.box.join(" ") : "", bp.malignant, r.box_malignant_alert, r.box_malignant_threshold,
                 r.lesion_peak, r.ood_score, (r.flags || []).map((f) => f.name).join(";"),
-                (r.flags || []).map((f) => f.reason).join(" | "), (r.notes || []).join("; "), r.error]
+                (r.flags || []).map((f) => f.reason).join(" | "), (r.notes || []).join("; "), r.withheld,
+                pv.name, pv.digest, pv.threshold_source, r.error]
                  .map(csvCell).join(","));
   }
   return lines.join("\r\n") + "\r\n";
