@@ -67,9 +67,9 @@ def assert_clean_error(r, status, file=None):
 
 def assert_same_record(web: dict, cli: dict):
     assert web["ok"] and cli["ok"]
-    for k in ("label", "malignant_alert", "malignant_threshold", "size", "crop_box", "checks", "flags", "withheld",
-              "model"):
+    for k in ("label", "malignant_alert", "malignant_threshold", "size", "crop_box", "checks", "flags", "withheld"):
         assert web[k] == cli[k], k
+    assert web["model"] == dict(cli["model"], path=Path(cli["model"]["path"]).name)   # the page shows no absolute path
     if cli["withheld"]:
         assert web["proba"] is None and web["lesion"] is None
         return
@@ -93,7 +93,7 @@ def test_info_names_model_backbone_and_thresholds(client, predictor, world):
     assert info["limits"]["max_file_mb"] == 2 and info["limits"]["max_request_mb"] == 5
     assert "not" in info["notice"] and "diagnosis" in info["notice"]
     pv = predictor.provenance   # name, whole-model digest and the threshold's origin, as every record has them
-    assert info["provenance"] == pv.to_dict() and len(pv.digest) == 64
+    assert info["provenance"] == dict(pv.to_dict(), path="tiny_mtl") and len(pv.digest) == 64   # no absolute path
     assert info["provenance"]["threshold_source"].startswith("chosen on out-of-fold predictions")
 
 
@@ -107,7 +107,8 @@ def test_good_image_gives_the_predict_json_record(client, predictor, world):
     assert set(cli) <= set(rec)                       # every field of predict --json is there
     assert_same_record(rec, cli)
     assert len(rec["lesion"]) == 7 and all(len(row) == 7 for row in rec["lesion"])
-    assert rec["model"] == predictor.provenance.to_dict() and rec["withheld"] is None
+    assert rec["model"] == dict(predictor.provenance.to_dict(), path=Path(str(predictor.provenance.path)).name)
+    assert rec["withheld"] is None
 
 
 def test_unusual_input_gets_no_verdict_unless_shown_anyway(client):
