@@ -69,14 +69,14 @@ def child_train(cache_path, blas: str, kind: str) -> dict:
         cache.valid(v)
         cache.pooled(v)
     load_s = time.perf_counter() - t0
-    config = Config(name="busy-bench", lr=1e-4, batch=32)
+    config = Config.build(name="busy-bench", lr=1e-4, batch=32)
     t0 = time.perf_counter()
     if kind == "fit":
         E.fit_model(cache, config, 0)
     else:
         E.run_one(cache, config, 0)
     return {"seconds": time.perf_counter() - t0, "load_seconds": load_s, "blas_pools": pools,
-            "config": {"lr": config.lr, "batch": config.batch, "epochs": config.epochs, "masks": config.masks}}
+            "config": {**config.params.to_json(), "masks": config.masks}}
 
 
 def child_predict(image, blas: str, n: int, ort_threads: int) -> dict:

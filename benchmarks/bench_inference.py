@@ -102,7 +102,7 @@ def train_models(data, backbone, cache_arg, work: Path, folds: int) -> tuple[lis
     fc = FeatureCache(cache)
     stems = []
     for head in ("plain", "mtl"):
-        cfg = Config(name="model-7" + ("+mtl" if head == "mtl" else ""), lr=1e-4, batch=32, epochs=50, head=head)
+        cfg = Config.build(name="model-7" + ("+mtl" if head == "mtl" else ""), lr=1e-4, batch=32, epochs=50, head=head)
         C.log(f"training {cfg.name} (fit_model, {folds} calibration folds; setup) ...")
         t0 = time.perf_counter()
         model, meta = E.fit_model(fc, cfg, seed=0, folds=folds)

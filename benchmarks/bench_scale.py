@@ -163,7 +163,7 @@ def child_train(args) -> dict:
     load_s = time.perf_counter() - t0
     out = {"dedup_seconds": dedup_s, "load_seconds": load_s, "n_groups": int(len(set(cache.groups.tolist())))}
     for masks in (False, True):
-        cfg = Config(name="model-7p" if masks else "model-7", lr=1e-4, batch=32, epochs=50, masks=masks)
+        cfg = Config.build(name="model-7p" if masks else "model-7", lr=1e-4, batch=32, epochs=50, masks=masks)
         r = E.run_one(cache, cfg, 0)
         out[cfg.name] = {"train_seconds": r["train_seconds"], "n_train_samples": r["n_train_samples"],
                          "accuracy": r["test"]["accuracy"]}

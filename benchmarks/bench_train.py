@@ -41,7 +41,7 @@ LR, BATCH, EPOCHS = 1e-4, 32, 50
 def _cfg(masks: bool, head="plain"):
     from busi_lite.model.config import Config
 
-    return Config(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
+    return Config.build(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
                   epochs=EPOCHS, masks=masks, head=head)
 
 
@@ -78,7 +78,7 @@ def child_one(cache_path, seeds, masks: bool) -> dict:
         tr = E.build_xy(cache, training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
         head = make_head(cfg, len(cache.classes), seed)
         t1 = time.perf_counter()
-        fit(head, tr["X"], tr["y"], lr=cfg.lr, batch_size=cfg.batch, epochs=cfg.epochs, seed=seed)
+        fit(head, tr["X"], tr["y"], **cfg.params.fit_kwargs(), seed=seed)
         fit_s = time.perf_counter() - t1
         runs.append({"seed": seed, "train_seconds": r["train_seconds"], "run_one_seconds": total, "fit_seconds": fit_s,
                      "n_train_samples": r["n_train_samples"], "n_train_images": r["n_train_images"],

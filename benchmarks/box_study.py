@@ -186,7 +186,7 @@ def proposed_box_iou(fc, site, backbone, Cval) -> dict:
     sp = fc.split(0, 0.15)
     box_head = fit_box_head(fc, lesion_rows(fc, sp.train), Cval)
     bb, pp = Backbone(backbone), Preprocessing(fc.preprocess_version)
-    cfg = Config(name="model-7+mtl", head="mtl", lr=1e-4, batch=32, epochs=50)
+    cfg = Config.build(name="model-7+mtl", head="mtl", lr=1e-4, batch=32, epochs=50)
     t0 = time.perf_counter()
     head, _ = train_head(fc, sp.train, cfg, 0)
     C.log(f"mtl head trained in {time.perf_counter() - t0:.1f}s")

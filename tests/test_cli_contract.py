@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 import shlex
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from busi_lite.cli import main
-from busi_lite.cli.commands import TRAIN_OPTIONS, report_command, sweep_command, train_command
+from busi_lite.cli.commands import report_command, sweep_command, train_command
 from busi_lite.cli.common import BusiGroup, Progress
 from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.common.jsonio import dumps
-from busi_lite.model.config import Config
+from busi_lite.model.config import Config, paper_grid
 
 
 def _invoke(args):
@@ -141,25 +142,33 @@ def test_train_command_round_trips():
              "calibration": {}, "split": {"seed": 0}}
     _, p = _parse(train_command(plain, Path("w/m"), "c.h5"))
     assert p["balance"] == ("weights", 150) and p["masks"] is False and p["head"] == "plain"
-    for m in (meta, plain):  # the parsed options give back the card's Config, field for field
-        assert _train_config(train_command(m, Path("w/m"), "c.h5")) == Config.from_json(m["config"])
+    for m in (meta, plain):  # the parsed options give back the card's Config, field for field (train makes
+        # no grid config: ``base`` stays None)
+        want = replace(Config.from_json(m["config"]), base=None)
+        assert _train_config(train_command(m, Path("w/m"), "c.h5")) == want
 
 
 def _train_config(command: str) -> Config:
     """The Config `busi-lite train` would build from ``command`` (parsed by the real click group)."""
-    from busi_lite.cli.train import make_config
+    from busi_lite.cli.options import make_config, option_names
 
     name, p = _parse(command)
     assert name == "train"
-    return make_config(p["name"], p["lr"], p["batch"], p["epochs"], p["masks"], p["balance"], p["head"],
-                       p["views"], p["lam"], p["preprocess"], p["flip"], p["C"])
+    return make_config(p["name"], {k: p[k] for k in option_names()})
 
 
-def test_train_command_covers_every_config_field():
-    """Every Config field maps to a real `train` option (or to None: no option); a new field must be added."""
-    assert set(TRAIN_OPTIONS) == set(Config.__dataclass_fields__)
-    train_opts = {o for p in main.get_command(click.Context(main), "train").params for o in p.opts}
-    assert {o for o in TRAIN_OPTIONS.values() if o} <= train_opts
+def test_train_options_generated_from_every_declaration():
+    """Every declared recipe field (but name/per_class, carried by --name/--balance) and every
+    registered head's parameter is a real `train` and `site-cv` option."""
+    from busi_lite.common.params import declared
+    from busi_lite.heads import HEADS, head_kinds
+
+    want = {f"--{f.name}" for f, d in declared(Config) if d["cli"]}
+    want |= {f"--{f.name}" for k in head_kinds() for f, _ in declared(HEADS[k].Params)}
+    assert {"--lr", "--batch", "--epochs", "--hidden", "--lam", "--C", "--masks", "--flip", "--views"} <= want
+    for verb in ("train", "site-cv"):
+        opts = {o for p in main.get_command(click.Context(main), verb).params for o in p.opts}
+        assert want <= opts, (verb, want - opts)
 
 
 def test_train_command_logreg_flip_v2_box_card():
@@ -167,13 +176,13 @@ def test_train_command_logreg_flip_v2_box_card():
     command names each (--head logreg --preprocess v2 --flip --C --box) and parses back to the same Config."""
     from busi_lite.model.model import Model
 
-    cfg = Config(name="model-7p+logreg+flip", lr=3e-4, epochs=20, head="logreg", preprocess="v2", flip=True,
-                 C=0.05, balance="undersample", per_class=90)
+    cfg = Config.build(name="model-7p+logreg+flip", head="logreg", preprocess="v2", flip=True,
+                       C=0.05, balance="undersample", per_class=90)
     card = Model.load().card  # the committed default card (a real ModelCard), with this config, trained alone
     card.config, card.selection = cfg, None
     cmd = train_command(card, Path("w/lr"), "c_v2.h5")
     args = shlex.split(cmd)
-    for opt in ("--head", "--preprocess", "--flip", "--C", "--balance", "--lr", "--epochs"):
+    for opt in ("--head", "--preprocess", "--flip", "--C", "--balance"):
         assert opt in args, (opt, cmd)
     assert "--box" in args if card.box is not None else "--box" not in args
     assert "#" not in cmd and _train_config(cmd) == cfg
@@ -184,15 +193,20 @@ def test_train_command_logreg_flip_v2_box_card():
     assert "--box" in shlex.split(train_command(as_json, Path("w/lr"), "c.h5"))
     as_json.pop("box")
     assert "--box" not in shlex.split(train_command(as_json, Path("w/lr"), "c.h5"))
+    # a head parameter is an option too (generated from its declaration), e.g. hidden
+    card.config = Config.build(name="h", hidden=64, lr=3e-4, epochs=20)
+    cmd = train_command(card, Path("w/h"), "c.h5")
+    assert "--hidden" in shlex.split(cmd) and "#" not in cmd and _train_config(cmd) == card.config
     # a field train has no option for is said, not dropped silently
-    card.config = Config(name="h", hidden=64)
-    assert train_command(card, Path("w/h"), "c.h5").endswith("# NB: train has no option for hidden=64")
+    card.config = Config.build(name="h", per_class=90)
+    assert train_command(card, Path("w/h"), "c.h5").endswith("# NB: train has no option for per_class=90")
 
 
 def test_select_command_round_trips():
     meta = {"config": {}, "split": {"seed": 2}, "selection": {
         "criterion": "5-fold OOF malignant recall at FAR <= 0.05 on the training split", "seed": 2,
-        "ranking": [{"name": "model-7p+mtl"}, {"name": "model-7"}]}}
+        "ranking": [{"name": "model-7p+mtl", "config": paper_grid("mtl")[8].to_json()},
+                    {"name": "model-7", "config": paper_grid("plain")[7].to_json()}]}}
     name, p = _parse(train_command(meta, Path("w/x"), "c.h5"))
     assert name == "select" and p["heads"] == ["mtl", "plain"] and p["only"] == ["model-7", "model-7p"]
     assert p["far_cap"] == 0.05 and p["seed"] == 2 and p["out"] == Path("w/x")

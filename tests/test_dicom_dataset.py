@@ -244,7 +244,7 @@ def test_cli_evaluate_data_on_dicom_tree_equals_png_tree(trees, tiny_backbone, t
     make_busi_tree(train_root, n_per_class=(4, 6, 5), seed=11, extras=False)
     F.extract(train_root, train_cache, backbone=tiny_backbone, views=(), progress=False, log=lambda m: None)
     with FeatureCache(train_cache) as fc:
-        model, _ = fit_model(fc, Config(name="tiny", epochs=10, head="plain", hidden=8, lr=1e-3, batch=8), seed=0)
+        model, _ = fit_model(fc, Config.build(name="tiny", epochs=10, head="plain", hidden=8, lr=1e-3, batch=8), seed=0)
     model.save(tmp_path / "tiny")
     png_root, dcm_root, renamed, _ = trees
     got = {}

@@ -14,6 +14,7 @@ from busi_lite.common.errors import ConfigError, ModelError
 from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.features.views import VIEWS
 from busi_lite.heads import HEADS, PlainHead, register_head
+from busi_lite.model.card import ModelCard
 from busi_lite.model.config import Config, grid_for_heads, pick_configs
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.records import RecordError, RunResult, SweepResult
@@ -39,7 +40,7 @@ def cache(cache_path):
 
 def test_views_only_from_training_rows(cache):
     sp = split_for(cache, 0)
-    cfg = Config(masks=True, **FAST)
+    cfg = Config.build(masks=True, **FAST)
     rows = training_rows(cache, sp.train, cfg, 0)
     xy = build_xy(cache, rows, cfg, with_views=True)
     assert set(xy["row"]) <= set(sp.train)
@@ -52,7 +53,7 @@ def test_views_only_from_training_rows(cache):
 
 def test_undersample_and_fraction(cache):
     sp = split_for(cache, 0)
-    cfg = Config(balance="undersample", per_class=5)
+    cfg = Config.build(balance="undersample", per_class=5)
     rows = training_rows(cache, sp.train, cfg, 0)
     assert np.bincount(cache.labels[rows]).max() <= 5
     half = training_rows(cache, sp.train, Config(), 0, fraction=0.5)
@@ -64,7 +65,7 @@ def test_undersample_and_fraction(cache):
 
 def test_class_weights_mean_one(cache):
     sp = split_for(cache, 0)
-    xy = build_xy(cache, sp.train, Config(balance="weights"), with_views=False)
+    xy = build_xy(cache, sp.train, Config.build(balance="weights"), with_views=False)
     w = xy["sample_weight"]
     assert w.mean() == pytest.approx(1.0, rel=1e-5)
     per_class = [w[xy["y"] == c].sum() for c in range(3)]
@@ -72,18 +73,18 @@ def test_class_weights_mean_one(cache):
 
 
 def test_run_one_learns_and_is_deterministic(cache):
-    cfg = Config(**FAST)
+    cfg = Config.build(**FAST)
     a, b = E.run_one(cache, cfg, 1), E.run_one(cache, cfg, 1)
     assert isinstance(a, RunResult)
     assert a.test.accuracy == b.test.accuracy
     assert a.history["train_loss"] == b.history["train_loss"]
     assert a.test.accuracy > 0.5  # synthetic classes are separable; chance is ~0.4
-    assert len(a.history["val_acc"]) == cfg.epochs
+    assert len(a.history["val_acc"]) == cfg.params.epochs
     assert a.test.segmentation is None and "segmentation" not in a.to_json()["test"]
 
 
 def test_mtl_run_reports_segmentation(cache):
-    r = E.run_one(cache, Config(head="mtl", **FAST), 0)
+    r = E.run_one(cache, Config.build(head="mtl", **FAST), 0)
     seg = r.test.segmentation
     assert seg["n"] > 0 and 0 <= seg["dice"] <= 1
     assert len(r.history["train_seg_loss"]) == FAST["epochs"]
@@ -108,7 +109,7 @@ def _corrupt_test_rows(path, tmp_path, seed):
 
 def test_calibration_never_sees_test_images(cache_path, tmp_path):
     """Thresholds, OOD statistics and weights are unchanged when test images change."""
-    cfg = Config(head="mtl", masks=True, epochs=4, lr=1e-3, batch=8)  # the property does not need more epochs
+    cfg = Config.build(head="mtl", masks=True, epochs=4, lr=1e-3, batch=8)  # the property does not need more epochs
     m1, meta1 = E.fit_model(FeatureCache(cache_path), cfg, seed=0, folds=2)
     m2, meta2 = E.fit_model(FeatureCache(_corrupt_test_rows(cache_path, tmp_path, 0)), cfg, seed=0, folds=2)
     assert meta1.calibration == meta2.calibration
@@ -122,7 +123,7 @@ def test_calibration_never_sees_test_images(cache_path, tmp_path):
 @pytest.fixture(scope="module")
 def fitted(cache_path):
     """One calibrated multi-task model, shared by the persistence tests."""
-    return E.fit_model(FeatureCache(cache_path), Config(head="mtl", **FAST), seed=0, folds=2)
+    return E.fit_model(FeatureCache(cache_path), Config.build(head="mtl", **FAST), seed=0, folds=2)
 
 
 def test_model_roundtrip_and_refusals(fitted, cache, tmp_path):
@@ -187,7 +188,7 @@ def test_calibrate_thresholds():
 
 
 def test_aggregate_and_paper_columns(cache):
-    res = E.sweep(cache, [Config(name="model-7", **FAST)], seeds=[0, 1])
+    res = E.sweep(cache, [Config.build(name="model-7", base="model-7", **FAST)], seeds=[0, 1])
     row = res.summary[0]
     assert row.seeds == [0, 1]
     r = row.metrics["malignant_recall"]
@@ -265,14 +266,15 @@ def test_sweep_resumes_from_partial(cache_path, tmp_path, monkeypatch):
 ])
 def test_config_validation_names_the_parameter(param, value):
     with pytest.raises(ConfigError) as e:
-        Config(**{param: value})
+        Config.build(**{param: value})
     assert e.value.param == param and param in str(e.value) and " -> " in str(e.value)
 
 
 def test_config_defaults_are_the_fit_defaults():
     c = Config()
-    assert (c.lr, c.batch, c.epochs, c.per_class, c.hidden, c.head) == (1e-4, 32, 50, 150, 100, "plain")
-    assert Config(views=["roi"]).views == ("roi",)  # lists from JSON become tuples
+    p = c.params
+    assert (p.lr, p.batch, p.epochs, c.per_class, p.hidden, c.head) == (1e-4, 32, 50, 150, 100, "plain")
+    assert Config.build(views=["roi"]).views == ("roi",)  # lists from JSON become tuples
     assert Config.from_json(c.to_json()) == c
     with pytest.raises(ConfigError, match="unknown fields"):
         Config.from_json({**c.to_json(), "dropout": 0.5})
@@ -323,7 +325,7 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
             return cells.mean(axis=1) * 2
 
     try:
-        cfg = Config(head="toy", masks=True, **FAST)
+        cfg = Config.build(head="toy", masks=True, **FAST)
         r = E.run_one(cache, cfg, 0)
         assert r.config.head == "toy" and r.test.n > 0 and {"raw", "roi"} <= set(calls)
         model, card = E.fit_model(cache, cfg, seed=0, folds=2)
@@ -338,14 +340,14 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
     finally:
         HEADS.pop("toy", None)
     with pytest.raises(ConfigError, match="toy"):
-        Config(head="toy")
+        Config.build(head="toy")
 
 
 # --------------------------------------------------------------------------- #
 # records: round trips, schema and type errors at load
 # --------------------------------------------------------------------------- #
 def test_run_and_sweep_records_round_trip(cache):
-    res = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0])
+    res = E.sweep(cache, [Config.build(name="model-1", **FAST)], seeds=[0])
     js = json.loads(json.dumps(res.to_json()))
     assert js["schema"] == SweepResult.SCHEMA and js["results"][0]["schema"] == RunResult.SCHEMA
     back = SweepResult.from_json(js)
@@ -384,7 +386,7 @@ def test_model_card_round_trip_and_strictness(fitted, tmp_path):
         with pytest.raises(ModelError, match=match):
             Model.load(tmp_path / "m")
 
-    refused(lambda d: d.update(schema="model_card/2"), "schema")
+    refused(lambda d: d.update(schema="model_card/3"), "schema")
     refused(lambda d: d.update(classes=["normal", "malignant"]), "n_classes 3 != 2")
     refused(lambda d: d["head"].update(n_hidden=1e12), "n_hidden")        # float: refused by type
     refused(lambda d: d["head"].update(n_hidden=10 ** 12), "has shape")   # int: refused by the npz header
@@ -438,17 +440,29 @@ def test_committed_default_model_loads_unchanged():
         pytest.skip("no committed default model")
     side = json.loads(stem.with_suffix(".json").read_text())
     m = Model.load(stem)
-    side.setdefault("schema", m.card.SCHEMA)  # a card written before records existed is read as the current version
-    out = m.card.to_json()
-    assert json.loads(json.dumps(out)) == side  # same layout, nothing lost
+    out = json.loads(json.dumps(m.card.to_json()))
+    # read from the layout it was written in (model_card/1: flat configs), written in today's; only the
+    # schema and the configs' layout differ, and every config reads back the same
+    assert side.get("schema", "model_card/1") in (m.card.SCHEMA, *m.card.READS) and out["schema"] == m.card.SCHEMA
+    configs = [("config", side["config"], out["config"])] + [
+        ("ranking", a["config"], b["config"]) for a, b in zip(side["selection"]["ranking"], out["selection"]["ranking"])]
+    for _, a, b in configs:
+        assert Config.from_json(a) == Config.from_json(b)
+    def strip(d):
+        return {k: v for k, v in d.items() if k not in ("schema", "config", "selection")}
+    assert strip(out) == strip(side)  # nothing else changed, nothing lost
+    assert {k: v for k, v in out["selection"].items() if k != "ranking"} == \
+        {k: v for k, v in side["selection"].items() if k != "ranking"}
     assert m.card.selection.ranking[0].name == m.card.config.name
+    again = ModelCard.from_json(out)  # today's layout reads back
+    assert again.to_json() == m.card.to_json()
 
 
 # --------------------------------------------------------------------------- #
 # sweep resume: same cache, backbone AND split digest
 # --------------------------------------------------------------------------- #
 def test_resume_keeps_only_runs_of_this_cache_and_split(cache, tmp_path):
-    res = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0, 1])
+    res = E.sweep(cache, [Config.build(name="model-1", **FAST)], seeds=[0, 1])
     path = tmp_path / "sw.partial.json"
     E.save_partial(path, res.results, cache)
     kept = E.resume_runs(path, cache)
@@ -462,6 +476,6 @@ def test_resume_keeps_only_runs_of_this_cache_and_split(cache, tmp_path):
     assert E.resume_runs({**part, "cache": "/elsewhere.h5"}, cache) == []
     assert E.resume_runs(tmp_path / "missing.json", cache) == []
     # kept runs are not rerun
-    again = E.sweep(cache, [Config(name="model-1", **FAST)], seeds=[0, 1], done=kept)
+    again = E.sweep(cache, [Config.build(name="model-1", **FAST)], seeds=[0, 1], done=kept)
     assert again.results[0] is kept[0] and again.results[1].to_json()["test"] == res.results[1].to_json()["test"]
     assert not math.isnan(again.summary[0].metrics["accuracy"].mean)

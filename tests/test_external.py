@@ -62,7 +62,7 @@ def site_world(tiny_backbone, tmp_path_factory):
     train_cache = base / "busi.h5"
     extract(train_root, train_cache, tiny_backbone, views=(), log=_quiet, progress=False)
     with FeatureCache(train_cache) as fc:
-        model, _ = fit_model(fc, Config(name="tiny", epochs=30, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
+        model, _ = fit_model(fc, Config.build(name="tiny", epochs=30, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
     stem = base / "tiny"
     model.save(stem)
     site = make_site(base / "site")

@@ -378,7 +378,7 @@ def test_extra_large_member_is_never_decompressed(saved):
 # --------------------------------------------------------------------------- 8. sweep resume
 def test_resumed_sweep_never_mixes_test_fractions(cache_path):
     cache = FeatureCache(cache_path)
-    cfg = Config(name="model-1", epochs=3, lr=1e-3, batch=8)
+    cfg = Config.build(name="model-1", epochs=3, lr=1e-3, batch=8)
     other = E.sweep(cache, [cfg], seeds=[0], test_fraction=0.3)
     assert other.results[0].test_fraction == 0.3
     kept = E.resume_runs({"results": [r.to_json() for r in other.results], "cache": str(cache.path),
@@ -394,7 +394,7 @@ def test_resumed_sweep_never_mixes_test_fractions(cache_path):
 
 # --------------------------------------------------------------------------- issue 10: select
 def _row(name, recall, auc, masks=False, head="plain"):
-    cfg = Config(name=name, masks=masks, head=head)
+    cfg = Config.build(name=name, masks=masks, head=head)
     return SelectionRow(name=name, config=cfg, oof_recall_at_far=recall, oof_auc=auc, oof_accuracy=0.7,
                         far_cap=0.1, seconds=1.0), cfg
 
@@ -414,8 +414,8 @@ def test_selection_ties_go_to_the_simpler_model():
 
 
 def test_select_records_margin_and_tie(cache_path):
-    res = E.select(FeatureCache(cache_path), [Config(name="a", epochs=3, lr=1e-3, batch=8),
-                                              Config(name="b", epochs=3, lr=1e-3, batch=8, masks=True)],
+    res = E.select(FeatureCache(cache_path), [Config.build(name="a", epochs=3, lr=1e-3, batch=8),
+                                              Config.build(name="b", epochs=3, lr=1e-3, batch=8, masks=True)],
                    folds=2)
     assert res.margin == E.SELECTION_MARGIN and res.tied[0] == res.winner.name
     assert all(r.n_params == 1280 * 100 + 100 + 100 * 3 for r in res.ranking)

@@ -73,7 +73,7 @@ def test_strong_l2_shrinks_and_fit_is_deterministic():
 
 def test_registered_built_from_config_and_restored():
     assert get_head("logreg") is LogRegHead and HEADS["logreg"] is LogRegHead
-    h = LogRegHead.build(Config(head="logreg", C=0.5), 40, 3, seed=0)
+    h = LogRegHead.build(Config.build(head="logreg", C=0.5).params, 40, 3, seed=0)
     assert h.config() == {"kind": "logreg", "n_features": 40, "n_classes": 3, "C": 0.5}
     X, y = _data()
     h.fit(X, y)
@@ -87,7 +87,7 @@ def test_registered_built_from_config_and_restored():
 @pytest.mark.parametrize("C", [0, -1, float("nan"), True, "0.1"])
 def test_bad_C_is_named(C):
     with pytest.raises(ConfigError) as e:
-        Config(head="logreg", C=C)
+        Config.build(head="logreg", C=C)
     assert e.value.param == "C"
     with pytest.raises(ConfigError) as e:
         LogRegHead(10, 3, C=C)

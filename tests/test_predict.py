@@ -108,7 +108,7 @@ def world(tiny_backbone, tmp_path_factory):
     cache = base / "cache.h5"
     extract(root, cache, tiny_backbone, views=(), log=lambda m: None, progress=False)  # the model reads raw only
     fc = FeatureCache(cache)
-    model, _ = fit_model(fc, Config(name="tiny-mtl", epochs=30, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
+    model, _ = fit_model(fc, Config.build(name="tiny-mtl", epochs=30, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
     stem = base / "tiny_mtl"
     model.save(stem)
     return {"root": root, "info": info, "cache": cache, "model": stem, "backbone": tiny_backbone,
@@ -451,7 +451,7 @@ def _has_nan(x) -> bool:
 def real_world(real_data, real_backbone, real_cache):
     fc = FeatureCache(real_cache[0])  # the session's real cache (conftest.py); only its raw view is used
     # few epochs keep it quick: the checks below concern the image path and the OOD score, not accuracy
-    model, _ = fit_model(fc, Config(name="real-plain", epochs=10), seed=0)
+    model, _ = fit_model(fc, Config.build(name="real-plain", epochs=10), seed=0)
     return {"cache": fc, "model": model, "predictor": Predictor(model, real_backbone), "root": real_data}
 
 

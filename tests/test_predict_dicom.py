@@ -59,7 +59,7 @@ def serving(request, tiny_backbone, tmp_path_factory):
     extract(base / "busi", base / "cache.h5", tiny_backbone, views=(), log=lambda m: None,
             progress=False)  # the model reads raw only
     model, _ = fit_model(FeatureCache(base / "cache.h5"),
-                         Config(name="tiny-mtl", epochs=20, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
+                         Config.build(name="tiny-mtl", epochs=20, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
     model.save(base / "tiny_mtl")
     images = [base / "busi" / p for p in list(info["images"])[:3]]
     return {"kind": "synthetic", "model": base / "tiny_mtl", "backbone": tiny_backbone, "images": images}

@@ -23,7 +23,7 @@ from busi_lite.cli.commands import train_command
 from busi_lite.common.jsonio import write as write_json
 from busi_lite.features import cache as F
 from busi_lite.features.views import VIEWS
-from busi_lite.model.config import Config
+from busi_lite.model.config import Config, paper_grid
 from busi_lite.report.inputs import ModelInput, ReportError, ReportInputs
 from busi_lite.report.render import build_report
 from busi_lite.report.stats import paper_figures, paper_name, sweep_table, write_sweep_csv
@@ -43,11 +43,11 @@ def inputs(tmp_path_factory):
     fc = F.FeatureCache(t / "cache.h5")
     out = {"dir": t, "cache": t / "cache.h5"}
     for head in ("mtl", "plain"):
-        model, _ = E.fit_model(fc, Config(name=f"model-7-{head}", epochs=5, head=head), seed=0)
+        model, _ = E.fit_model(fc, Config.build(name=f"model-7-{head}", epochs=5, head=head), seed=0)
         model.save(t / f"m_{head}")
         out[head] = t / f"m_{head}"
-    configs = [Config(name="model-7", epochs=3), Config(name="model-7pp", epochs=3, masks=True,
-                                                            balance="undersample")]
+    configs = [Config.build(name="model-7", base="model-7", epochs=3),
+               Config.build(name="model-7pp", base="model-7pp", epochs=3, masks=True, balance="undersample")]
     sw = E.sweep(fc, configs, [0, 1], [1.0, 0.5])
     write_json(t / "sweep.json", sw)
     out["sweep"] = t / "sweep.json"
@@ -195,8 +195,10 @@ def test_selected_model_table_and_command(tmp_path):
 
     meta = {"config": {}, "split": {"seed": 0}, "selection": {
         "criterion": "5-fold OOF malignant recall at FAR <= 0.1 on the training split", "seed": 0,
-        "ranking": [{"name": "model-7p+mtl", "oof_recall_at_far": 0.8, "oof_auc": 0.9, "oof_accuracy": 0.8},
-                    {"name": "model-7", "oof_recall_at_far": 0.7, "oof_auc": 0.9, "oof_accuracy": 0.8}]}}
+        "ranking": [{"name": "model-7p+mtl", "oof_recall_at_far": 0.8, "oof_auc": 0.9, "oof_accuracy": 0.8,
+                     "config": {"name": "model-7p+mtl", "head": "mtl"}},  # the flat layout of older cards
+                    {"name": "model-7", "oof_recall_at_far": 0.7, "oof_auc": 0.9, "oof_accuracy": 0.8,
+                     "config": paper_grid("plain")[7].to_json()}]}}
     mi = ModelInput("x", Path("w/x"), meta)
     t = selection_table(mi)
     assert t.rows[0][0] == "model-7p+mtl" and "FAR <= 0.1" in t.md()

@@ -32,7 +32,7 @@ def world(tiny_backbone, tmp_path_factory):
     make_busi_tree(base / "busi", seed=0)
     extract(base / "busi", base / "busi.h5", tiny_backbone, views=(), log=_quiet, progress=False)
     with FeatureCache(base / "busi.h5") as fc:
-        model, _ = fit_model(fc, Config(name="tiny", epochs=20, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
+        model, _ = fit_model(fc, Config.build(name="tiny", epochs=20, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
     model.save(base / "tiny")
     site = base / "clinic"
     make_busi_tree(site, n_per_class=(0, 10, 8), seed=3, extras=False)

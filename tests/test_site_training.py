@@ -37,7 +37,7 @@ def test_site_alone_every_image_once_out_of_fold(caches, monkeypatch):
     monkeypatch.setattr(S, "fit_on", spy)
     with FeatureCache(caches["site"]) as site:
         assert site.classes == ("benign", "malignant")
-        r = S.site_cv(site, Config(head="logreg", flip=True), k=4, seed=0, n_resamples=200)
+        r = S.site_cv(site, Config.build(head="logreg", flip=True), k=4, seed=0, n_resamples=200)
         assert r.mode == "site" and r.n == len(site) and r.k == 4
         assert 0 <= r.auc_lo <= r.auc <= r.auc_hi <= 1 and r.auc > 0.6  # synthetic classes separate
         folds = [s[0][1] for s in seen]
@@ -56,7 +56,7 @@ def test_busi_plus_site_uses_only_busi_training_images(caches, monkeypatch):
 
     monkeypatch.setattr(S, "fit_on", spy)
     with FeatureCache(caches["site"]) as site, FeatureCache(caches["busi"]) as busi:
-        r = S.site_cv(site, Config(head="logreg"), k=3, seed=0, busi=busi, busi_seed=0, site_cases=10,
+        r = S.site_cv(site, Config.build(head="logreg"), k=3, seed=0, busi=busi, busi_seed=0, site_cases=10,
                       n_resamples=200)
         test = set(busi.split(0).test.tolist())
         for parts in seen:

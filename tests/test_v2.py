@@ -42,13 +42,14 @@ def test_caches_record_their_preprocessing(caches, tiny_backbone):
 
 
 def test_config_preprocess_and_flip_validated():
-    assert Config(preprocess=V2).preprocess == "v2"  # full names are stored short
+    assert Config.build(preprocess=V2).preprocess == "v2"  # full names are stored short
     for bad, param in ((dict(preprocess="v3"), "preprocess"), (dict(preprocess=2), "preprocess"),
-                       (dict(flip="yes"), "flip"), (dict(C=0.0), "C")):
+                       (dict(flip="yes"), "flip"), ({"C": 0.0, "head": "logreg"}, "C"),
+                       (dict(C=0.1), "C")):  # C on a head without it: named too
         with pytest.raises(ConfigError) as e:
-            Config(**bad)
+            Config.build(**bad)
         assert e.value.param == param
-    c = Config(name="x", preprocess="v2", flip=True, head="logreg", C=0.1)
+    c = Config.build(name="x", preprocess="v2", flip=True, head="logreg", C=0.1)
     assert Config.from_json(c.to_json()) == c
     # an old config (no preprocess/flip/C fields) reads as v1 without flip
     old = {k: v for k, v in Config().to_json().items() if k not in ("preprocess", "flip", "C")}
@@ -68,7 +69,7 @@ def test_training_refuses_another_preprocessing(caches):
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:
         with pytest.raises(CacheError, match="extracted with preprocessing") as e:
-            E.run_one(fc, Config(preprocess="v2", **FAST), 0)
+            E.run_one(fc, Config.build(preprocess="v2", **FAST), 0)
         assert e.value.param == "preprocess"
 
 
@@ -76,7 +77,7 @@ def test_flip_views_only_from_training_rows(caches):
     _, paths = caches
     with FeatureCache(paths["v2"]) as fc:
         sp = split_for(fc, 0)
-        cfg = Config(preprocess="v2", flip=True, masks=True, **FAST)
+        cfg = Config.build(preprocess="v2", flip=True, masks=True, **FAST)
         rows = training_rows(fc, sp.train, cfg, 0)
         xy = build_xy(fc, rows, cfg, with_views=True)
         assert not set(xy["row"]) & set(sp.test)
@@ -91,7 +92,7 @@ def test_flip_averages_raw_and_mirror_at_evaluation(caches):
     _, paths = caches
     with FeatureCache(paths["v2"]) as fc:
         sp = split_for(fc, 0)
-        cfg = Config(preprocess="v2", flip=True, head="logreg")
+        cfg = Config.build(preprocess="v2", flip=True, head="logreg")
         head, hist = T.train_head(fc, sp.train, cfg, 0)
         assert hist["n_train"] == 2 * len(sp.train)
         p = T.predict_rows(head, fc, sp.test, cfg)
@@ -105,7 +106,7 @@ def test_mtl_flip_lesion_map_is_mirrored_back(caches):
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:
         sp = split_for(fc, 0)
-        cfg = Config(head="mtl", flip=True, **FAST)
+        cfg = Config.build(head="mtl", flip=True, **FAST)
         head, _ = T.train_head(fc, sp.train, cfg, 0)
         p = T.predict_rows(head, fc, sp.test, cfg)
         a = head.predict(fc.spatial("raw", sp.test)).lesion.reshape(-1, 7, 7)
@@ -116,7 +117,7 @@ def test_mtl_flip_lesion_map_is_mirrored_back(caches):
 def test_logreg_v2_flip_model_card_and_reload(caches, tmp_path):
     _, paths = caches
     with FeatureCache(paths["v2"]) as fc:
-        cfg = Config(name="lr-v2-flip", preprocess="v2", flip=True, head="logreg")
+        cfg = Config.build(name="lr-v2-flip", preprocess="v2", flip=True, head="logreg")
         model, card = E.fit_model(fc, cfg, 0, folds=3)
         assert card.preprocess_version == V2 and card.config.flip and card.head["kind"] == "logreg"
         model.save(tmp_path / "m")
@@ -129,7 +130,7 @@ def test_logreg_v2_flip_model_card_and_reload(caches, tmp_path):
 def test_select_across_preprocessings(caches):
     _, paths = caches
     with FeatureCache(paths["v1"]) as a, FeatureCache(paths["v2"]) as b:
-        cands = [Config(name="lr", head="logreg"), Config(name="lr+v2+flip", head="logreg", preprocess="v2", flip=True)]
+        cands = [Config.build(name="lr", head="logreg"), Config.build(name="lr+v2+flip", head="logreg", preprocess="v2", flip=True)]
         res = E.select({"v1": a, "v2": b}, cands, seed=0, folds=3)
         assert {r.name for r in res.ranking} == {"lr", "lr+v2+flip"}
         with pytest.raises(BusiError, match="preprocessing v2"):
@@ -137,9 +138,9 @@ def test_select_across_preprocessings(caches):
 
 
 def test_complexity_prefers_no_flip_then_v1():
-    k = lambda **kw: E.complexity(Config(head="logreg", **kw), 3)  # noqa: E731
+    k = lambda **kw: E.complexity(Config.build(head="logreg", **kw), 3)  # noqa: E731
     assert k() < k(preprocess="v2") < k(flip=True) < k(flip=True, preprocess="v2")
-    assert E.complexity(Config(head="logreg", flip=True, preprocess="v2"), 3) < E.complexity(Config(), 3)
+    assert E.complexity(Config.build(head="logreg", flip=True, preprocess="v2"), 3) < E.complexity(Config(), 3)
 
 
 def test_evaluate_of_a_flip_model_averages_like_its_card(caches):
@@ -149,7 +150,7 @@ def test_evaluate_of_a_flip_model_averages_like_its_card(caches):
 
     _, paths = caches
     with FeatureCache(paths["v1"]) as fc:
-        model, card = E.fit_model(fc, Config(name="lr-flip", flip=True, head="logreg"), 0, folds=3)
+        model, card = E.fit_model(fc, Config.build(name="lr-flip", flip=True, head="logreg"), 0, folds=3)
         seen = []
         real = model.predict_features
         model.predict_features = lambda feats, mirrored=None: seen.append(mirrored) or real(feats, mirrored)

@@ -40,7 +40,7 @@ def tiny_model(base: Path, backbone: Path) -> Path:
     info = make_busi_tree(root, seed=0)
     cache = base / "cache.h5"
     extract(root, cache, backbone, views=(), log=lambda m: None, progress=False)  # the model reads raw only
-    model, _ = fit_model(FeatureCache(cache), Config(name="tiny-mtl", epochs=30, head="mtl", hidden=16,
+    model, _ = fit_model(FeatureCache(cache), Config.build(name="tiny-mtl", epochs=30, head="mtl", hidden=16,
                                                      lr=1e-3, batch=8), seed=0)
     stem = base / "tiny_mtl"
     model.save(stem)

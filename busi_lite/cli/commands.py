@@ -12,44 +12,14 @@ import re
 import shlex
 from pathlib import Path
 
-# Config field -> its `busi-lite train` option (None: train has no option for it). A rebuilt train
-# command lists every field that differs from the Config default; the test keeps this in step with Config.
-TRAIN_OPTIONS = {"name": "--name", "lr": "--lr", "batch": "--batch", "epochs": "--epochs", "masks": "--masks",
-                 "balance": "--balance", "per_class": "--balance", "head": "--head", "views": "--views",
-                 "lam": "--lam", "hidden": None, "preprocess": "--preprocess", "flip": "--flip", "C": "--C"}
+from busi_lite.cli.options import config_args
 
 
 def _value(v) -> str:
     if isinstance(v, float):
         short = f"{v:g}"
         return short if float(short) == v else repr(v)
-    if isinstance(v, (tuple, list)):
-        return ",".join(v)
     return str(v)
-
-
-def config_args(config) -> tuple[list, list]:
-    """(train options, names of fields train cannot set) that rebuild ``config`` (a Config):
-    every field differing from the Config default, through TRAIN_OPTIONS; --name always."""
-    from busi_lite.model.config import Config
-
-    default, args, missing = Config(), [], []
-    for f in Config.__dataclass_fields__:
-        v = getattr(config, f)
-        if f == "per_class" or (f != "name" and v == getattr(default, f)):
-            continue  # per_class travels in --balance undersample=N
-        opt = TRAIN_OPTIONS[f]
-        if opt is None:
-            missing.append(f"{f}={v!r}")
-        elif f == "balance":
-            args += [opt, f"undersample={config.per_class}" if v == "undersample" else v]
-        elif isinstance(v, bool):
-            args += [opt if v else "--no-" + opt[2:]]
-        else:
-            args += [opt, _value(v)]
-    if config.per_class != default.per_class and config.balance != "undersample":
-        missing.append(f"per_class={config.per_class!r}")  # only --balance undersample=N carries it
-    return args, missing
 
 
 def train_command(meta, stem, cache: str) -> str:
@@ -58,17 +28,17 @@ def train_command(meta, stem, cache: str) -> str:
     ``meta``: its model card (card.ModelCard) or the card's JSON dict. A field of the card's Config
     that `train` cannot set is named in a trailing ``# NB`` comment."""
     from busi_lite.common.paper import PAPER
-    from busi_lite.model.config import Config
+    from busi_lite.model.config import Config, base_of
 
     d = meta.to_json() if hasattr(meta, "to_json") else meta  # the card as JSON (cards are read as documents)
     sel, split = d.get("selection") or {}, d.get("split") or {}
     if sel.get("ranking"):
         names = [r.get("name", "") for r in sel["ranking"]]
         cfgs = [r.get("config") or {} for r in sel["ranking"]]
-        heads = sorted({c.get("head") or (n.split("+")[1] if "+" in n else "plain") for c, n in zip(cfgs, names)})
+        heads = sorted({c.get("head", "plain") for c in cfgs})
         pps = sorted({c.get("preprocess", "v1") for c in cfgs})
         flips = sorted({bool(c.get("flip", False)) for c in cfgs})
-        bases = sorted({n.split("+")[0] for n in names})
+        bases = sorted({base_of(c) or n for c, n in zip(cfgs, names)})
         args = ["busi-lite", "select"] + (["--cache", cache] if pps == ["v1"] else []) + ["--heads", ",".join(heads)]
         if pps != ["v1"]:  # each preprocessing's default cache (features.default_cache)
             args += ["--preprocess", ",".join(pps)]
@@ -97,16 +67,16 @@ def train_command(meta, stem, cache: str) -> str:
 def sweep_command(data: dict, path, cache: str) -> str:
     """The `sweep` command that rebuilds the sweep result ``data`` (written to ``path``)."""
     from busi_lite.common.paper import PAPER
+    from busi_lite.model.config import base_of
 
     res = data["results"]
     seeds = sorted({r["seed"] for r in res})
-    names = sorted({r["config"]["name"] for r in res})
     heads = sorted({r["config"]["head"] for r in res})
     fracs = sorted({r["fraction"] for r in res}, reverse=True)
     args = ["busi-lite", "sweep", "--cache", cache, "--seeds", str(len(seeds))]
     if heads != ["plain"]:
         args += ["--heads", ",".join(heads)]
-    bases = sorted({n.split("+")[0] for n in names})
+    bases = sorted({base_of(r["config"]) or r["config"]["name"] for r in res})
     if bases != sorted(PAPER):
         args += ["--only", ",".join(bases)]
     if fracs != [1.0]:

@@ -4,7 +4,7 @@ Commands import this module, never the package ``busi_lite.cli`` (no import cycl
 Errors: every :class:`busi_lite.common.errors.BusiError` (and the older per-module error
 types) print as ``error: what -> fix`` with exit code 2, no traceback; when the error
 names a library parameter (``param``), the CLI option for it is printed too
-(:data:`PARAM_OPTIONS`: ``lr`` -> ``--lr``). Library messages never name CLI flags.
+(:data:`PARAM_OPTIONS` and the declared parameters' flags: ``lr`` -> ``--lr``). Library messages never name CLI flags.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from busi_lite.common.jsonio import dumps, write
 
 ENV_DATA = "BUSI_LITE_DATA"
 
-# library parameter -> CLI option (for errors carrying ``param``)
+# library parameter -> CLI option (for errors carrying ``param``); the declared training
+# parameters' options are generated (busi_lite.cli.options.declared_flags)
 PARAM_OPTIONS = {
-    "lr": "--lr", "batch": "--batch", "batch_size": "--batch-size", "epochs": "--epochs", "masks": "--masks",
-    "balance": "--balance", "per_class": "--balance", "head": "--head", "heads": "--heads", "views": "--views",
-    "lam": "--lam", "name": "--name", "seed": "--seed", "seeds": "--seeds", "only": "--only",
+    "batch_size": "--batch", "heads": "--heads", "name": "--name", "seed": "--seed", "seeds": "--seeds", "only": "--only",
     "fractions": "--fractions", "fraction": "--fractions", "far_cap": "--far-cap", "target_recall": "--target-recall",
     "threshold_malignant": "--threshold-malignant", "low_confidence_threshold": "--low-confidence",
     "lesion_threshold": "--lesion-threshold", "ood_threshold": "--ood-threshold", "backbone": "--backbone",
@@ -64,6 +63,10 @@ def error_text(e: Exception) -> str:
     text = str(e)
     param = getattr(e, "param", None) or ""
     opt = PARAM_OPTIONS.get(param)
+    if not opt and param:
+        from busi_lite.cli.options import declared_flags  # the generated options (imports the heads)
+
+        opt = declared_flags().get(param)
     if not opt:
         return text
     hint = PARAM_HINTS.get(param)
@@ -91,45 +94,6 @@ class BusiGroup(click.Group):
 
 
 # ---------------------------------------------------------------- option types
-
-class BalanceType(click.ParamType):
-    """--balance none | weights | undersample[=N] -> (balance, per_class), parsed by the library."""
-    name = "none|weights|undersample[=N]"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        from busi_lite.model.config import Config
-
-        try:
-            return Config.parse_balance(value)
-        except BusiError as e:
-            self.fail(str(e), param, ctx)
-
-
-class CommaList(click.ParamType):
-    """A comma-separated list; each item checked against ``choices`` (when given) or converted by ``item``."""
-
-    def __init__(self, choices=None, item=None, name="LIST"):
-        self.choices, self.item, self.name = choices, item, name
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        items = [x.strip() for x in str(value).split(",") if x.strip()]
-        choices = self.choices() if callable(self.choices) else self.choices
-        out = []
-        for x in items:
-            if choices is not None and x not in choices:
-                self.fail(f"{x!r} is not one of {', '.join(choices)}", param, ctx)
-            if self.item is not None:
-                try:
-                    x = self.item(x)
-                except (ValueError, click.BadParameter) as e:
-                    self.fail(f"{x!r}: {e}", param, ctx)
-            out.append(x)
-        return out
-
 
 def fraction(text: str) -> float:
     v = float(text)

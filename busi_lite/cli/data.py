@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import ENV_DATA, CommaList, dump, fail, log
+from busi_lite.cli.common import ENV_DATA, dump, fail, log
+from busi_lite.cli.options import CommaList
 from busi_lite.common.constants import CLASSES
 from busi_lite.features.views import ALL_VIEWS
 

@@ -14,7 +14,8 @@ from busi_lite.cli.commands import (
     sweep_command,
     train_command,
 )
-from busi_lite.cli.common import CommaList, log
+from busi_lite.cli.common import log
+from busi_lite.cli.options import CommaList
 
 
 @click.command()

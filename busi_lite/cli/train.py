@@ -2,74 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import BalanceType, CommaList, NameType, Progress, dump, fraction, head_choice, log
+from busi_lite.cli.common import NameType, Progress, dump, fraction, log
+from busi_lite.cli.options import CommaList, config_options, make_config
 from busi_lite.common.constants import CLASSES
-from busi_lite.features.views import VIEWS
-
-DEFAULT_VIEWS = ",".join(VIEWS)
 
 
 def _heads_list():
     from busi_lite.heads import head_kinds
 
     return head_kinds()
-
-
-def _config_options(f):
-    from busi_lite.model.config import Config
-
-    d = Config()
-    opts = [
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d.lr, show_default=True,
-                     help="Adam learning rate (> 0)."),
-        click.option("--batch", type=click.IntRange(min=1), default=d.batch, show_default=True,
-                     help="Mini-batch size."),
-        click.option("--epochs", type=click.IntRange(min=1), default=d.epochs, show_default=True,
-                     help="Passes over the training samples."),
-        click.option("--masks/--no-masks", default=d.masks, show_default=True,
-                     help="Add mask-fused views of TRAINING images as extra samples."),
-        click.option("--balance", type=BalanceType(), default="none", show_default=True,
-                     help=f"none | undersample[=N] (N images a class, default {d.per_class}) | weights."),
-        click.option("--head", type=head_choice(), default=d.head, show_default=True,
-                     help="plain: the paper's head; mtl: adds a 7x7 lesion map (multi-task)."),
-        click.option("--views", type=CommaList(VIEWS, name="VIEWS"), default=DEFAULT_VIEWS, show_default=True,
-                     help="Mask-fused views used with --masks, comma-separated."),
-        click.option("--lam", type=click.FloatRange(min=0), default=d.lam, show_default=True,
-                     help="Segmentation loss weight (heads with a lesion map)."),
-        click.option("--preprocess", type=click.Choice(["v1", "v2"]), default=d.preprocess, show_default=True,
-                     help="Preprocessing of the features (the cache's): v1 Teachable Machine's, v2 contrast-normalised."),
-        click.option("--flip/--no-flip", default=d.flip, show_default=True,
-                     help="Train on each image and its mirror; average both probabilities at evaluation."),
-        click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=d.C, show_default=True,
-                     help="logreg head: inverse L2 strength (scikit-learn's C)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C):
-    """CLI values -> a validated busi_lite.model.config.Config. ``balance``: (kind, per_class)."""
-    from busi_lite.model.config import Config
-
-    kind, per_class = balance
-    return Config(name=name, lr=lr, batch=batch, epochs=epochs, masks=masks, balance=kind, per_class=per_class,
-                  head=head, views=tuple(views), lam=lam, preprocess=preprocess, flip=flip, C=C)
-
-
-def default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C) -> str:
-    """A model name from its hyper-parameters; values at Config's defaults are left out."""
-    from busi_lite.model.config import Config
-
-    d, (kind, n) = Config(), balance
-    bal = "" if kind == "none" else "-" + kind + (str(n) if kind == "undersample" and n != d.per_class else "")
-    c = "" if C == d.C else f"-C{C:g}"
-    pp = "" if preprocess == d.preprocess else f"-{preprocess}"
-    return f"{head}-lr{lr:g}-b{batch}-e{epochs}{c}{'-masks' if masks else ''}{bal}{pp}{'-flip' if flip else ''}-s{seed}"
 
 
 def cache_path(cache, preprocess="v1"):
@@ -125,7 +71,7 @@ def warn(card) -> None:
 
 # ---------------------------------------------------------------- train
 @click.command()
-@_config_options
+@config_options
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Split, init and shuffling seed.")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help=CACHE_HELP)
@@ -138,8 +84,7 @@ def warn(card) -> None:
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
 @click.option("--box", is_flag=True, help="Also add the lesion-box head (predict --box); the cache needs the box views.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
-def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C, seed, cache, out, force, name,
-          target_recall, box, as_json):
+def train(seed, cache, out, force, name, target_recall, box, as_json, **recipe):
     """Train one configuration, calibrate it, test once.
 
     Trains on the 85 % training split. Thresholds (malignant operating point,
@@ -148,12 +93,15 @@ def train(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip,
     for the reported metrics. A diverging run is an error and saves nothing.
     """
     from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.config import default_name
     from busi_lite.training.experiments import fit_model
 
-    name = name or default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
+    config = make_config(name or "custom", recipe)
+    if name is None:
+        config = replace(config, name=default_name(config, seed))
+    name = config.name
     out = check_out(out or MODELS_DIR / name, force)
-    config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
-    fc = FeatureCache(cache_path(cache, preprocess))
+    fc = FeatureCache(cache_path(cache, config.preprocess))
     if fc.classes != CLASSES:  # a site folder (e.g. benign, malignant only): BUSI's classes, mapped by name
         from busi_lite.training.core import with_classes
 
@@ -340,7 +288,7 @@ def open_caches(paths, preprocess) -> dict:
 
 # ---------------------------------------------------------------- site-cv
 @click.command("site-cv")
-@_config_options
+@config_options
 @click.option("--site-cache", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Feature cache of the site's labelled folder (extract --data SITE_DIR --out ...).")
 @click.option("--busi-cache", type=click.Path(dir_okay=False, path_type=Path),
@@ -353,8 +301,7 @@ def open_caches(paths, preprocess) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fold seed (and BUSI's split seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def site_cv(lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C, site_cache, busi_cache,
-            site_cases, balance_sites, k, seed, as_json):
+def site_cv(site_cache, busi_cache, site_cases, balance_sites, k, seed, as_json, **recipe):
     """Cross-validated figures of training on a site's own cases.
 
     Group-aware k-fold over the site's images: each fold's head trains on the
@@ -364,10 +311,11 @@ def site_cv(lr, batch, epochs, masks, balance, head, views, lam, preprocess, fli
     test AUC of the mixed head. Saves no model.
     """
     from busi_lite.features.cache import FeatureCache
+    from busi_lite.model.config import default_name
     from busi_lite.training.site import site_cv as run
 
-    name = default_name(head, lr, batch, epochs, masks, balance, seed, preprocess, flip, C)
-    config = make_config(name, lr, batch, epochs, masks, balance, head, views, lam, preprocess, flip, C)
+    config = make_config("custom", recipe)
+    config = replace(config, name=default_name(config, seed))
     with FeatureCache(site_cache) as site:
         busi = FeatureCache(busi_cache) if busi_cache else None
         try:

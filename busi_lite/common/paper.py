@@ -22,9 +22,8 @@ PAPER = {
 }
 
 
-def paper_figures(name: str) -> dict | None:
-    """The paper's malignant figures for config ``name`` (``model-7p+mtl`` -> model-7p's), as rates."""
-    base = str(name).split("+")[0]
+def paper_figures(base: str | None) -> dict | None:
+    """The paper's malignant figures of its model ``base`` (a grid config's ``base``), as rates."""
     if base not in PAPER:
         return None
     acc, rec, far, prec = PAPER[base][1]

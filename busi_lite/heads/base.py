@@ -1,4 +1,4 @@
-"""Shared head numerics in plain NumPy: init, losses, Adam, the ``Head`` base class, ``fit``.
+"""Shared head numerics in plain NumPy: init, losses, the ``Head`` base class, ``fit`` (mini-batch Adam).
 
 Init as TM's tfjs trainer, tf.initializers.varianceScaling({}) defaults (scale 1, mode fan_in,
 distribution 'normal' = truncated normal): every kernel ~ N(0, 1/fan_in) with draws beyond 2 std
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.heads.optim import Adam, AdamParams
 
 DIVERGENCE_FACTOR = 1e3  # an epoch's mean loss above this x the loss at init (at least ln C) = diverged
 
@@ -65,26 +66,6 @@ def cross_entropy(z, y, w):
     return float((w * ce).sum() / N), dz, stats
 
 
-class Adam:
-    """Bias-corrected Adam, Keras form: t += 1; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
-    alpha = lr*sqrt(1-b2**t)/(1-b1**t); p -= alpha*m/(sqrt(v)+eps). Updates params in place."""
-
-    def __init__(self, params, lr, beta1=0.9, beta2=0.999, eps=1e-7):
-        self.params, self.lr, self.b1, self.b2, self.eps = params, lr, beta1, beta2, eps
-        self.m = {k: np.zeros_like(p) for k, p in params.items()}
-        self.v = {k: np.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-
-    def step(self, grads):
-        self.t += 1
-        alpha = self.lr * (1 - self.b2 ** self.t) ** 0.5 / (1 - self.b1 ** self.t)  # python float
-        for k, p in self.params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
-            m *= self.b1; m += (1 - self.b1) * g  # in place: no new arrays per step
-            v *= self.b2; v += (1 - self.b2) * g * g
-            p -= alpha * m / (np.sqrt(v) + self.eps)
-
-
 def check_params(cls, config, params) -> dict:
     """Saved ``params`` against the shapes a ``cls`` head with ``config`` has (checked before anything
     is allocated); returns the config without its ``kind``, ready for ``cls(**cfg)``."""
@@ -131,6 +112,7 @@ class Head:
     ndim = 2              # ndim of X
     extra_losses = ()     # names s of extra per-epoch history entries train_{s}_loss
     has_lesion_map = False  # predict() fills HeadOutput.lesion [N,49]
+    Params = AdamParams     # the head's declared training parameters (busi_lite.common.params)
 
     def __init__(self, n_features, n_hidden, n_classes, seed, dtype):
         self.n_features, self.n_hidden, self.n_classes = (positive_int("n_features", n_features),
@@ -150,9 +132,9 @@ class Head:
 
     # --- class-level protocol (what training and serving ask of a head class) ---------
     @classmethod
-    def build(cls, config, n_features, n_classes, seed):
-        """A fresh head for a training config (reads config.hidden)."""
-        return cls(n_features, config.hidden, n_classes, seed=seed)
+    def build(cls, params, n_features, n_classes, seed):
+        """A fresh head from its declared ``params`` (a ``cls.Params``)."""
+        return cls(n_features, params.hidden, n_classes, seed=seed)
 
     @classmethod
     def cache_inputs(cls, cache, view, rows):

@@ -12,62 +12,32 @@ divided by C*N so it is a mean loss:
 
 (same minimiser as sklearn's  C * sum_n w_n * CE_n + ||W||^2 / 2). C ~ 0.01 is strong L2.
 
-Training: full-batch L-BFGS (:func:`lbfgs`, memory 10, Armijo backtracking) from W = 0, b = 0,
+Training: full-batch L-BFGS (:func:`busi_lite.heads.optim.lbfgs`, memory 10, Armijo backtracking) from W = 0, b = 0,
 on centred features (x / scale - mean: a reparameterisation with the same optimum
 since b is not penalised; b is folded back afterwards), until the largest gradient entry is
 below ``tol`` or ``max_iter`` iterations. Deterministic (no seed used);
 the problem is strictly convex, so the result does not depend on the start.
-lr / batch / epochs of the training config are not used by this head.
+Its one declared training parameter is C (``LogRegParams``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from busi_lite.heads.base import Head, HeadOutput, TrainingError, log_softmax, positive_float, positive_int
+from busi_lite.common.params import Interval, Params, param
+from busi_lite.heads.base import Head, HeadOutput, TrainingError, evaluate, log_softmax, positive_float, positive_int
+from busi_lite.heads.optim import lbfgs
 from busi_lite.heads.registry import register_head
 
 
-def lbfgs(fun, x0, max_iter=1000, tol=1e-6, memory=10):
-    """Minimise a smooth function. fun(x) -> (value, gradient); x0 [P] float64.
-    Two-loop recursion, Armijo backtracking from step 1 (the first step is scaled to
-    length 1). Returns (x, iterations, converged: max |gradient| < tol)."""
-    x = np.asarray(x0, np.float64).copy()
-    f, g = fun(x)
-    S, Y = [], []
-    for it in range(1, max_iter + 1):
-        if np.abs(g).max() < tol:
-            return x, it - 1, True
-        q = g.copy()
-        alphas = []
-        for s, yv in zip(reversed(S), reversed(Y)):
-            a = (s @ q) / (yv @ s)
-            alphas.append(a)
-            q -= a * yv
-        q *= (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]) if S else 1.0 / max(np.linalg.norm(g), 1e-12)
-        for (s, yv), a in zip(zip(S, Y), reversed(alphas)):
-            q += s * (a - (yv @ q) / (yv @ s))
-        d = -q
-        slope = g @ d
-        if slope >= 0:  # not a descent direction: restart from the gradient
-            S, Y, d = [], [], -g / max(np.linalg.norm(g), 1e-12)
-            slope = g @ d
-        step = 1.0
-        for _ in range(40):
-            f_new, g_new = fun(x + step * d)
-            if f_new <= f + 1e-4 * step * slope:
-                break
-            step *= 0.5
-        else:
-            return x, it, False  # no decrease possible at float precision
-        s, yv = step * d, g_new - g
-        if s @ yv > 1e-12:
-            S.append(s)
-            Y.append(yv)
-            if len(S) > memory:
-                S.pop(0)
-                Y.pop(0)
-        x, f, g = x + s, f_new, g_new
-    return x, max_iter, bool(np.abs(g).max() < tol)
+@dataclass(frozen=True)
+class LogRegParams(Params):
+    C: float = param(0.01, Interval(float, 0, None, open="low"),
+                     "Inverse L2 strength (scikit-learn's C; smaller = stronger).", token="C{:g}")
+
+    def fit_kwargs(self) -> dict:
+        return {}
 
 
 @register_head
@@ -75,6 +45,7 @@ class LogRegHead(Head):
     """Softmax regression on pooled features scaled by one global number; strong L2 (see module doc)."""
     kind, consumes, ndim = "logreg", "pooled", 2
     work_dtype = np.float64  # of the scaled features inside fit
+    Params = LogRegParams
 
     def __init__(self, n_features=1280, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
                  max_iter=1000):
@@ -91,9 +62,9 @@ class LogRegHead(Head):
         return {"kind": self.kind, "n_features": self.n_features, "n_classes": self.n_classes, "C": self.C}
 
     @classmethod
-    def build(cls, config, n_features, n_classes, seed):
-        """A fresh head for a training config (reads config.C)."""
-        return cls(n_features, n_classes, C=config.C, seed=seed)
+    def build(cls, params, n_features, n_classes, seed):
+        """A fresh head from its declared ``params`` (C)."""
+        return cls(n_features, n_classes, C=params.C, seed=seed)
 
     @classmethod
     def param_shapes(cls, config) -> dict:
@@ -163,7 +134,6 @@ class LogRegHead(Head):
                 "val_loss": [], "val_acc": [], "iterations": [it], "converged": [float(converged)],
                 "objective": [self.objective(Xs, y, w, W, b)[0]]}
         if X_val is not None and len(X_val):
-            from busi_lite.heads.base import evaluate
             vl, va = evaluate(self, X_val, y_val)
             hist["val_loss"].append(vl)
             hist["val_acc"].append(va)

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
+from busi_lite.common.params import Interval, param
 from busi_lite.heads.base import Head, HeadOutput, bce_logits, cross_entropy, log_softmax, sigmoid, trunc_normal
+from busi_lite.heads.plain import PlainParams
 from busi_lite.heads.registry import register_head
+
+
+@dataclass(frozen=True)
+class MTLParams(PlainParams):
+    lam: float = param(1.0, Interval(float, 0), "Weight of the lesion-map (segmentation) loss.", token="lam{:g}")
 
 
 @register_head
@@ -21,6 +29,7 @@ class MTLHead(Head):
     kind, consumes, ndim = "mtl", "grid", 3
     extra_losses = ("seg",)
     has_lesion_map = True
+    Params = MTLParams
 
     def __init__(self, n_features=1280, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)
@@ -29,8 +38,8 @@ class MTLHead(Head):
         self.lam = float(lam)
 
     @classmethod
-    def build(cls, config, n_features, n_classes, seed):
-        return cls(n_features, config.hidden, n_classes, lam=config.lam, seed=seed)
+    def build(cls, params, n_features, n_classes, seed):
+        return cls(n_features, params.hidden, n_classes, lam=params.lam, seed=seed)
 
     @classmethod
     def training_targets(cls, cache, parts) -> dict:

@@ -1,10 +1,19 @@
 """PlainHead: the Teachable Machine head on pooled features (kind "plain")."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from busi_lite.common.params import Interval, param
 from busi_lite.heads.base import Head, cross_entropy
+from busi_lite.heads.optim import AdamParams
 from busi_lite.heads.registry import register_head
+
+
+@dataclass(frozen=True)
+class PlainParams(AdamParams):
+    hidden: int = param(100, Interval(int, 1), "Hidden units of the head.", token="h{}")
 
 
 @register_head
@@ -14,6 +23,7 @@ class PlainHead(Head):
     params: "W1" [D,H], "b1" [H], "W2" [H,C]. Init: kernels truncated normal,
     std sqrt(1/fan_in), re-drawn beyond 2 std; biases 0 (tfjs varianceScaling({}), as TM)."""
     kind, consumes, ndim = "plain", "pooled", 2
+    Params = PlainParams
 
     def __init__(self, n_features=1280, n_hidden=100, n_classes=3, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)

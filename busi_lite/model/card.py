@@ -165,7 +165,8 @@ class BoxInfo(Record):
 @dataclass
 class ModelCard(Record):
     """Everything about a trained model except its arrays (the NAME.json sidecar)."""
-    SCHEMA: ClassVar[str] = f"model_card/{SCHEMA_VERSION}"
+    SCHEMA: ClassVar[str] = "model_card/2"  # 2: config with per-head params (busi_lite.model.config)
+    READS: ClassVar[tuple] = ("model_card/1",)  # the flat config, read by Config.from_json
     DOCUMENT: ClassVar[bool] = True
     _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone")
     config: Config

@@ -1,21 +1,34 @@
-"""Training configuration: the single source of hyper-parameter defaults and their validation.
+"""The training recipe: which head with which parameters, on which samples and features.
 
-``Config`` is validated once, in ``__post_init__``; every bad value raises
-``ConfigError(what, fix, param=<field name>)`` so the CLI can name its option.
-Also here: the paper's grid of configs, the ``undersample=N`` parser and the
-by-name config picker that ``sweep --only`` and ``select --only`` share.
+``Config`` holds what every head shares (masks, balance, views, preprocessing, flip) as declared
+parameters (busi_lite.common.params) and ``params``: the head's OWN parameter dataclass
+(``get_head(head).Params``: lr/batch/epochs/hidden for the Adam heads, C for logreg, ...).
+Everything is validated by the one validator at construction, raising
+``ConfigError(param=<field>)``. Grid configs carry the paper model they come from in ``base``
+(names like 'model-7p+mtl+v2+flip' are made from fields, never parsed).
+
+Also here: the paper's grid of configs, the ``undersample=N`` parser, the by-name config picker
+that ``sweep --only`` and ``select --only`` share, and default model names.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import dataclass, field, fields
 
 from busi_lite.common.errors import ConfigError
 from busi_lite.common.paper import PAPER
-from busi_lite.features.preprocess import SHORT, Preprocessing
+from busi_lite.common.params import (
+    Boolean,
+    Interval,
+    Names,
+    Options,
+    Params,
+    Text,
+    name_tokens,
+    param,
+    validate,
+)
+from busi_lite.features.preprocess import SHORT
 from busi_lite.features.views import VIEWS
 from busi_lite.heads import get_head, head_kinds
 
@@ -25,88 +38,101 @@ DEFAULT_HEAD = "plain"  # the paper's head; its grid names carry no '+head' suff
 DEFAULT_PREPROCESS = "v1"  # Teachable Machine's (the paper's); 'v2' = contrast-normalised (busi_lite.features.preprocess)
 
 
-_LATER_FIELDS = ("preprocess", "flip", "C")
+class HeadKind:
+    """A registered main head kind (busi_lite.heads; looked up when checked, so later registrations count)."""
+
+    def convert(self, v):
+        try:
+            return v if isinstance(v, str) and get_head(v) and v in head_kinds() else None
+        except ConfigError:
+            return None
+
+    def describe(self) -> str:
+        return f"one of {', '.join(head_kinds())}"
+
+    @property
+    def values(self) -> tuple:
+        return head_kinds()
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+class PreprocessName(Options):
+    """A preprocessing by short name ('v1') or full name (stored as the short name)."""
 
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    def convert(self, v):
+        full = {name: short for short, name in SHORT.items()}
+        return v if v in SHORT else full.get(v) if isinstance(v, str) else None
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "custom"
-    lr: float = 1e-4
-    batch: int = 32
-    epochs: int = 50
-    masks: bool = False           # add mask-fused views of training images
-    balance: str = "none"         # none | undersample | weights
-    per_class: int = DEFAULT_PER_CLASS  # undersampling target per class
-    head: str = DEFAULT_HEAD      # a registered head kind (busi_lite.heads.HEADS)
-    views: tuple = VIEWS
-    lam: float = 1.0              # weight of the segmentation loss (heads with one)
-    hidden: int = 100
-    preprocess: str = DEFAULT_PREPROCESS  # 'v1' | 'v2': must be the feature cache's preprocessing
-    flip: bool = False            # train on each training image and its mirror, average both at evaluation
-    C: float = 0.01               # inverse L2 strength of the logreg head (scikit-learn's C; heads/logreg.py)
+    name: str = param("custom", Text(), "Model name.", cli=False)
+    head: str = param(DEFAULT_HEAD, HeadKind(), "Head: plain (the paper's), mtl (adds a 7x7 lesion map), "
+                      "logreg (logistic regression).")
+    params: Params | None = field(default=None)  # the head's parameters; None -> the head's defaults
+    masks: bool = param(False, Boolean(), "Add mask-fused views of TRAINING images as extra samples.", token="masks")
+    balance: str = param("none", Options(BALANCES), "none | undersample[=N] (N images a class) | weights.",
+                         token="{}")
+    per_class: int = param(DEFAULT_PER_CLASS, Interval(int, 1), "Undersampling target per class.", token="n{}",
+                           cli=False)
+    views: tuple = param(VIEWS, Names(VIEWS), "Mask-fused views used with --masks, comma-separated.")
+    preprocess: str = param(DEFAULT_PREPROCESS, PreprocessName(tuple(SHORT)),
+                            "Preprocessing of the features (the cache's): v1 Teachable Machine's, v2 contrast-normalised.",
+                            token="{}")
+    flip: bool = param(False, Boolean(), "Train on each image and its mirror; average both probabilities at "
+                       "evaluation.", token="flip")
+    base: str | None = field(default=None)  # the paper's model (common.paper.PAPER) a grid config comes from
 
     def __post_init__(self):
-        def bad(param, what, fix):
-            raise ConfigError(f"{param}={getattr(self, param)!r}: {what}", fix, param=param)
+        validate(self)
+        cls = get_head(self.head).Params
+        p = cls() if self.params is None else self.params
+        if type(p) is not cls:
+            raise ConfigError(f"params {type(p).__name__} are not the {self.head} head's ({cls.__name__})",
+                              f"give {cls.__name__}(...) or build the config with Config.build", param="head")
+        object.__setattr__(self, "params", p)
+        if self.base is not None and self.base not in PAPER:
+            raise ConfigError(f"base={self.base!r}: not a paper model", f"choose from {', '.join(PAPER)}", param="base")
 
-        if not isinstance(self.name, str) or not self.name:
-            bad("name", "the config name must be a non-empty string", "give a name such as 'model-7'")
-        if not _is_number(self.lr) or self.lr <= 0:
-            bad("lr", "the learning rate must be a finite number > 0", "e.g. lr=1e-4")
-        for p in ("batch", "epochs", "per_class", "hidden"):
-            if isinstance(getattr(self, p), np.integer):  # NumPy ints are fine; stored as int
-                object.__setattr__(self, p, int(getattr(self, p)))
-            if not _is_int(getattr(self, p)) or getattr(self, p) < 1:
-                bad(p, "must be an integer >= 1", f"give {p} as a whole number >= 1")
-        if not isinstance(self.masks, bool):
-            bad("masks", "must be True or False", "give masks=True or masks=False")
-        if self.balance not in BALANCES:
-            bad("balance", "unknown balancing", f"choose one of {', '.join(BALANCES)}")
-        get_head(self.head)  # ConfigError(param="head") listing the kinds
-        if isinstance(self.views, str) or not isinstance(self.views, (tuple, list)):
-            bad("views", "must be a tuple of view names", f"choose from {', '.join(VIEWS)}")
-        unknown = [v for v in self.views if v not in VIEWS]
-        if unknown:
-            bad("views", f"unknown views {unknown}", f"choose from {', '.join(VIEWS)}")
-        object.__setattr__(self, "views", tuple(self.views))
-        if not _is_number(self.lam) or self.lam < 0:
-            bad("lam", "the segmentation loss weight must be a finite number >= 0", "e.g. lam=1.0")
-        if not isinstance(self.preprocess, str):
-            bad("preprocess", "must be a preprocessing name", f"choose one of {', '.join(SHORT)}")
-        name = Preprocessing.named(self.preprocess).name  # ConfigError(param="preprocess") when unknown
-        object.__setattr__(self, "preprocess", next(k for k, v in SHORT.items() if v == name))
-        if not isinstance(self.flip, bool):
-            bad("flip", "must be True or False", "give flip=True or flip=False")
-        if not _is_number(self.C) or self.C <= 0:
-            bad("C", "the inverse regularisation strength must be a finite number > 0", "e.g. C=0.01")
+    @classmethod
+    def build(cls, head: str = DEFAULT_HEAD, strict: bool = True, **kw) -> Config:
+        """A Config from flat keywords: the recipe's fields, the rest the head's parameters
+        (``Config.build(head="mtl", lr=3e-4, lam=0.5, masks=True)``). A keyword neither declares ->
+        ConfigError(param=<it>) unless ``strict`` is False (then it is dropped: the paper grid's
+        lr/batch/epochs for a head without them)."""
+        recipe = {f.name for f in fields(cls)} - {"params", "head"}
+        p_cls = get_head(head).Params
+        knobs = {f.name for f in fields(p_cls)}
+        unknown = sorted(set(kw) - recipe - knobs)
+        if unknown and strict:
+            raise ConfigError(f"the {head} head has no parameter {unknown[0]!r}",
+                              f"its parameters: {', '.join(sorted(knobs)) or 'none'}", param=unknown[0])
+        return cls(head=head, params=p_cls(**{k: v for k, v in kw.items() if k in knobs}),
+                   **{k: v for k, v in kw.items() if k in recipe})
 
     def to_json(self) -> dict:
-        """Fields as JSON; preprocess, flip and C only when not at their defaults, so a config that
-        leaves them at their defaults has the JSON (and the hash) of one that has no such fields."""
-        d = asdict(self)
-        d["views"] = list(self.views)
-        for k in _LATER_FIELDS:
-            if d[k] == self.__dataclass_fields__[k].default:
-                del d[k]
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["views"], d["params"] = list(self.views), self.params.to_json()
+        if self.base is None:
+            del d["base"]
         return d
 
     @classmethod
-    def from_json(cls, d) -> "Config":
+    def from_json(cls, d) -> Config:
+        """This version's layout ({..., "params": {...}}), or the flat one written before per-head
+        parameters (every head's knobs side by side; the ones the head does not use are dropped)."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a JSON object, got {type(d).__name__}", "check the file", "config")
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if "params" not in d:
+            return _from_flat(d)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"config has unknown fields {unknown}", "remove them or upgrade busi-lite", "config")
         d = dict(d)
-        if "views" in d and isinstance(d["views"], list):
+        head = d.get("head", DEFAULT_HEAD)
+        get_head(head)
+        d["params"] = get_head(head).Params.from_json(d["params"], f"config.params (of the {head} head)")
+        if isinstance(d.get("views"), list):
             d["views"] = tuple(d["views"])
         return cls(**d)
 
@@ -129,6 +155,22 @@ class Config:
         return kind, per_class
 
 
+_FLAT = {"name", "lr", "batch", "epochs", "masks", "balance", "per_class", "head", "views", "lam", "hidden",
+         "preprocess", "flip", "C"}  # the layout before per-head parameters
+
+
+def _from_flat(d: dict) -> Config:
+    """A Config from the flat layout (model cards model_card/1, older sweep files)."""
+    unknown = sorted(set(d) - _FLAT)
+    if unknown:
+        raise ConfigError(f"config has unknown fields {unknown}", "remove them or upgrade busi-lite", "config")
+    d = dict(d)
+    if isinstance(d.get("views"), list):
+        d["views"] = tuple(d["views"])
+    base = str(d.get("name", "")).split("+")[0]  # grid names were '<paper model>[+head][+v2][+flip]'
+    return Config.build(strict=False, base=base if base in PAPER else None, **d)
+
+
 def suffix(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, flip: bool = False) -> str:
     """Name suffix of a grid config: '+head' unless plain, '+v2' unless v1, '+flip' with flip."""
     return (("" if head == DEFAULT_HEAD else f"+{head}") + ("" if preprocess == DEFAULT_PREPROCESS else f"+{preprocess}")
@@ -137,11 +179,13 @@ def suffix(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, flip:
 
 def paper_grid(head: str = DEFAULT_HEAD, preprocess: str = DEFAULT_PREPROCESS, flip: bool = False) -> list[Config]:
     """The paper's twelve configurations with head ``head`` (names get '+head' unless plain,
-    '+v2' for preprocessing v2 and '+flip' with flip averaging: see :func:`suffix`)."""
+    '+v2' for preprocessing v2 and '+flip' with flip averaging: see :func:`suffix`). A head without
+    the paper's lr/batch/epochs (logreg) gets its own defaults for them; ``base`` names the paper model."""
     get_head(head)
     pp = Config(preprocess=preprocess).preprocess  # validated, short name
     s = suffix(head, pp, flip)
-    return [Config(name=n + s, head=head, preprocess=pp, flip=flip, **kw) for n, (kw, _) in PAPER.items()]
+    return [Config.build(name=n + s, base=n, head=head, preprocess=pp, flip=flip, strict=False, **kw)
+            for n, (kw, _) in PAPER.items()]
 
 
 def _names(v) -> list:
@@ -165,7 +209,7 @@ def grid_for_heads(heads, preprocess=(DEFAULT_PREPROCESS,), flips=(False,)) -> l
 def pick_configs(configs, only) -> list[Config]:
     """Configs named in ``only`` (list or comma-separated string; empty -> all).
 
-    A name matches a config's full name ('model-7+mtl') or its paper name ('model-7'
+    A name matches a config's full name ('model-7+mtl') or its paper model (``base``: 'model-7'
     matches 'model-7' and 'model-7+mtl'). An unknown name -> ConfigError(param="only")
     listing the valid names; the result is never empty."""
     configs = list(configs)
@@ -174,10 +218,34 @@ def pick_configs(configs, only) -> list[Config]:
         if not configs:
             raise ConfigError("no configurations to run", "choose at least one head", param="only")
         return configs
-    valid = sorted({c.name for c in configs} | {c.name.split("+")[0] for c in configs})
+    valid = sorted({c.name for c in configs} | {c.base for c in configs if c.base})
     unknown = [n for n in only if n not in valid]
     if unknown:
         raise ConfigError(f"unknown config name(s) {', '.join(unknown)}",
                           f"choose from {', '.join(valid)}", param="only")
     want = set(only)
-    return [c for c in configs if c.name in want or c.name.split("+")[0] in want]
+    return [c for c in configs if c.name in want or c.base in want]
+
+
+def flat_view(config: dict) -> dict:
+    """A config as JSON (either layout) as one flat dict: the head's parameters beside the recipe's
+    fields (for tables that show lr, batch, ... whatever the head)."""
+    return {**(config.get("params") or {}), **{k: v for k, v in config.items() if k != "params"}}
+
+
+def base_of(config: dict) -> str | None:
+    """The paper model of a config as JSON (either layout): its ``base``; in the flat layout
+    (before per-head parameters) read from a grid name."""
+    if not isinstance(config, dict):
+        return None
+    try:
+        return Config.from_json(config).base
+    except ConfigError:
+        return None
+
+
+def default_name(config: Config, seed: int) -> str:
+    """A model name from its recipe: the head, the name tokens of its parameters and of the recipe
+    (declared ``token``s: lr/b/e always, the rest when not at their defaults), the seed."""
+    parts = (config.head, name_tokens(config.params), name_tokens(config), f"s{seed}")
+    return "-".join(t for t in parts if t)

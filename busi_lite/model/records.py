@@ -102,7 +102,7 @@ def read_config(d, key, where) -> Config:
 
 def check_schema(cls, d, where):
     s = d.get("schema", cls.SCHEMA)  # absent: read as the current version
-    if s != cls.SCHEMA:
+    if s != cls.SCHEMA and s not in cls.READS:
         raise RecordError(f"{where}: schema {s!r}, this busi-lite reads {cls.SCHEMA!r}",
                           "rewrite the file with this busi-lite version (or use the version that wrote it)")
 
@@ -111,6 +111,7 @@ class Record:
     """Base: to_json over the dataclass fields (None fields listed in _omit_none are left out),
     read access by key, and a schema tag for documents."""
     SCHEMA: ClassVar[str] = ""
+    READS: ClassVar[tuple] = ()  # older schemas this version still reads
     DOCUMENT: ClassVar[bool] = False  # writes "schema"
     _omit_none: ClassVar[tuple] = ()
 
@@ -344,7 +345,8 @@ class SummaryRow(Record):
 @dataclass
 class SweepResult(Record):
     """Every run of a sweep and their summary, with the cache they came from."""
-    SCHEMA: ClassVar[str] = f"sweep/{SCHEMA_VERSION}"
+    SCHEMA: ClassVar[str] = "sweep/2"  # 2: configs with per-head params (busi_lite.model.config)
+    READS: ClassVar[tuple] = ("sweep/1",)  # flat configs, read by Config.from_json
     DOCUMENT: ClassVar[bool] = True
     results: list                 # [RunResult]
     summary: list                 # [SummaryRow]

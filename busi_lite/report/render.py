@@ -27,7 +27,7 @@ from busi_lite.report.inputs import (
     load_model_input,
     load_sweep_input,
 )
-from busi_lite.report.stats import best_config, curve_names, model_curves, slug, sweep_curves
+from busi_lite.report.stats import bases, best_config, curve_names, model_curves, slug, sweep_curves
 from busi_lite.report.tables import (
     Section,
     Table,
@@ -91,10 +91,11 @@ def _curves_section(inputs, picks, fig) -> Section | None:
     for sw, names in picks:
         best = best_config(sw.data["summary"])
         several = len({r["name"] for r in sw.data["summary"]}) > 1
+        base = bases(sw.data["summary"])
         for n in names:
             c = sweep_curves(sw, n)
             tags = (["best by recall"] if several and n == best else []) + \
-                (["paper's best"] if n.split("+")[0] == "model-7pp" else [])
+                (["paper's best"] if base.get(n) == "model-7pp" else [])
             if tags:
                 c["label"] = c["label"].replace("\n", f" - {', '.join(tags)}\n", 1)
             cv.append(c)

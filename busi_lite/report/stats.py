@@ -17,6 +17,7 @@ import numpy as np
 
 from busi_lite.common.atomic import write_text
 from busi_lite.evaluation.metrics import t_critical_95
+from busi_lite.model.config import base_of, flat_view
 from busi_lite.report.inputs import ModelInput, SweepInput
 
 TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
@@ -61,9 +62,10 @@ def paper_name(config: dict) -> str | None:
     """The paper's model (Table 1) whose hyper-parameters ``config`` has, else None."""
     from busi_lite.common.paper import PAPER
 
-    base = str(config.get("name", "")).split("+")[0]
+    base = base_of(config)
     if base in PAPER:
         return base
+    config = flat_view(config)
     for name, (kw, _) in PAPER.items():
         want = {"masks": False, "balance": "none", **kw}
         if all(config.get(k) == v or (isinstance(v, float) and isinstance(config.get(k), (int, float))
@@ -136,17 +138,24 @@ def _nz(x):
     return -1.0 if is_nan(x) else x
 
 
+def bases(summary: list[dict]) -> dict:
+    """{config name: its paper model (``base``) or None} of summary rows."""
+    return {r["name"]: base_of(r.get("config")) for r in summary}
+
+
 def curve_names(sw: SweepInput, wanted: list[str]) -> list[str]:
-    names = [r["name"] for r in full_rows(sw.data["summary"])]
+    rows = full_rows(sw.data["summary"])
+    names = [r["name"] for r in rows]
+    base = bases(rows)
     if wanted:
         out = []
         for w in wanted:
-            hit = [n for n in names if n == w] or [n for n in names if n.split("+")[0] == w]
+            hit = [n for n in names if n == w] or [n for n in names if base[n] == w]
             out += [h for h in hit if h not in out]
         return out
     out = []
     b = best_config(sw.data["summary"])
-    for n in [b] + [n for n in names if n.split("+")[0] == "model-7pp"]:
+    for n in [b] + [n for n in names if base[n] == "model-7pp"]:
         if n and n not in out:
             out.append(n)
     return out
@@ -195,10 +204,10 @@ def write_sweep_csv(summary: list[dict], path) -> None:
     w = csv.DictWriter(buf, cols, lineterminator="\r\n")
     w.writeheader()
     for r in summary:
-        c = r["config"]
-        row = {"name": r["name"], "fraction": r["fraction"], "n_seeds": len(r["seeds"]), "lr": c["lr"],
-               "batch": c["batch"], "epochs": c["epochs"], "masks": c["masks"], "balance": c["balance"],
-               "head": c["head"]}
+        c = flat_view(r["config"])
+        row = {"name": r["name"], "fraction": r["fraction"], "n_seeds": len(r["seeds"]), "lr": c.get("lr", ""),
+               "batch": c.get("batch", ""), "epochs": c.get("epochs", ""), "masks": c["masks"],
+               "balance": c["balance"], "head": c["head"]}
         for k in TABLE_KEYS + ("malignant_mar",):
             for s in ("mean", "lo", "hi"):
                 v = r[k][s]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from busi_lite.model.config import base_of, flat_view
 from busi_lite.report.inputs import ModelInput, SweepInput
 from busi_lite.report.stats import (
     RATE_KEYS,
@@ -113,14 +114,14 @@ def _order(rows):
     from busi_lite.common.paper import PAPER
 
     order = {n: i for i, n in enumerate(PAPER)}
-    return sorted(rows, key=lambda r: (r["source"].startswith("model"), order.get(
-        str(r["config"].get("name", "")).split("+")[0], 99), r["label"]))
+    return sorted(rows, key=lambda r: (r["source"].startswith("model"), order.get(base_of(r["config"]), 99),
+                                       r["label"]))
 
 
 def table1(rows: list[dict]) -> Table:
     out = []
     for r in _order(rows):
-        c, v, p = r["config"], r["values"], r["paper"]
+        c, v, p = flat_view(r["config"]), r["values"], r["paper"]
         bal = c.get("balance", "none")
         out.append([r["label"], r["source"], c.get("lr"), c.get("batch"), c.get("epochs"),
                     "yes" if c.get("masks") else "no", bal if bal != "undersample" else f"undersample {c.get('per_class')}",

@@ -131,7 +131,7 @@ def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dic
 
 def make_head(config: Config, n_classes: int, seed: int, n_features: int = DEFAULT.n_features):
     """A fresh head of kind ``config.head`` on ``n_features`` features (the cache's backbone spec's)."""
-    return get_head(config.head).build(config, n_features, n_classes, seed)
+    return get_head(config.head).build(config.params, n_features, n_classes, seed)
 
 
 def train_head(cache: FeatureCache, rows, config: Config, seed: int, val_rows=None):
@@ -142,8 +142,8 @@ def train_head(cache: FeatureCache, rows, config: Config, seed: int, val_rows=No
     if val_rows is not None and len(val_rows):
         va = build_xy(cache, val_rows, config, with_views=False)
         kw = dict(X_val=va["X"], y_val=va["y"])
-    hist = head.fit(tr["X"], tr["y"], lr=config.lr, batch_size=config.batch, epochs=config.epochs, seed=seed,
-               sample_weight=tr["sample_weight"], **tr["targets"], **kw)
+    hist = head.fit(tr["X"], tr["y"], **config.params.fit_kwargs(), seed=seed,
+                    sample_weight=tr["sample_weight"], **tr["targets"], **kw)
     hist["n_train"] = len(tr["y"])
     return head, hist
 

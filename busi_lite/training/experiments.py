@@ -94,7 +94,7 @@ def aggregate(results: list[RunResult]) -> list[SummaryRow]:
     for (name, frac), rs in groups.items():
         metrics = {key: Interval(*M.mean_ci([get(r) for r in rs])) for key, get in KEY_METRICS.items()}
         rows.append(SummaryRow(name=name, fraction=frac, seeds=[r.seed for r in rs], config=rs[0].config,
-                               metrics=metrics, paper=paper_figures(name)))
+                               metrics=metrics, paper=paper_figures(rs[0].config.base)))
     return rows
 
 

@@ -105,8 +105,8 @@ def fit_on(parts, config: Config, classes, seed: int, balance_sites: bool):
     w = site_weights(ws, balance_sites)
     kw = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]} if targets[0] else {}
     head = make_head(config, len(classes), seed, parts[0][0].spec.n_features)
-    hist = head.fit(np.concatenate(Xs), np.concatenate(ys), lr=config.lr, batch_size=config.batch,
-                    epochs=config.epochs, seed=seed, sample_weight=w, **kw)
+    hist = head.fit(np.concatenate(Xs), np.concatenate(ys), **config.params.fit_kwargs(), seed=seed,
+                    sample_weight=w, **kw)
     return head, hist
 
 
