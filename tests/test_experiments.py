@@ -161,7 +161,7 @@ def test_model_save_is_atomic(fitted, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save(tmp_path / "m")
     assert (npz.read_bytes(), js.read_text()) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "m.json", "m.npz"]  # the write lock stays
 
 
 def test_ood_score_scale():
@@ -389,7 +389,8 @@ def test_model_card_round_trip_and_strictness(fitted, tmp_path):
     refused(lambda d: d.update(schema="model_card/3"), "schema")
     refused(lambda d: d.update(classes=["normal", "malignant"]), "n_classes 3 != 2")
     refused(lambda d: d["head"].update(n_hidden=1e12), "n_hidden")        # float: refused by type
-    refused(lambda d: d["head"].update(n_hidden=10 ** 12), "has shape")   # int: refused by the npz header
+    refused(lambda d: d["head"].update(n_hidden=10 ** 12), "over the 256 MB limit")   # int: refused by the size cap
+    refused(lambda d: d["head"].update(n_hidden=5), "inflates to|has shape")   # refused by the npz directory or header
     refused(lambda d: d["calibration"].update(malignant_threshold=float("nan")), "malignant_threshold")
     refused(lambda d: d["calibration"].update(low_confidence=None), "low_confidence")
     refused(lambda d: d.update(calibration=None), "calibration")

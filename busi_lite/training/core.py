@@ -281,10 +281,40 @@ def auc_interval(y_bin, score) -> tuple[float, float, float]:
 
 
 def chance_warnings(oof: dict, malignant: int = 2) -> list[str]:
-    """Loud caveats about out-of-fold predictions (``oof`` as out_of_fold returns): a malignant
-    AUC at chance (<= CHANCE_AUC, undefined, or its 95 % interval reaching 0.5)."""
-    auc, lo, hi = auc_interval(oof["y"] == malignant, oof["proba"][:, malignant])
+    """Loud caveats about out-of-fold predictions (``oof`` as out_of_fold returns):
+    - collapsed: every class's probability nearly constant over the images (std < COLLAPSED_STD);
+    - no information: the out-of-fold log-loss is not better than always answering the class
+      frequencies by PRIOR_Z standard errors of the paired per-image difference (predictions
+      unrelated to the labels pass this with probability ~0.1 %);
+    - a malignant AUC at chance (<= CHANCE_AUC, undefined, or its 95 % interval reaching 0.5)."""
+    y, proba = np.asarray(oof["y"]), np.asarray(oof["proba"], np.float64)
+    out = []
+    spread = float(proba.std(axis=0).max()) if len(proba) else 0.0
+    if spread < COLLAPSED_STD:
+        out.append(f"out-of-fold probabilities are nearly constant (largest std over images {spread:.2g}): "
+                   "the training collapsed; do not use this model, retrain with a lower learning rate")
+    gain, se = prior_gain(y, proba)
+    if not gain > PRIOR_Z * se:
+        out.append(f"out-of-fold log-loss gain over always answering the class frequencies is {gain:+.3f} "
+                   f"nats/image (needs > {PRIOR_Z:g} x {se:.3f}): the model carries no information "
+                   "about the labels; do not use it")
+    auc, lo, hi = auc_interval(y == malignant, proba[:, malignant])
     if not np.isfinite(auc) or auc <= CHANCE_AUC or lo <= 0.5:
-        return [f"out-of-fold malignant AUC {auc:.3f} [{lo:.3f}, {hi:.3f}] is at chance level: "
-                "this model does not separate malignant images; do not use it as a default"]
-    return []
+        out.append(f"out-of-fold malignant AUC {auc:.3f} [{lo:.3f}, {hi:.3f}] is at chance level: "
+                   "this model does not separate malignant images; do not use it as a default")
+    return out
+
+
+COLLAPSED_STD = 0.01   # probabilities whose std over images stays below this for every class = collapsed
+PRIOR_Z = 3.0          # standard errors by which the model's log-loss must beat the class frequencies'
+
+
+def prior_gain(y, proba) -> tuple[float, float]:
+    """(mean, standard error) of the per-image log-loss gain over the class-frequency answer:
+    log p(y_i) - log prior(y_i). y [N] class indices, proba [N,C]."""
+    y = np.asarray(y, int)
+    if len(y) < 2:
+        return float("nan"), float("nan")
+    prior = np.bincount(y, minlength=proba.shape[1]) / len(y)
+    d = np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)) - np.log(prior[y])
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
