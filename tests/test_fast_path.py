@@ -98,3 +98,47 @@ def test_pixel_stats_bit_identical_to_plain_formula():
         v = (x + 1.0) * 127.5
         plain = {"gray_std": float(v.mean(axis=2).std()), "colour": float((v.max(axis=2) - v.min(axis=2)).mean())}
         assert pixel_stats(x) == plain
+
+
+def test_resized_then_intensity_is_the_preprocessing_and_commutes_with_mirror():
+    """Extraction holds views as uint8 (Preprocessing.resized) and makes them float32 at the backbone:
+    the same input, bit for bit, as the one-step call, also for mirrored views, for both versions."""
+    from busi_lite.features.preprocess import Preprocessing, mirror
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    for name in ("v1", "v2"):
+        pp = Preprocessing.named(name)
+        for box in (None, (40, 30, 200, 180)):
+            a = pp.resized(rgb, box)
+            assert a.dtype == np.uint8 and a.shape == (224, 224, 3)
+            np.testing.assert_array_equal(pp.intensity(a), pp(rgb, box))
+            np.testing.assert_array_equal(pp.intensity(mirror(a)), mirror(pp(rgb, box)))
+
+
+@pytest.mark.parametrize("kind", ["plain", "mtl"])
+def test_fit_casting_once_is_bit_identical(kind, monkeypatch):
+    """fit() casts a float16 X once (CAST_ONCE_BYTES); batch-by-batch casting gives the same weights."""
+    import busi_lite.heads.base as B
+    from busi_lite.heads.registry import get_head
+
+    rng = np.random.default_rng(2)
+    n, d = 70, 32
+    X = rng.standard_normal((n, 49, d) if kind == "mtl" else (n, d)).astype(np.float16)
+    y = rng.integers(0, 3, n)
+    kw = dict(lr=1e-2, batch_size=16, epochs=4, seed=3, X_val=X[:9], y_val=y[:9])
+    if kind == "mtl":
+        kw["seg_target"] = rng.uniform(0, 1, (n, 49))
+    cls = get_head(kind)
+
+    def train():
+        h = cls(d, 8, 3, seed=0)
+        hist = h.fit(X, y, **kw)
+        return h.params, hist
+
+    once, hist_once = train()
+    monkeypatch.setattr(B, "CAST_ONCE_BYTES", 0)   # every batch cast on its own
+    each, hist_each = train()
+    for k in once:
+        np.testing.assert_array_equal(once[k], each[k])
+    assert hist_once == hist_each
