@@ -61,7 +61,7 @@ def shipped(tmp_path_factory):
     rng = np.random.default_rng(3)   # pixel-rule cases: near-constant and strongly coloured
     Image.fromarray(np.full((300, 260, 3), 90, np.uint8)).save(folder / "flat.png")
     Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(folder / "colour.png")
-    return Predictor(batch_size=8), sorted(folder.iterdir())
+    return Predictor(batch_size=8, show_anyway=True), sorted(folder.iterdir())   # every verdict shown
 
 
 def test_fast_path_matches_reference_on_shipped_model(shipped):
