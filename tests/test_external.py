@@ -257,3 +257,20 @@ def test_real_default_model_on_busbra_dev(real_site, real_backbone, tmp_path_fac
     assert ev.n == 532 and ev.counts == {"benign": 367, "malignant": 165}
     assert 0.6 <= ev.auc <= 0.9 and ev.auc_lo < ev.auc < ev.auc_hi
     assert not ev.notes  # no path shared with BUSI's held-out images
+
+
+def test_an_unreadable_file_is_skipped_and_named_never_blocks_evaluate_or_calibrate(site_world, tmp_path):
+    site = make_site(tmp_path / "clinic", n_benign=4, n_malignant=4, seed=5)
+    (site / "benign" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00" * 20)   # truncated DICOM
+    cache = tmp_path / "clinic.h5"
+    r = CliRunner().invoke(main, ["extract", "--data", str(site), "--out", str(cache), "--backbone",
+                                  str(site_world["backbone"])])
+    assert r.exit_code == 0, r.output + r.stderr
+    args = ["--model", str(site_world["model"]), "--data", str(site), "--cache", str(cache),
+            "--backbone", str(site_world["backbone"])]
+    for _ in range(2):                              # the second run reuses the cache and names the file again
+        r = CliRunner().invoke(main, ["evaluate", *args, "--json"])
+        assert r.exit_code == 0, r.stderr
+        assert "broken.dcm" in r.stderr and json.loads(r.stdout)["n"] == 8
+    r = CliRunner().invoke(main, ["calibrate", *args, "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 0 and "broken.dcm" in r.stderr, r.stderr

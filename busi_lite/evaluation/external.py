@@ -212,27 +212,75 @@ def default_cache_path(data_root, preprocess=None) -> Path:
 
 def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False, preprocess=None,
                  **extract_kw) -> Path:
-    """The feature cache of ``data_root``: reused when it exists and lists exactly the folder's
-    images (same relative paths and classes), otherwise extracted (incrementally) into
-    ``cache`` (default :func:`default_cache_path`). A file changed under the same name is not
-    noticed here: extract again to refresh. Returns the cache path."""
+    """The feature cache of ``data_root``: reused when it lists exactly the folder's images (same
+    relative paths and classes) apart from files an earlier extraction here could not read
+    (recorded beside the cache, unchanged since: named again, never retried), otherwise extracted
+    (incrementally) into ``cache`` (default :func:`default_cache_path`) with the views it already
+    holds plus the ones asked for. A file changed under the same name is not noticed here:
+    extract again to refresh. A file that cannot be read is skipped and named, never blocks the
+    folder. Returns the cache path."""
     from busi_lite.features.cache import FeatureCache, extract
     from busi_lite.io import data as D
 
+    log = log or (lambda m: None)
     out = Path(cache) if cache is not None else default_cache_path(data_root, preprocess)
+    root = Path(data_root)
+    ds = D.discover(data_root)
+    want = {(s.path, ds.classes[s.label]) for s in ds.samples}
     if out.is_file():
-        ds = D.discover(data_root)
-        want = sorted((s.path, ds.classes[s.label]) for s in ds.samples)
         with FeatureCache(out) as fc:
-            have = sorted((p, fc.classes[int(l)]) for p, l in zip(fc.paths, fc.labels))
-        if have == want:
+            have = {(p, fc.classes[int(lab)]) for p, lab in zip(fc.paths, fc.labels)}
+            views = tuple(v for v in fc.views if v != "raw")
+        missing = sorted(p for p, _ in want - have)
+        if have <= want and missing == sorted(_unreadable(out, root, missing)):
+            for p in missing:
+                log(f"warning: {root / p}: skipped, it could not be read when {out} was built -> fix or remove it")
             return out
-        if log:
-            log(f"note: {out} does not list the images of {data_root} now: extracting again (incremental)")
+        log(f"note: {out} does not list the images of {data_root} now: extracting again (incremental)")
+        extract_kw["views"] = tuple(dict.fromkeys((*views, *extract_kw.get("views", ()))))
     if preprocess is not None:  # the model's preprocessing (default: extract's, v1)
         extract_kw["preprocess"] = preprocess
     extract(data_root, out, backbone, log=log, progress=progress, **extract_kw)
+    with FeatureCache(out) as fc:
+        have = {(p, fc.classes[int(lab)]) for p, lab in zip(fc.paths, fc.labels)}
+    _record_unreadable(out, root, sorted(p for p, _ in want - have))
     return out
+
+
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _unreadable_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".unreadable.json")
+
+
+def _record_unreadable(cache: Path, root: Path, paths) -> None:
+    """Beside the cache: the folder's files the extraction skipped, with their size and mtime."""
+    import json
+
+    from busi_lite.common.atomic import write_text
+
+    side = _unreadable_path(cache)
+    if paths or side.exists():
+        write_text(side, json.dumps({p: _stamp(root / p) for p in paths}, indent=1))
+
+
+def _unreadable(cache: Path, root: Path, paths) -> list[str]:
+    """Those of ``paths`` recorded as unreadable beside ``cache`` and unchanged since."""
+    import json
+
+    try:
+        known = json.loads(_unreadable_path(cache).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(known, dict):
+        return []
+    return [p for p in paths if p in known and known[p] is not None and known[p] == _stamp(root / p)]
 
 
 def _card_preprocessing(card) -> tuple:
