@@ -136,7 +136,7 @@ def test_train_command_round_trips():
     assert p["lr"] == pytest.approx(5e-05) and p["batch"] == 16 and p["epochs"] == 70 and p["masks"] is True
     assert p["balance"] == ("undersample", 120) and p["head"] == "mtl" and p["views"] == ["roi", "mask"]
     assert p["lam"] == 0.5 and p["target_recall"] == 0.9 and p["seed"] == 3
-    assert p["name"] == "model-7pp+mtl" and p["out"] == Path("w/m x") and p["cache"] == Path("c.h5")
+    assert p["name"] == "model-7pp+mtl" and p["out"] == Path("w/m x") and p["cache"] == (Path("c.h5"),)
     plain = {"config": {"name": "model-7", "lr": 1e-4, "batch": 32, "epochs": 50, "masks": False,
                         "balance": "weights", "per_class": 150, "head": "plain", "views": ["roi"], "lam": 1.0},
              "calibration": {}, "split": {"seed": 0}}
@@ -187,7 +187,7 @@ def test_train_command_logreg_flip_v2_box_card():
     assert "--box" in args if card.box is not None else "--box" not in args
     assert "#" not in cmd and _train_config(cmd) == cfg
     _, p = _parse(cmd)
-    assert p["box"] is (card.box is not None) and p["seed"] == card.split.seed and p["cache"] == Path("c_v2.h5")
+    assert p["box"] is (card.box is not None) and p["seed"] == card.split.seed and p["cache"] == (Path("c_v2.h5"),)
     as_json = card.to_json()
     as_json["box"] = {"stub": True}  # a card with a box section -> --box (JSON form read the same way)
     assert "--box" in shlex.split(train_command(as_json, Path("w/lr"), "c.h5"))

@@ -80,8 +80,9 @@ def test_unknown_site_class_refused(caches):
             S._class_map(("benign", "cyst"), busi.classes)
 
 
-def test_train_on_a_site_folder_keeps_busi_classes(caches, tmp_path):
-    """`train` on a benign/malignant folder: labels mapped by name, malignant stays class 2."""
+def test_train_on_a_site_folder_gets_a_two_class_head(caches, tmp_path):
+    """`train` on a benign/malignant folder: a real benign/malignant head (no untrained normal output);
+    ClassMapped still maps a site's labels by name into BUSI's classes for mixed use."""
     from click.testing import CliRunner
 
     from busi_lite.cli import main
@@ -99,7 +100,8 @@ def test_train_on_a_site_folder_keeps_busi_classes(caches, tmp_path):
                                   "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     m = Model.load(tmp_path / "m")
-    assert m.classes == CLASSES and m.card.config.flip
+    assert m.classes == ("benign", "malignant") and m.card.config.flip and m.head.n_classes == 2
+    assert len(m.card.sources) == 1 and m.card.sources[0].counts == {"benign": 16, "malignant": 12}
 
 
 def test_site_cv_command(caches):

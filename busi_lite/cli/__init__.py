@@ -22,7 +22,7 @@ COMMANDS = {
     "train": ("busi_lite.cli.train", "train"), "train-box": ("busi_lite.cli.box", "train_box"),
     "sweep": ("busi_lite.cli.train", "sweep"), "select": ("busi_lite.cli.train", "select"),
     "predict": ("busi_lite.cli.predict", "predict"), "evaluate": ("busi_lite.cli.predict", "evaluate"),
-    "calibrate": ("busi_lite.cli.site", "calibrate"), "site-cv": ("busi_lite.cli.train", "site_cv"),
+    "calibrate": ("busi_lite.cli.site", "calibrate"), "site-cv": ("busi_lite.cli.sitecv", "site_cv"),
     "report": ("busi_lite.cli.report", "report"), "serve": ("busi_lite.cli.serve", "serve"),
     "info": ("busi_lite.cli.info", "info"),
 }

@@ -53,7 +53,16 @@ def train_command(meta, stem, cache: str) -> str:
         return shlex.join(args)
     config = meta.config if isinstance(getattr(meta, "config", None), Config) else Config.from_json(d.get("config", {}))
     opts, missing = config_args(config)
-    args = ["busi-lite", "train", "--cache", cache] + opts
+    sources = d.get("sources") or []
+    if sources:  # several sources: each as given (a dataset with --data, a cache with --cache)
+        args = ["busi-lite", "train"]
+        for src in sources:
+            args += ["--cache" if src.get("kind") == "cache" else "--data", str(src.get("location"))]
+        if sources[0].get("weighting", "balanced") != "balanced":
+            args += ["--source-weight", sources[0]["weighting"]]
+        args += opts
+    else:
+        args = ["busi-lite", "train", "--cache", cache] + opts
     recall = (d.get("calibration") or {}).get("target_recall", 0.95)
     if recall != 0.95:
         args += ["--target-recall", _value(float(recall))]

@@ -20,7 +20,7 @@ def data():
 
 
 @data.command("check")
-@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Treat every problem (also skippable ones) as an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the inventory as JSON.")
 @click.option("--classes", default=None,
@@ -30,25 +30,37 @@ def data():
               help="Also write a contact-sheet PNG of the duplicate groups (mixed-label groups first, "
                    "captions in red) to check them by eye.")
 def data_check(directory, strict, as_json, classes, sheet):
-    """Inventory a BUSI-style folder: counts, problems, duplicates.
+    """Inventory a dataset: counts, problems, duplicates.
 
-    Counts, masks, sizes, problems and duplicate groups of a BUSI-style folder.
-    Decodes every image and mask. Exits 1 when there are errors (fatal problems,
-    or any problem with --strict).
+    DIRECTORY: a BUSI-style folder (class folders) or a CSV manifest
+    file,label[,patient][,x0,y0,x1,y1] (paths relative to the CSV). Counts, masks,
+    boxes, sizes, problems (unknown labels, missing files, rows listed twice,
+    boxes outside the image, ...) and duplicate groups. Decodes every image and
+    mask. Exits 1 when there are errors (fatal problems, or any problem with --strict).
     """
     from busi_lite.io import data as D
+    from busi_lite.io.sources import open_source
 
     directory = directory or os.environ.get(ENV_DATA)
     if not directory:
-        fail(f"give the dataset folder: busi-lite data check DIR (or set {ENV_DATA})")
-    ds = D.discover(directory, tuple(classes.split(",")) if classes else CLASSES, require=bool(classes))
+        fail(f"give the dataset folder or manifest: busi-lite data check DIR_OR_CSV (or set {ENV_DATA})")
+    src = open_source(directory)
+    ds = src.discover(tuple(classes.split(",")) if classes else CLASSES, require=bool(classes))
     inv = D.inspect(ds)
+    inv["source"] = {"kind": src.kind, "path": str(directory), "name": src.name}
+    inv["with_box"] = {c: sum(1 for s in ds.samples if s.label == i and s.box is not None)
+                       for i, c in enumerate(ds.classes)}
+    inv["patients"] = len({s.patient for s in ds.samples if s.patient is not None})
     if as_json:
         click.echo(dump(inv))
     else:
-        click.echo(f"dataset {inv['root']}")
+        click.echo(f"dataset {inv['source']['path']} ({inv['source']['kind']} {inv['source']['name']}; "
+                   f"files under {inv['root']})")
         for c, n in inv["counts"].items():
-            click.echo(f"  {c:10s} {n:5d} images, {inv['with_lesion_mask'][c]:5d} with a lesion mask")
+            click.echo(f"  {c:10s} {n:5d} images, {inv['with_lesion_mask'][c]:5d} with a lesion mask, "
+                       f"{inv['with_box'].get(c, 0):5d} with a manifest box")
+        if inv["patients"]:
+            click.echo(f"  patients named: {inv['patients']} (their images share one split group)")
         click.echo(f"  extra masks merged by union: {inv['extra_masks']}")
         click.echo(f"  width  min/median/max: {inv['width']}   height: {inv['height']}")
         dup = inv["duplicate_groups"]
@@ -73,8 +85,9 @@ def data_check(directory, strict, as_json, classes, sheet):
 
 # ---------------------------------------------------------------- extract
 @click.command()
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
-              help=f"BUSI folder with normal/ benign/ malignant/ (or ${ENV_DATA}).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), envvar=ENV_DATA,
+              help=f"BUSI folder with normal/ benign/ malignant/, or a CSV manifest file,label[,patient]"
+                   f"[,x0,y0,x1,y1] (paths relative to the CSV; boxes make the box views) (or ${ENV_DATA}).")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
               help="ONNX backbone (default $BUSI_LITE_BACKBONE, then the shipped one).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), envvar="BUSI_LITE_CACHE",

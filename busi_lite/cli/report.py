@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -34,11 +35,15 @@ from busi_lite.cli.options import CommaList
 @click.option("--curves", multiple=True, type=CommaList(name="NAMES"),
               help="Sweep configs for the training curves (Fig. 1-2), comma list or repeated "
                    "(default: the best by malignant recall and model-7pp).")
+@click.option("--site-curve", "site_curves", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Output OUT.json of `busi-lite site-cv --curve ... --out OUT`: the learning curve on a site; "
+                   "repeatable.")
 @click.option("--lesion-images", type=click.IntRange(1, 12), default=6, show_default=True,
               help="Test images shown with their lesion map (multi-task models, needs --cache).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.html, report.md and the figures (PNG).")
-def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, out):
+def report(models, sweeps, cache, flags_json, externals, curves, site_curves, lesion_images, out):
     """Paper-style HTML/Markdown report with figures and tables.
 
     Training curves (Fig. 1-2), confusion matrices (Fig. 3), Tables 1-2 with 95 %
@@ -64,8 +69,8 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
     )
     from busi_lite.report.render import build_report
 
-    if not (models or sweeps or flags_json or externals):
-        raise click.UsageError("give at least one of --model, --sweep, --flags-json, --external")
+    if not (models or sweeps or flags_json or externals or site_curves):
+        raise click.UsageError("give at least one of --model, --sweep, --flags-json, --external, --site-curve")
     curves = [c for item in curves for c in item]
     mis = [load_model_input(m) for m in models]
     sws = [load_sweep_input(s) for s in sweeps]
@@ -76,6 +81,7 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
     root = fc.attrs.get("dataset_root") if fc is not None else None
     command = report_external_command(externals, models=models, sweeps=sweeps, cache=cache, flags_json=flags_json,
                                       curves=curves, lesion_images=lesion_images, out=out)
+    command += "".join(f" --site-curve {shlex.quote(str(x))}" for x in site_curves)
     steps = [extract_command(root, cache_arg)]
     steps += [train_command(mi.meta, mi.path, cache_arg) for mi in mis]
     steps += [sweep_command(sw.data, sw.path, cache_arg) for sw in sws]
@@ -89,7 +95,7 @@ def report(models, sweeps, cache, flags_json, externals, curves, lesion_images, 
     steps.append(command)
     inputs = ReportInputs(out_dir=out, models=mis, sweeps=sws, cache=fc, flags=flags, flags_path=flags_json,
                           externals=exts, external_commands=ext_commands, curves=curves, n_lesions=lesion_images,
-                          command=command, steps=steps)
+                          command=command, steps=steps, site_curves=list(site_curves))
     res = build_report(inputs, log=log)
     click.echo(f"wrote {res['html']} and {res['markdown']} ({len(res['figures'])} figures)")
 

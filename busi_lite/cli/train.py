@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,7 +75,14 @@ def warn(card) -> None:
 @config_options
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Split, init and shuffling seed.")
-@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), help=CACHE_HELP)
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Training source: a BUSI-layout folder or a CSV manifest file,label[,patient][,x0,y0,x1,y1]. "
+                   "Repeat it to train on several sources (each gets its own group-aware split and held-out "
+                   "figures); its features are extracted once into cache/NAME_features*.h5 unless --cache is given.")
+@click.option("--cache", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=CACHE_HELP + " Repeat it for several sources (one per --data, in order, or alone).")
+@click.option("--source-weight", type=click.Choice(["balanced", "by-count"]), default="balanced", show_default=True,
+              help="Several sources: balanced = each source counts the same in total; by-count = each image once.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Model path stem (default models/NAME in the current folder).")
 @click.option("--force", is_flag=True, help="Allow writing into busi-lite's own weights folder.")
@@ -84,31 +92,41 @@ def warn(card) -> None:
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
 @click.option("--box", is_flag=True, help="Also add the lesion-box head (predict --box); the cache needs the box views.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
-def train(seed, cache, out, force, name, target_recall, box, as_json, **recipe):
+def train(seed, data, cache, source_weight, out, force, name, target_recall, box, as_json, **recipe):
     """Train one configuration, calibrate it, test once.
 
     Trains on the 85 % training split. Thresholds (malignant operating point,
     low-confidence, lesion, out-of-distribution) come from 5-fold out-of-fold
     predictions on the training images only; the held-out 15 % is touched once,
     for the reported metrics. A diverging run is an error and saves nothing.
+
+    Several sources (--data A --data B, or --cache repeated; e.g. BUSI and your
+    hospital's manifest): every source is split on its own (patients never
+    straddle train and test) and gets its own held-out figures on the model card;
+    a model whose sources have no normal class gets a benign/malignant head.
     """
+    from busi_lite.cli.sources import training_sources
     from busi_lite.features.cache import FeatureCache
     from busi_lite.model.config import default_name
     from busi_lite.training.experiments import fit_model
+    from busi_lite.training.sources import fit_sources
 
     config = make_config(name or "custom", recipe)
+    sources = training_sources(data, cache, config.preprocess, log)
+    single = not data and len(sources) <= 1 and (not sources or sources[0].cache.classes == CLASSES)
     if name is None:
-        config = replace(config, name=default_name(config, seed))
+        auto = default_name(config, seed)
+        if not single:
+            auto += "-" + "+".join(re.sub(r"[^A-Za-z0-9._-]", "", s.name) or "src" for s in sources)
+        config = replace(config, name=auto)
     name = config.name
     out = check_out(out or MODELS_DIR / name, force)
-    fc = FeatureCache(cache_path(cache, config.preprocess))
-    if fc.classes != CLASSES:  # a site folder (e.g. benign, malignant only): BUSI's classes, mapped by name
-        from busi_lite.training.core import with_classes
-
-        log(f"note: the cache has classes {', '.join(fc.classes)}; the head predicts {', '.join(CLASSES)} "
-            f"(labels mapped by name; it sees no image of the missing classes)")
-        fc = with_classes(fc, CLASSES)
-    model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log, box=box)
+    if single:  # BUSI alone (or one three-class cache): the paper's single-split training
+        fc = sources[0].cache if sources else FeatureCache(cache_path(None, config.preprocess))
+        model, meta = fit_model(fc, config, seed, target_recall=target_recall, log=log, box=box)
+    else:
+        model, meta = fit_sources(sources, config, seed, source_weight=source_weight, target_recall=target_recall,
+                                  box=box, log=log)
     npz, js = model.save(out)
     warn(meta)
     if as_json:
@@ -117,7 +135,12 @@ def train(seed, cache, out, force, name, target_recall, box, as_json, **recipe):
     cal = meta.calibration
     click.echo(f"model {name}: {meta.split.n_train_images} training images, {meta.history['n_train']} "
                f"samples, trained in {meta.train_seconds:.1f}s (with calibration {meta.total_seconds:.1f}s)")
-    print_metrics(f"test ({meta.split.n_test} images, argmax)", meta.metrics.test_argmax, fc.classes)
+    print_metrics(f"test ({meta.split.n_test} images, argmax)", meta.metrics.test_argmax, meta.classes)
+    for s in meta.sources or ():
+        click.echo(f"  source {s.name} ({s.kind}, weight {s.weight:.2f}): {s.n_train} training / {s.n_test} held-out "
+                   f"images; held-out AUC {s.test_auc:.3f} [{s.test_auc_lo:.3f}, {s.test_auc_hi:.3f}], recall "
+                   f"{s.test_recall:.3f} FAR {s.test_far:.3f} at the operating point"
+                   + (f"; box head AUC {s.box_test_auc:.3f}" if s.box_test_auc is not None else ""))
     op = meta.metrics.test_operating_point.malignant
     click.echo(f"operating point p(malignant) >= {cal.malignant_threshold:.3f} (training OOF recall >= "
                f"{target_recall}): test recall {op['recall']:.3f}, FAR {op['far']:.3f}, precision {op['precision']:.3f}")
@@ -284,51 +307,3 @@ def open_caches(paths, preprocess) -> dict:
             caches[pp] = FeatureCache(cache_path(None, pp) if len(preprocess) == 1 and not paths
                                       else default_cache(pp))
     return caches
-
-
-# ---------------------------------------------------------------- site-cv
-@click.command("site-cv")
-@config_options
-@click.option("--site-cache", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Feature cache of the site's labelled folder (extract --data SITE_DIR --out ...).")
-@click.option("--busi-cache", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also train on BUSI's training split from this cache (same preprocessing).")
-@click.option("--site-cases", type=click.IntRange(min=1), default=None,
-              help="At most this many site images in each training fold (stratified), e.g. 200.")
-@click.option("--balance-sites/--no-balance-sites", default=True, show_default=True,
-              help="With --busi-cache: weight both sites equally in total.")
-@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True, help="Folds over the site's images.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Fold seed (and BUSI's split seed).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def site_cv(site_cache, busi_cache, site_cases, balance_sites, k, seed, as_json, **recipe):
-    """Cross-validated figures of training on a site's own cases.
-
-    Group-aware k-fold over the site's images: each fold's head trains on the
-    other folds (alone, or with BUSI's training split via --busi-cache) and
-    predicts the held-out fold. Prints the out-of-fold malignant AUC with a
-    bootstrap 95 % interval and recall/FAR at argmax; with BUSI also the BUSI
-    test AUC of the mixed head. Saves no model.
-    """
-    from busi_lite.features.cache import FeatureCache
-    from busi_lite.model.config import default_name
-    from busi_lite.training.site import site_cv as run
-
-    config = make_config("custom", recipe)
-    config = replace(config, name=default_name(config, seed))
-    with FeatureCache(site_cache) as site:
-        busi = FeatureCache(busi_cache) if busi_cache else None
-        try:
-            r = run(site, config, k, seed, busi=busi, busi_seed=seed, site_cases=site_cases,
-                    balance_sites=balance_sites)
-        finally:
-            if busi is not None:
-                busi.close()
-    if as_json:
-        click.echo(dump(r.to_json()))
-        return
-    click.echo(f"{r.mode}, {r.k}-fold over {r.n} site images ({r.n_malignant} malignant), "
-               f"{r.n_train_mean:.0f} training images a fold: out-of-fold malignant AUC {r.auc:.3f} "
-               f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] (bootstrap 95 %); argmax recall {r.recall:.3f}, FAR {r.far:.3f}")
-    if r.busi_test_auc is not None:
-        click.echo(f"BUSI test split {seed} (head trained on BUSI training + the site images): AUC {r.busi_test_auc:.3f}")

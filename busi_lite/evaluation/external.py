@@ -302,11 +302,12 @@ def check_compatible(model, cache) -> None:
 
 
 def is_training_cache(model, cache) -> bool:
-    """True when ``cache`` gives the split the model was trained on (same images, same digest)."""
+    """True when ``cache`` gives the split the model (or one of its training sources) was trained on."""
     sp = model.card.split
     if not len(cache):
         return False
-    return cache.split(int(sp.seed), float(sp.test_fraction)).digest(cache.paths) == sp.digest
+    got = cache.split(int(sp.seed), float(sp.test_fraction)).digest(cache.paths)
+    return got == sp.digest or any(got == s.split_digest for s in model.card.sources or ())
 
 
 def check_not_training(model, cache) -> None:

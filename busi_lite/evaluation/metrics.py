@@ -386,20 +386,22 @@ def summarize(y_true, proba, class_names=("normal", "benign", "malignant"),
     Labels come from :func:`predict_labels` (argmax, or malignant threshold).
     Keys: n, accuracy, macro_f1, log_loss, per_class_recall {name: value},
     confusion (list of lists), malignant {recall, mar, far, precision, tp, fn,
-    fp, tn}, malignant_auc (from proba[:, 2]), malignant_threshold.
+    fp, tn}, malignant_auc, malignant_threshold. The malignant column is the class named
+    "malignant" (index 2 when the names do not say: normal, benign, malignant).
     Undefined values are float nan.
     """
     p = _proba(proba)
     names = list(class_names)
     if len(names) != p.shape[1]:
         raise ValueError(f"{len(names)} class_names but proba has {p.shape[1]} columns")
-    if p.shape[1] <= MALIGNANT:
-        raise ValueError(f"proba needs a malignant column {MALIGNANT}, got {p.shape[1]} columns")
+    mal = names.index("malignant") if "malignant" in names else MALIGNANT
+    if p.shape[1] <= mal:
+        raise ValueError(f"proba needs a malignant column {mal}, got {p.shape[1]} columns")
     c = p.shape[1]
     t = _labels(y_true, "y_true", c)
     if t.size != p.shape[0]:
         raise ValueError(f"y_true and proba lengths differ: {t.size} vs {p.shape[0]}")
-    pred = predict_labels(p, malignant_threshold, MALIGNANT)
+    pred = predict_labels(p, malignant_threshold, mal)
     recalls = per_class_recall(t, pred, c)
     return {
         "n": int(t.size),
@@ -408,7 +410,7 @@ def summarize(y_true, proba, class_names=("normal", "benign", "malignant"),
         "log_loss": log_loss(t, p),
         "per_class_recall": {name: float(r) for name, r in zip(names, recalls)},
         "confusion": confusion_matrix(t, pred, c).tolist(),
-        "malignant": malignant_metrics(t, pred, MALIGNANT),
-        "malignant_auc": roc_auc(t == MALIGNANT, p[:, MALIGNANT]),
+        "malignant": malignant_metrics(t, pred, mal),
+        "malignant_auc": roc_auc(t == mal, p[:, mal]),
         "malignant_threshold": None if malignant_threshold is None else float(malignant_threshold),
     }

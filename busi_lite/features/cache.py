@@ -8,7 +8,8 @@ Layout (N rows, one per image, in discovery order):
   /valid/<view>     [N]          bool      row holds this view (views need a lesion mask)
   /mask224          [N,S,S]      bool      the lesion mask of the raw view's SxS crop
   attrs: backbone_sha256, backbone_file, backbone (spec name), backbone_spec (JSON), preprocess_version,
-         package_version, views, classes, dataset_root
+         package_version, views, classes, dataset_root (the folder the paths are
+         relative to), dataset_source (the folder or manifest given), dataset_kind
 S, G, D: the backbone spec's input_size, grid, n_features (224, 7, 1280 for the default backbone);
 a cache without ``backbone_spec`` was extracted with features.spec.DEFAULT.
 
@@ -58,6 +59,7 @@ from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
 from busi_lite.features.views import ALL_VIEWS, VIEWS, make_views, view_boxes
 from busi_lite.io import data as D
 from busi_lite.io.imread import content_sha256, open_regular, read_rgb
+from busi_lite.io.sources import open_source
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
 ENV_CACHE = "BUSI_LITE_CACHE"
@@ -84,6 +86,8 @@ def source_sha256(root: Path, sample: D.Sample) -> str:
 
     Only regular files are read (data.open_regular); raises ImageError naming the file."""
     h = hashlib.sha256()
+    if sample.box is not None:  # a manifest's box makes the box views: a new box is a new row
+        h.update(f"box{sample.box}".encode())
     for rel in (sample.path,) + sample.mask_paths:
         h.update(rel.encode() + b"\0")
         with open_regular(root / rel) as fh:
@@ -132,7 +136,7 @@ def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing,
     for v, (vrgb, vmask) in make_views(rgb, mask, [v for v in views if v in VIEWS]).items():
         inputs[v] = pp.resized(vrgb)
         grids[v] = grid_fraction(vmask, None, spec)[0]
-    box = mask_box(mask)
+    box = sample.box if sample.box is not None else mask_box(mask)
     if box is not None:
         for base, b in view_boxes(box, size[0], size[1], sample.path, views).items():
             x = pp.resized(rgb, box=b)
@@ -203,7 +207,8 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
     for v in views:
         if v not in ALL_VIEWS:
             raise ValueError(f"unknown view {v!r}; choose from {', '.join(ALL_VIEWS)}")
-    ds = D.discover(data_root, classes, require)
+    src = open_source(data_root)
+    ds = src.discover(classes, require)
     ds.check(strict)
     for n in ds.notes:
         log(f"note: {n}")
@@ -219,7 +224,7 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise os_error(out.parent, e, "creating the folder") from None
-    root = Path(data_root)
+    root = Path(src.root)
     with sigterm_as_exit(), _lock(out):
         # under the lock no other extract writes this cache: every temp of it is an orphan
         for p in clean_stale(out, only_dead=False):
@@ -231,7 +236,7 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
                                                                  small.get("index/source_sha256", [])))}
             with atomic_path(out, "writing the feature cache") as tmp:
                 summary = _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log,
-                                 progress, pp)
+                                 progress, pp, src)
         finally:
             if old is not None:
                 old.close()
@@ -241,7 +246,7 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
     return summary
 
 
-def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress, pp) -> dict:
+def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, log, progress, pp, src) -> dict:
     all_views = ("raw",) + views
     n = len(ds.samples)
     problems, new_count, reused = [], 0, 0
@@ -252,7 +257,8 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                        backbone_spec=json.dumps(spec.to_json()),
                        preprocess_version=pp.name, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
-                       dataset_root=str(Path(root).resolve()))
+                       dataset_root=str(Path(root).resolve()), dataset_source=str(Path(src.path).resolve()),
+                       dataset_kind=src.kind)
         feat = {v: f.create_dataset(f"features/{v}", (0, g, g, d), "f2", maxshape=(None, g, g, d),
                                     chunks=(1, g, g, d), compression="lzf") for v in all_views}
         pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d)) for v in all_views}
@@ -322,7 +328,9 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
         if bar:
             bar.render_finish()
         labels = np.array(index["label"], dtype=np.int64)
-        groups = D.duplicate_groups(index["content_sha256"], index["phash"])
+        patient = {s.path: s.patient for s in ds.samples}
+        groups = D.patient_groups(D.duplicate_groups(index["content_sha256"], index["phash"]),
+                                  [patient.get(p) for p in index["path"]])
         str_t = h5py.string_dtype()
         f.create_dataset("index/path", data=np.array(index["path"], dtype=object), dtype=str_t)
         f.create_dataset("index/label", data=labels.astype(np.int8))

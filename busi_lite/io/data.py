@@ -69,6 +69,8 @@ class Sample:
     path: str                       # relative to the root, POSIX: "benign/benign (1).png"
     label: int                      # index into the class names
     mask_paths: tuple[str, ...] = ()
+    patient: str | None = None      # images of one patient share a split group (a manifest's patient column)
+    box: tuple[int, int, int, int] | None = None  # lesion box (x0, y0, x1, y1) in image pixels, given by a manifest
 
     @property
     def has_mask(self) -> bool:
@@ -366,6 +368,26 @@ def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
         for j in np.nonzero(dist <= max_distance)[0]:
             union(i, i + 1 + int(j))
     return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def patient_groups(groups, patients) -> np.ndarray:
+    """Group ids [N] that also join images of one patient (``patients`` [N]: a name or None):
+    each merged group takes the smallest id among its members."""
+    groups = np.asarray(groups, np.int64).copy()
+    changed = True
+    while changed:  # a patient may bridge duplicate groups and the other way round
+        changed = False
+        first = {}
+        for i, p in enumerate(patients):
+            if p is None:
+                continue
+            j = first.setdefault(p, i)
+            a, b = groups[i], groups[j]
+            if a != b:
+                lo, hi = min(a, b), max(a, b)
+                groups[groups == hi] = lo
+                changed = True
+    return groups
 
 
 def mixed_label_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:

@@ -41,7 +41,7 @@ from busi_lite.model.records import (
     read_str,
 )
 
-__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "TestMetrics", "TestPredictions"]
+__all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "SourceInfo", "TestMetrics", "TestPredictions"]
 
 
 # ---------------------------------------------------------------- model card
@@ -163,12 +163,52 @@ class BoxInfo(Record):
 
 
 @dataclass
+class SourceInfo(Record):
+    """One training source of a model (the card's ``sources`` list): what it is, what it held,
+    how much it counted and the model's figures on ITS held-out patients (group-aware split)."""
+    SCHEMA: ClassVar[str] = f"source/{SCHEMA_VERSION}"
+    name: str
+    kind: str                     # a dataset source kind (folder, manifest) or "cache"
+    location: str                 # the folder / manifest / cache given
+    counts: dict                  # {class: images}, the whole source
+    files_digest: str             # SHA-256 over its sorted (path, content hash) list: which images
+    split_digest: str             # its train/test split (data.Split.digest)
+    n_train: int
+    n_test: int
+    weight: float                 # share of the total training weight (the sources' shares sum to 1)
+    test_auc: float               # malignant vs rest on its held-out images, Hanley-McNeil 95 % interval
+    test_auc_lo: float
+    test_auc_hi: float
+    test_recall: float            # at the model's operating point (calibration.malignant_threshold)
+    test_far: float
+    box_test_auc: float | None = None   # the box head on its held-out lesion images (true box)
+    weighting: str = "balanced"   # how the weights were set: balanced | by-count (training.sources)
+
+    @classmethod
+    def from_json(cls, d, where="source") -> "SourceInfo":
+        d = read_obj(d, where)
+        counts = read_obj(read_field(d, "counts", where), f"{where}.counts")
+        box = d.get("box_test_auc")
+        return cls(name=read_str(d, "name", where), kind=read_str(d, "kind", where),
+                   location=read_str(d, "location", where),
+                   counts={str(k): read_int(counts, k, f"{where}.counts", 0) for k in counts},
+                   files_digest=read_str(d, "files_digest", where), split_digest=read_str(d, "split_digest", where),
+                   n_train=read_int(d, "n_train", where, 0), n_test=read_int(d, "n_test", where, 0),
+                   weight=read_num(d, "weight", where, finite=True),
+                   **{k: read_num(d, k, where) for k in ("test_auc", "test_auc_lo", "test_auc_hi", "test_recall",
+                                                         "test_far")},
+                   box_test_auc=None if box is None else read_num(d, "box_test_auc", where),
+                   weighting=read_str(d, "weighting", where, default="balanced"))
+
+
+@dataclass
 class ModelCard(Record):
     """Everything about a trained model except its arrays (the NAME.json sidecar)."""
     SCHEMA: ClassVar[str] = "model_card/2"  # 2: config with per-head params (busi_lite.model.config)
     READS: ClassVar[tuple] = ("model_card/1",)  # the flat config, read by Config.from_json
     DOCUMENT: ClassVar[bool] = True
-    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone")
+    _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone",
+                                   "sources")
     config: Config
     classes: list
     backbone_sha256: str
@@ -192,11 +232,18 @@ class ModelCard(Record):
     site: SiteCalibration | None = None  # threshold re-chosen on another site's cases (busi_lite.evaluation.sitecal)
     box: BoxInfo | None = None         # optional lesion-box head (busi_lite.heads.box); arrays box_head.*
     backbone: BackboneSpec | None = None  # the backbone's spec (features.spec); None: features.spec.DEFAULT
+    sources: list | None = None        # [SourceInfo] of a model trained on several sources (training.sources)
 
     @property
     def backbone_spec(self) -> BackboneSpec:
         """The spec of the backbone this model's features come from (DEFAULT when the card names none)."""
         return self.backbone if self.backbone is not None else DEFAULT
+
+    def trained_on(self) -> list[str]:
+        """One line per training source ("busbra-dev: benign 367, malignant 165; weight 0.50"); [] when
+        the card does not name its sources (a model trained on one cache with the paper's recipe)."""
+        return [f"{s.name}: " + ", ".join(f"{c} {n}" for c, n in s.counts.items()) + f"; weight {s.weight:.2f}"
+                for s in self.sources or ()]
 
     @classmethod
     def _record_fields(cls) -> dict:
@@ -267,6 +314,9 @@ class ModelCard(Record):
         card.site = None if site is None else SiteCalibration.from_json(site, f"{where}.site")
         box = d.get("box")
         card.box = None if box is None else BoxInfo.from_json(box, f"{where}.box")
+        src = d.get("sources")
+        card.sources = None if src is None else [SourceInfo.from_json(x, f"{where}.sources[{i}]")
+                                                 for i, x in enumerate(read_list(d, "sources", where))]
         if card.config.head != head["kind"]:
             field_error(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card

@@ -63,6 +63,7 @@ class ReportInputs:
     external_commands: list = field(default_factory=list)  # the command that wrote each external evaluation
     curves: list = field(default_factory=list)
     n_lesions: int = 6
+    site_curves: list = field(default_factory=list)  # site-cv --curve JSON paths (report.site_curve)
     command: str | None = None
     steps: list = field(default_factory=list)
 

@@ -16,6 +16,7 @@ from busi_lite.common.atomic import write_text
 from busi_lite.features.backbone import file_sha256
 from busi_lite.report import figures as FG
 from busi_lite.report.external import external_section
+from busi_lite.report.site_curve import load_site_curve, site_curve_section
 from busi_lite.report.inputs import (
     ExternalInput,
     ModelInput,
@@ -237,6 +238,8 @@ def build_report(inputs: ReportInputs, log=None) -> dict:
     for i, xi in enumerate(inputs.externals):
         cmd = inputs.external_commands[i] if i < len(inputs.external_commands) else None
         sections.append(external_section(xi, fig, cmd))
+    for j, path in enumerate(inputs.site_curves):
+        sections.append(site_curve_section(load_site_curve(path), fig, f"fig_site_curve_{j + 1}.png"))
     sections = [s for s in sections if s is not None]
 
     import matplotlib

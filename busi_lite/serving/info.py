@@ -124,7 +124,10 @@ def _model(option) -> Found:
         f.details.update({"name": pv.name, "digest": pv.digest, "head": meta.get("config", {}).get("head"),
                           "classes": meta.get("classes"), "backbone_sha256": meta.get("backbone_sha256"),
                           "trained_with": meta.get("package_version"),
-                          "malignant_threshold": pv.malignant_threshold, "threshold_source": pv.threshold_source})
+                          "malignant_threshold": pv.malignant_threshold, "threshold_source": pv.threshold_source,
+                          "trained_on": [f"{x.get('name')}: " + ", ".join(f"{c} {n}" for c, n in
+                                                                           (x.get("counts") or {}).items())
+                                         for x in meta.get("sources") or []] or "not named on the model card"})
     except Exception as e:  # noqa: BLE001
         f.loads, f.error = False, _error(e)
     return f

@@ -239,7 +239,7 @@ def calibrate(oof: dict, target_recall: float = 0.95, error_share: float = 0.5,
     errors = conf[pred != y]
     low = float(np.quantile(errors, error_share)) if len(errors) else 0.0
     out = {"malignant_threshold": float(thr), "target_recall": target_recall,
-           "oof_far_at_threshold": M.malignant_metrics(y, M.predict_labels(proba, thr))["far"],
+           "oof_far_at_threshold": M.malignant_metrics(y, M.predict_labels(proba, thr, malignant), malignant)["far"],
            "low_confidence": low, "error_share": error_share,
            "ood_threshold": float(np.quantile(oof["ood"], ood_quantile)), "ood_quantile": ood_quantile}
     if oof.get("lesion") is not None:
@@ -275,9 +275,15 @@ def auc_interval(y_bin, score) -> tuple[float, float, float]:
     if n1 == 0 or n0 == 0:
         return float("nan"), float("nan"), float("nan")
     a = M.roc_auc(y_bin, score)
+    return (float(a), *hanley_mcneil(a, n1, n0))
+
+
+def hanley_mcneil(a: float, n1: int, n0: int) -> tuple[float, float]:
+    """95 % interval (lo, hi) of an AUC ``a`` measured on n1 positives and n0 negatives
+    (Hanley-McNeil 1982 standard error), clipped to [0, 1]."""
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
     se = np.sqrt(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a), 0.0) / (n1 * n0))
-    return float(a), float(max(a - 1.96 * se, 0.0)), float(min(a + 1.96 * se, 1.0))
+    return float(max(a - 1.96 * se, 0.0)), float(min(a + 1.96 * se, 1.0))
 
 
 def chance_warnings(oof: dict, malignant: int = 2) -> list[str]:

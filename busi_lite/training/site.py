@@ -61,7 +61,7 @@ class SiteCV:
         return asdict(self)
 
 
-def _cap(cache: FeatureCache, rows, n: int | None, seed: int) -> np.ndarray:
+def cap_rows(cache: FeatureCache, rows, n: int | None, seed: int) -> np.ndarray:
     """At most ``n`` of ``rows``, stratified by class (proportional), seeded."""
     rows = np.asarray(rows)
     if n is None or n >= len(rows):
@@ -130,7 +130,7 @@ def site_cv(site: FeatureCache, config: Config, k: int = 5, seed: int = 0, busi:
     fold_auc, n_train = [], []
     y_mal = cmap[site.labels] == mal
     for f in range(k):
-        tr, te = _cap(site, rows[fold != f], site_cases, seed + f), rows[fold == f]
+        tr, te = cap_rows(site, rows[fold != f], site_cases, seed + f), rows[fold == f]
         parts = [(site, tr)] + ([(busi, busi_rows)] if busi is not None else [])
         head, _ = fit_on(parts, config, classes, seed + 1000 * (f + 1), balance_sites)
         p = predict_rows(head, site, te, config).proba
@@ -147,7 +147,7 @@ def site_cv(site: FeatureCache, config: Config, k: int = 5, seed: int = 0, busi:
                  n_train_mean=float(np.mean(n_train)), site_cases=site_cases,
                  balance_sites=bool(balance_sites and busi is not None))
     if busi is not None:
-        head, _ = fit_on([(site, _cap(site, rows, site_cases, seed)), (busi, busi_rows)], config, classes, seed,
+        head, _ = fit_on([(site, cap_rows(site, rows, site_cases, seed)), (busi, busi_rows)], config, classes, seed,
                          balance_sites)
         te = busi.split(busi_seed).test
         pb = predict_rows(head, busi, te, config).proba
