@@ -152,3 +152,45 @@ def test_dicom_cine_and_a_wrong_file_in_the_page(setup, tmp_path):
     else:
         assert shown["proba"] == {c: _pct(p) for c, p in rec.proba.items()}
     print(f"\ncine (30 frames) + 1 wrong file, upload-to-verdict: {ms:.0f} ms")
+
+
+def test_page_at_800px_picker_box_removal_and_table(setup, tmp_path):
+    """At 800 px wide nothing scrolls sideways; the picker offers every file (extension-less DICOM
+    included); a drawn lesion box can be removed; the table shows no literal null and has the box answer."""
+    from web_support import browser_page, draw_box, upload
+
+    from busi_lite.web.app import create_app
+
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    predictor, image, _ = setup
+    cine = tmp_path / "cine_without_extension"          # a DICOM cine (long SOP Instance UID), no extension
+    cine.write_bytes(Path(get_testdata_file("examples_ybr_color.dcm")).read_bytes())
+    with running_server(create_app(predictor)) as url, browser_page(url, viewport=(800, 900)) as (page, console):
+        accept = page.get_attribute("#file-input", "accept")
+        assert not accept, f"the file picker filters files ({accept}): .dicom and extension-less DICOM are hidden"
+        upload(page, [image, cine], timeout_ms=120000)
+        card = page.locator(".card").first
+        wide = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], f"the page scrolls sideways at 800 px: {wide}"
+        box = draw_box(page, card)
+        assert "lesion box" in box["meta"]
+        table = page.locator("#table").inner_text()
+        assert "null" not in table and "undefined" not in table
+        headers = page.locator("#table th").all_inner_texts()
+        assert "lesion box" in headers and "box screen" in headers
+        csv_head = page.evaluate("() => window.busiCsv()").splitlines()[0].split(",")
+        assert {"box", "box_p_malignant", "box_malignant_alert", "model", "model_digest", "withheld"} <= set(csv_head)
+        row = page.evaluate("() => window.busiCsv()").splitlines()[1].split(",")
+        assert row[csv_head.index("box")].count(" ") == 3            # x0 y0 x1 y1
+        wide = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], f"the page scrolls sideways at 800 px with results and the table: {wide}"
+        remove = card.locator(".remove-box")
+        assert remove.count() == 1, "a drawn lesion box cannot be removed"
+        remove.click()
+        page.wait_for_function("() => !document.querySelector('.card .meta').textContent.includes('lesion box')")
+        assert card.locator(".remove-box").count() == 0
+        row = page.evaluate("() => window.busiCsv()").splitlines()[1].split(",")
+        assert row[csv_head.index("box")] == ""
+        assert console == []

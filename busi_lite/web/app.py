@@ -349,7 +349,8 @@ async def _predict_files(request: Request) -> JSONResponse:
             blob = await f.read()
             if len(blob) > svc.max_file:
                 return _error(413, f"{name}: {len(blob) / MB:.1f} MB is over the {svc.max_file / MB:g} MB "
-                              "limit per file", "downscale or crop the file", file=name)
+                              "limit per file", "downscale or crop the file, or restart the server with a higher "
+                              "limit: busi-lite serve --max-file-mb N", file=name)
             uploads.append((name, blob))
     finally:
         await form.close()

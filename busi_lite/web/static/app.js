@@ -112,7 +112,8 @@ async function predictFiles(fileList) {
   for (const f of files) {
     if (isTooBig(f)) {
       addEntry(f, null, `${f.name}: ${(f.size / 1048576).toFixed(1)} MB is over the ` +
-               `${state.info.limits.max_file_mb} MB limit per file -> downscale or crop the file`);
+               `${state.info.limits.max_file_mb} MB limit per file -> downscale or crop the file, or restart ` +
+               "the server with a higher limit: busi-lite serve --max-file-mb N");
       nErr++;
     } else good.push(f);
   }
@@ -203,6 +204,11 @@ function viewer(entry, rec) {
     tools.append(el("span", { text: "this model has no lesion map" }));
   }
   tools.append(el("span", { text: "dashed: the square the network sees; drag to draw a lesion box" }));
+  if (entry.box) {
+    const rm = el("button", { type: "button", class: "button quiet remove-box", text: "remove the lesion box" });
+    rm.addEventListener("click", () => predictWithBox(entry, null));
+    tools.append(rm);
+  }
   if (rec.proposed_box && supportsBox() && !entry.box) {
     const use = el("button", { type: "button", class: "button quiet use-proposed", text: "use the proposed box (dotted)" });
     use.addEventListener("click", () => predictWithBox(entry, rec.proposed_box));
