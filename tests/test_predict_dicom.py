@@ -110,6 +110,8 @@ def test_pydicom_examples_decode_and_predict(serving, name):
         assert out[0]["dicom_crop"] is not None and out[0]["size"] != [ds.Columns, ds.Rows]
         # not a breast scan: the verdict is withheld in the text too; --show-anyway gives it (research use)
         assert out[0]["label"] is None and out[0]["withheld"]
+        for f in out[0]["flags"]:   # no other flag's reason names the withheld class
+            assert f["name"] == "unusual_input" or not any(c in f["reason"] for c in ("normal", "benign", "malignant"))
         text = _cli([path] + _args(serving)).stdout
         assert "VERDICT WITHHELD - unusual input" in text and "most probable" not in text and "REFER" not in text
         anyway = json.loads(_cli([path, "--json", "--show-anyway"] + _args(serving)).stdout)[0]

@@ -55,6 +55,7 @@ from busi_lite.io.imread import read_rgb
 from busi_lite.model.provenance import provenance
 from busi_lite.serving.boxes import LesionBox, box_in_image, make_box
 from busi_lite.serving.flags import (
+    Flag,
     FlagConfig,
     compute_flags,
     pixel_issues,
@@ -69,6 +70,7 @@ BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
 NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
 SHOWN_ANYWAY = "unusual input: verdict shown anyway (research use; the model was not made for images like this)"
+REASON_WITHHELD = "reason withheld with the verdict (it would name a class)"
 MIN_BOX = 2  # px: a thinner lesion-map box is not proposed (preprocess.check_box refuses it)
 PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
                  "before using it as a lesion box")
@@ -462,6 +464,8 @@ def _withhold_unusual(pred: Prediction, show_anyway: bool) -> None:
     else:
         pred.withhold(f"unusual input: {unusual.reason}")
         pred.notes = [n for n in pred.notes if n != PROPOSED_NOTE]
+        # the other flags' reasons name the class or the lesion map: they are withheld with the verdict
+        pred.flags = [f if f is unusual else Flag(f.name, REASON_WITHHELD) for f in pred.flags]
 
 
 def _pooled(feats: np.ndarray) -> np.ndarray:

@@ -339,7 +339,7 @@ function details(entry, rec) {
     const top = rec.label;
     const answer = el("div", { class: "answer", "data-answer": rec.malignant_alert ? "refer" : "no-referral" });
     answer.append(el("div", { class: "verdict" }, "Most probable: ",
-      el("span", { class: `lab-${top}`, text: top }), " ", el("small", { text: `(${pct(rec.proba[top])})` }), ";"));
+      el("span", { class: `lab-${top}`, text: top }), " ", el("small", { text: `(${pct(rec.proba[top])})` })));
     answer.append(alertBox(rec));
     box.append(answer);
     if (entry.showAnyway && (rec.flags || []).some((f) => f.name === "unusual_input")) {
