@@ -475,3 +475,15 @@ def test_real_non_ultrasound_flagged_unusual(real_world):
         assert "unusual_input" in [f.name for f in p.flags], (name, p.ood_score, thr)
         assert p.ood_score > thr, (name, p.ood_score, thr)  # the OOD score alone catches them
         assert p.withheld and p.label is None and p.malignant_alert is None, name   # no verdict for them
+
+
+def test_predict_csv_never_holds_a_formula(world, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    name = '=HYPERLINK("http:evil","click").png'
+    shutil.copy(world["good"][0], tmp_path / name)
+    r = _run([name, "--csv", "--model", world["model"], "--backbone", world["backbone"]])
+    assert r.exit_code == 0, r.output
+    row = next(csv.DictReader(io.StringIO(r.stdout)))
+    assert row["path"] == "'" + name and row["ok"] == "1"

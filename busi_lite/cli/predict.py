@@ -11,6 +11,7 @@ import click
 
 from busi_lite.cli.common import dump, log
 from busi_lite.cli.tables import evaluate_table
+from busi_lite.common.csvcell import safe_cell
 
 
 def _flag_options(f):
@@ -71,7 +72,7 @@ def _csv_row(p) -> dict:
             row.update(box_p_benign=f"{p.box_proba['benign']:.5f}", box_p_malignant=f"{p.box_proba['malignant']:.5f}",
                        box_malignant_alert=int(p.box_malignant_alert),
                        box_malignant_threshold=f"{p.box_malignant_threshold:.5f}")
-    return row
+    return {k: safe_cell(v) for k, v in row.items()}      # a file named =HYPERLINK(...) stays text
 
 
 def _human(p) -> str:

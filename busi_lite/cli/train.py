@@ -193,6 +193,9 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, a
     configs = _configs(heads, only, (preprocess,), FLIPS[flip])
     if not fractions:
         raise click.BadParameter("give at least one fraction", param_hint="--fractions")
+    if len(set(fractions)) != len(fractions):
+        raise click.BadParameter(f"{','.join(map(str, fractions))} repeats a fraction; each runs once",
+                                 param_hint="--fractions")
     fc = FeatureCache(cache_path(cache, preprocess))
     partial = Path(f"{out}.partial.json")
     done = resume_runs(partial, fc, log=log) if resume else []

@@ -450,6 +450,8 @@ def csv_text(ev: ExternalEvaluation) -> str:
     import csv
     import io
 
+    from busi_lite.common.csvcell import safe_cell
+
     if ev.per_image is None:
         raise ExternalError("this evaluation kept no per-image rows", "evaluate with per_image=True")
     head = ["path", "true"] + [f"p_{c}" for c in ev.model_classes] + ["label", "alert", "flags"]
@@ -457,6 +459,6 @@ def csv_text(ev: ExternalEvaluation) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     for r in ev.per_image:
-        w.writerow([r.path, r.true] + [f"{r.proba[c]:.5f}" for c in ev.model_classes]
-                   + [r.label, int(r.alert), ";".join(r.flags)])
+        w.writerow([safe_cell(v) for v in [r.path, r.true] + [f"{r.proba[c]:.5f}" for c in ev.model_classes]
+                    + [r.label, int(r.alert), ";".join(r.flags)]])
     return buf.getvalue()

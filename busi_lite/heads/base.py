@@ -306,7 +306,7 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
         y_val = head._check_y(y_val, len(X_val))
     opt = Adam(head.params, lr=lr)
     rng = np.random.default_rng(seed)
-    buf = np.empty((batch_size, *X.shape[1:]), head.dtype)  # reused cast buffer (no 8 MB alloc per batch)
+    buf = np.empty((min(batch_size, N), *X.shape[1:]), head.dtype)  # reused cast buffer; a batch over N is N
     hist = {"train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
     for s in head.extra_losses:
         hist[f"train_{s}_loss"] = []

@@ -1,0 +1,33 @@
+"""CLI boundaries: CSV cells a spreadsheet would run, bad numbers refused cleanly, full disks."""
+
+from __future__ import annotations
+
+from busi_lite.common.csvcell import safe_cell
+
+
+def test_safe_cell_follows_owasp():
+    assert [safe_cell(v) for v in ("=1+2", "+x", "-cmd", "@SUM(A1)", "\tx", "\rx")] == \
+        ["'=1+2", "'+x", "'-cmd", "'@SUM(A1)", "'\tx", "'\rx"]
+    assert [safe_cell(v) for v in ("-0.5", "+3", "a=b", "", 7, None)] == ["-0.5", "+3", "a=b", "", 7, None]
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_not_a_huge_buffer():
+    import numpy as np
+
+    from busi_lite.heads import PlainHead, fit
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 1280)).astype(np.float32), np.repeat([0, 1, 2, 0], 10)
+    a = fit(PlainHead(1280, 8, 3, seed=0), X, y, lr=1e-3, batch_size=10 ** 8, epochs=2, seed=0)
+    b = fit(PlainHead(1280, 8, 3, seed=0), X, y, lr=1e-3, batch_size=40, epochs=2, seed=0)
+    assert a["train_loss"] == b["train_loss"]
+
+
+def test_repeated_fractions_are_refused_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from busi_lite.cli import main
+
+    r = CliRunner().invoke(main, ["sweep", "--fractions", "1,1", "--cache", str(tmp_path / "none.h5"),
+                                  "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "repeats a fraction" in r.output + r.stderr
