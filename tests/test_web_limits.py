@@ -124,3 +124,11 @@ def test_slow_upload_is_408_and_a_disconnect_is_one_log_line(predictor, monkeypa
     assert call(gone) == 400
     lines = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is None
+
+
+def test_errors_name_the_upload_never_a_stream_object(predictor):
+    c = TestClient(create_app(predictor), raise_server_exceptions=False, base_url=LOCAL)
+    for blob in (b"\x89PNG\r\n\x1a\n" + b"\0" * 50, b"\xff\xd8\xff" + b"junk" * 10, b"BM" + b"\1" * 60):
+        r = post(c, ("scan.img", blob))
+        assert r.status_code == 400 and r.json()["file"] == "scan.img"
+        assert "BytesIO" not in r.text and " at 0x" not in r.text, r.text

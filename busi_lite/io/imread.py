@@ -114,7 +114,8 @@ def decode_rgb(fh, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
             Image.DecompressionBombError) as e:
-        raise ImageError(f"{name}: cannot be read as an image ({e})",
+        why = str(e).replace(repr(fh), "it")          # PIL names the stream: <_io.BytesIO object at 0x...>
+        raise ImageError(f"{name}: cannot be read as an image ({why})",
                          "check the file is a complete PNG/JPEG/BMP/TIFF, re-export it") from None
 
 
