@@ -102,6 +102,13 @@ def test_train_on_a_site_folder_gets_a_two_class_head(caches, tmp_path):
     m = Model.load(tmp_path / "m")
     assert m.classes == ("benign", "malignant") and m.card.config.flip and m.head.n_classes == 2
     assert len(m.card.sources) == 1 and m.card.sources[0].counts == {"benign": 16, "malignant": 12}
+    # train ends by saying how to use what it saved; results name the model, its digest and training site
+    from busi_lite.model.provenance import provenance
+
+    pv = provenance(m)
+    assert f"use it: busi-lite predict IMAGE --model {tmp_path / 'm'}" in r.stdout and "BUSI_LITE_MODEL=" in r.stdout
+    assert f"model {pv.name} (digest {pv.short_digest})" in r.stdout
+    assert pv.training_sites == (m.card.sources[0].name,) and m.card.sources[0].name in pv.threshold_source
 
 
 def test_site_cv_command(caches):

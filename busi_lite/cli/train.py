@@ -131,6 +131,7 @@ def train(seed, data, cache, source_weight, out, force, name, target_recall, box
     warn(meta)
     if as_json:
         click.echo(dump(meta))
+        log(how_to_use(npz))
         return
     cal = meta.calibration
     click.echo(f"model {name}: {meta.split.n_train_images} training images, {meta.history['n_train']} "
@@ -145,6 +146,7 @@ def train(seed, data, cache, source_weight, out, force, name, target_recall, box
     click.echo(f"operating point p(malignant) >= {cal.malignant_threshold:.3f} (training OOF recall >= "
                f"{target_recall}): test recall {op['recall']:.3f}, FAR {op['far']:.3f}, precision {op['precision']:.3f}")
     click.echo(f"saved {npz} and {js}")
+    click.echo(how_to_use(npz))
 
 
 # ---------------------------------------------------------------- sweep
@@ -276,6 +278,7 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
     warn(meta)
     if as_json:
         click.echo(dump(selection))
+        log(how_to_use(npz))
         return
     w = max(18, *(len(r.name) for r in selection.ranking))
     click.echo(f"{'config':{w}s} {'OOF recall@FAR':>14s} {'OOF AUC':>8s} {'OOF acc':>8s} {'params':>8s}")
@@ -287,6 +290,18 @@ def select(cache, heads, preprocess, flip, only, seed, far_cap, out, force, as_j
                    f"the simplest, {best.name}, was chosen")
     print_metrics(f"chosen {best.name}, test ({meta.split.n_test} images)", meta.metrics.test_argmax, fc.classes)
     click.echo(f"saved {npz} and {js}")
+    click.echo(how_to_use(npz))
+
+
+def how_to_use(npz: Path) -> str:
+    """What to type to use a model just saved (predict/evaluate/serve use the shipped model otherwise)."""
+    from busi_lite.model.model import ENV_MODEL, Model
+    from busi_lite.model.provenance import provenance
+
+    stem = npz.with_suffix("")
+    pv = provenance(Model.load(stem))
+    return (f"use it: busi-lite predict IMAGE --model {stem}  (or export {ENV_MODEL}={stem} for predict, evaluate "
+            f"and serve); its results will name it model {pv.name} (digest {pv.short_digest})")
 
 
 def open_caches(paths, preprocess) -> dict:

@@ -9,7 +9,7 @@ and ``busi-lite info`` all name the same model the same way:
   (``cat NAME.json NAME.npz | sha256sum``); two models that differ only in their threshold
   (``calibrate``) have different digests;
 * the threshold's origin: ``training`` (chosen on out-of-fold predictions of the training
-  images), ``site`` (``calibrate`` on a site's labelled cases) or ``override`` (a threshold
+  images, naming the training sites when the card lists them), ``site`` (``calibrate`` on a site's labelled cases) or ``override`` (a threshold
   given by hand), with the recall it was chosen for and the false-alarm rate measured where it
   was chosen, when known.
 """
@@ -37,6 +37,7 @@ class Provenance:
     site_cases: int | None = None      # ... its labelled cases and their malignant ones
     site_malignant: int | None = None
     training_images: int | None = None
+    training_sites: tuple = ()         # the card's training sources by name (empty: not named on the card)
 
     @property
     def short_digest(self) -> str:
@@ -50,7 +51,8 @@ class Provenance:
                     "in-sample)")
         if self.threshold_origin == "training":
             n = f"{self.training_images} " if self.training_images else ""
-            return f"chosen on out-of-fold predictions of the {n}training images"
+            sites = f" ({', '.join(self.training_sites)})" if self.training_sites else ""
+            return f"chosen on out-of-fold predictions of the {n}training images{sites}"
         if self.threshold_origin == "override":
             return "set by hand (--threshold-malignant); its recall and false-alarm rate are unknown"
         return "this model has no malignant threshold"
@@ -92,8 +94,9 @@ def provenance(model, path: str | None = None, source: str | None = None,
                           "override" if threshold_override is not None else "none", None, None)
     cal, site = card.calibration, card.site
     name = card.config.name + (f"@{site.site}" if site is not None else "")
+    sites = tuple(s.name for s in (getattr(card, "sources", None) or ()))
     common = dict(name=name, digest=model.digest, path=path, source=source,
-                  training_images=card.split.n_train_images)
+                  training_images=card.split.n_train_images, training_sites=sites)
     if threshold_override is not None:
         return Provenance(malignant_threshold=float(threshold_override), threshold_origin="override",
                           target_recall=None, false_alarm_rate=None, **common)
