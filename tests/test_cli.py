@@ -43,6 +43,10 @@ def test_extract_command_and_clear_errors(busi_tree, tiny_backbone, tmp_path):
                                   "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["extracted"] == sum(1 for _ in root.glob("*/*).png"))
+    n = json.loads(r.stdout)["extracted"]
+    # stderr is not a terminal here: progress comes as lines (a first one and a last one at least)
+    assert f"extracting: 0/{n} images (0 %)" in r.stderr and f"extracting: {n}/{n} images (100 %)" in r.stderr
+    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".*.lock"))   # a finished extract leaves no lock
     r = CliRunner().invoke(main, ["extract", "--data", str(root), "--backbone", str(tmp_path / "none.onnx"),
                                   "--out", str(out)])
     assert r.exit_code == 2 and "none.onnx" in r.output and "Traceback" not in r.output
@@ -57,3 +61,21 @@ def test_info_command_reports_model_and_backbone(tmp_path):
     facts = json.loads(r.stdout, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert facts["busi_lite"] and "backbone" in facts and "model" in facts
     assert str(tmp_path / "none") in json.dumps(facts["model"])  # the model we named, reported as not loading
+
+
+def test_progress_lines_every_few_seconds():
+    import io
+
+    from busi_lite.common.progress import LineProgress
+
+    t = [0.0]
+    out = io.StringIO()
+    p = LineProgress(100, "extracting", stream=out, every=5.0, clock=lambda: t[0])
+    for _ in range(10):            # 10 updates of 10 images, 2 s apart: a line at 6 s, 12 s, 18 s (every >= 5 s)
+        t[0] += 2.0
+        p.update(10)
+    p.render_finish()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "extracting: 0/100 images (0 %), 0:00 elapsed, ETA ?"
+    assert lines[1] == "extracting: 30/100 images (30 %), 0:06 elapsed, ETA 0:14"
+    assert len(lines) == 1 + 3 + 1 and lines[-1] == "extracting: 100/100 images (100 %), 0:20 elapsed, ETA 0:00"

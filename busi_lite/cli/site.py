@@ -24,7 +24,7 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
     from busi_lite.model.model import Model
 
     m = Model.load(model)
-    path = ensure_cache(data_dir, cache, backbone, log=log, preprocess=m.card.preprocess_version,
+    path = ensure_cache(data_dir, cache, backbone, log=log, progress=True, preprocess=m.card.preprocess_version,
                         views=("flip",) if m.flip else ())  # only what the model reads
     with FeatureCache(path) as fc:
         ev = evaluate_external(m, fc, threshold_malignant=threshold_malignant, flag_config=flags,
@@ -75,7 +75,7 @@ def calibrate(model, data_dir, cache, backbone, target_recall, site, out, as_jso
     site = site or Path(data_dir).resolve().name
     m = Model.load(model)
     dest = out if out is not None else default_out(_local_stem(resolve("model", model)), site)
-    path = ensure_cache(data_dir, cache, backbone, log=log, preprocess=m.card.preprocess_version,
+    path = ensure_cache(data_dir, cache, backbone, log=log, progress=True, preprocess=m.card.preprocess_version,
                         views=("flip",) if m.flip else ())  # only what the model reads
     with FeatureCache(path) as fc:
         sc = calibrate_on_cache(m, fc, target_recall, site, Path(data_dir))

@@ -53,6 +53,7 @@ from busi_lite.common.atomic import LatchedFile, atomic_path, clean_stale, os_er
 from busi_lite.common.constants import CLASSES
 from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.errors import BusiError, ConfigError, ImageError
+from busi_lite.common.progress import progress_bar
 from busi_lite.features.backbone import Backbone, center_crop, crop_resize
 from busi_lite.features.preprocess import SHORT, V1, Preprocessing, margin_box, mask_box, mirror
 from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
@@ -161,7 +162,10 @@ def _lock(out: Path):
         except BlockingIOError:
             raise CacheError(f"{out}: another busi-lite extract is writing this cache",
                              "wait for it to finish, or write to another cache file", param="out") from None
-        yield
+        try:
+            yield
+        finally:   # removed while still held: a run that opens it now is refused, a later one makes its own
+            lock_path.unlink(missing_ok=True)
 
 
 def _open_old(out: Path, backbone: Backbone, views, force: bool, log, pp: Preprocessing):
@@ -279,7 +283,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                 problems.append(str(e))
                 log(f"warning: skipped {e}")
         todo = {i for i in range(n) if sources[i] is not None and (ds.samples[i].path, sources[i]) not in old_rows}
-        bar = _progress(len(todo), progress)
+        bar = progress_bar(len(todo), "extracting", progress)
 
         def append(rows: dict):
             """Append one batch of rows (see _collect) to every dataset."""
@@ -423,16 +427,6 @@ def _read_small(old: h5py.File) -> dict:
         return {n: (old[n].asstr()[:] if old[n].dtype.kind == "O" else old[n][:]) for n in names}
     except (OSError, KeyError, ValueError) as e:
         raise CacheError(f"{old.filename}: the existing cache is damaged ({e})", REBUILD, param="force") from None
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled or total == 0 or not sys.stderr.isatty():
-        return None
-    import click
-
-    bar = click.progressbar(length=total, label="extracting", file=sys.stderr, show_eta=True, show_pos=True)
-    bar.render_progress()
-    return bar
 
 
 class FeatureCache:
