@@ -76,6 +76,7 @@ class Provenance:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["training_sites"] = list(self.training_sites)   # as JSON gives it back
         d["threshold_source"] = self.threshold_source
         return d
 
