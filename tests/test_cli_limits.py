@@ -31,3 +31,24 @@ def test_repeated_fractions_are_refused_before_anything_runs(tmp_path):
     r = CliRunner().invoke(main, ["sweep", "--fractions", "1,1", "--cache", str(tmp_path / "none.h5"),
                                   "--out", str(tmp_path / "s")])
     assert r.exit_code == 2 and "repeats a fraction" in r.output + r.stderr
+
+
+def test_extract_without_out_never_replaces_another_datasets_cache(tmp_path, monkeypatch, tiny_backbone):
+    from click.testing import CliRunner
+    from synth import make_busi_tree
+
+    from busi_lite.cli import main
+
+    make_busi_tree(tmp_path / "a", n_per_class=(2, 2, 2), seed=1)
+    make_busi_tree(tmp_path / "b", n_per_class=(2, 2, 2), seed=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BUSI_LITE_CACHE", raising=False)
+    run = ["extract", "--views", "", "--backbone", str(tiny_backbone)]
+    assert CliRunner().invoke(main, [*run, "--data", str(tmp_path / "a")]).exit_code == 0
+    cache = tmp_path / "cache" / "busi_features.h5"
+    before = cache.read_bytes()
+    r = CliRunner().invoke(main, [*run, "--data", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "holds the features of" in r.stderr and "--force" in r.stderr
+    assert cache.read_bytes() == before
+    assert CliRunner().invoke(main, [*run, "--data", str(tmp_path / "a")]).exit_code == 0   # its own root: fine
+    assert CliRunner().invoke(main, [*run, "--data", str(tmp_path / "b"), "--force"]).exit_code == 0

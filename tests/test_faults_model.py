@@ -463,3 +463,16 @@ def test_train_and_select_never_overwrite_the_shipped_model_by_default(cache_pat
     assert r.exit_code == 2 and "--force" in r.output and list(pkg.iterdir()) == []
     r = CliRunner().invoke(main, base + ["--out", str(pkg / "busi_lite_default"), "--force"])
     assert r.exit_code == 0 and (pkg / "busi_lite_default.npz").is_file()
+
+
+def test_ood_statistics_of_too_few_images_are_a_card_warning():
+    from busi_lite.training.core import ood_warning
+
+    rng = np.random.default_rng(0)
+    assert ood_warning(OOD.fit(rng.normal(size=(100, D))), 100) is None
+    w = ood_warning(OOD.fit(rng.normal(size=(14, D))), 14)
+    assert w and "14 training images" in w and "unreliable" in w
+    flat = np.repeat(rng.normal(size=(1, D)), 60, axis=0)
+    flat[:30] += 1.0                                   # one direction of variance, every other scale at the floor
+    w = ood_warning(OOD.fit(flat), 60)
+    assert w and "scales at the 2e-06 floor" in w

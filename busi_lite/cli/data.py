@@ -84,6 +84,22 @@ def data_check(directory, strict, as_json, classes, sheet):
 
 
 # ---------------------------------------------------------------- extract
+def _refuse_another_root(cache: Path, data_dir) -> None:
+    """The default cache is not silently replaced by another dataset's features."""
+    if not Path(cache).is_file():
+        return
+    try:
+        import h5py
+
+        with h5py.File(cache, "r") as f:
+            built = {str(f.attrs.get(k)) for k in ("dataset_source", "dataset_root") if f.attrs.get(k)}
+    except (OSError, ImportError):
+        return                       # unreadable: extract itself names the problem
+    if built and str(Path(data_dir).resolve()) not in built:
+        fail(f"{cache} holds the features of {min(built)}, not of {data_dir} -> give --out for this "
+             "dataset's cache (e.g. cache/NAME_features.h5), or --force to replace it")
+
+
 @click.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), envvar=ENV_DATA,
               help=f"BUSI folder with normal/ benign/ malignant/, or a CSV manifest file,label[,patient]"
@@ -119,6 +135,8 @@ def extract(data_dir, backbone, out, preprocess, views, force, strict, as_json):
     if not data_dir:
         fail(f"give the dataset folder: --data DIR (or set {ENV_DATA})")
     views = tuple(views)
+    if out is None and not force:
+        _refuse_another_root(default_cache(preprocess), data_dir)
     out = out or default_cache(preprocess)
     try:
         s = run(data_dir, out, backbone, views=views, force=force, strict=strict, log=log, preprocess=preprocess)

@@ -324,3 +324,17 @@ def prior_gain(y, proba) -> tuple[float, float]:
     prior = np.bincount(y, minlength=proba.shape[1]) / len(y)
     d = np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)) - np.log(prior[y])
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+MIN_OOD_IMAGES = 30   # fewer training images give OOD statistics too rough to judge an input by
+OOD_FLOOR = 2e-6      # an OOD scale at or below this is OOD.fit's 1e-6 floor: no variance seen there
+
+
+def ood_warning(ood, n_images: int) -> str | None:
+    """A caveat for the card when the OOD statistics cannot support the unusual-input check."""
+    at_floor = int((np.asarray(ood.scales) <= OOD_FLOOR).sum())
+    if n_images >= MIN_OOD_IMAGES and not at_floor:
+        return None
+    return (f"OOD statistics come from {n_images} training images ({at_floor} of {len(ood.scales)} scales at "
+            f"the {OOD_FLOOR:g} floor): the unusual-input check of this model is unreliable; train on at least "
+            f"{MIN_OOD_IMAGES} images")

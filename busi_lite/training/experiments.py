@@ -41,6 +41,7 @@ from busi_lite.training.core import (
     chance_warnings,
     evaluate_rows,
     make_head,
+    ood_warning,
     out_of_fold,
     predict_rows,
     recall_at_far,
@@ -200,6 +201,10 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
     cal = calibrate(oof, target_recall)
     ood = OOD.fit(cache.pooled("raw", rows))
     ood.threshold = cal.ood_threshold
+    caveat = ood_warning(ood, len(rows))
+    if caveat:
+        warnings.append(caveat)
+        log(f"WARNING: {config.name}: {caveat}")
     test_pred = predict_rows(head, cache, sp.test, config)
     test_argmax = evaluate_rows(head, cache, sp.test, config, pred=test_pred)
     test_op = evaluate_rows(head, cache, sp.test, config, malignant_threshold=cal.malignant_threshold,
