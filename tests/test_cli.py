@@ -79,3 +79,10 @@ def test_progress_lines_every_few_seconds():
     assert lines[0] == "extracting: 0/100 images (0 %), 0:00 elapsed, ETA ?"
     assert lines[1] == "extracting: 30/100 images (30 %), 0:06 elapsed, ETA 0:14"
     assert len(lines) == 1 + 3 + 1 and lines[-1] == "extracting: 100/100 images (100 %), 0:20 elapsed, ETA 0:00"
+
+
+def test_data_check_on_a_wrong_folder_fails_before_any_statistics(tmp_path):
+    (tmp_path / "not_busi" / "photos").mkdir(parents=True)
+    r = CliRunner().invoke(main, ["data", "check", str(tmp_path / "not_busi")])
+    assert r.exit_code == 1 and "no class folder" in r.stderr and " -> " in r.stderr
+    assert r.stdout == ""      # no zero-filled counts, sizes or duplicate groups first

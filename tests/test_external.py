@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import math
 import os
 import shutil
@@ -176,6 +177,15 @@ def test_cli_evaluate_data_json_csv_and_table(site_world, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "AUC" in r.stdout and "Wilson" in r.stdout and "ANY FLAG" in r.stdout and "2000 resamples" in r.stdout
+    # the flag table's headers line up with their columns: every numeric cell ends where its header ends
+    lines = r.stdout.splitlines()
+    h = next(i for i, ln in enumerate(lines) if ln.startswith("flag "))
+    ends = [m.end() for m in re.finditer(r"\S+(?: \S+)*", lines[h])][1:]
+    for row in lines[h + 2:]:
+        if not row.strip():
+            break
+        cells = [m.end() for m in re.finditer(r"\S+", row)]
+        assert "not applicable" in row or cells[-len(ends):] == ends, (lines[h], row)
 
 
 def test_training_cache_refused(site_world):

@@ -55,7 +55,7 @@ def main(blas_threads):
       busi-lite extract --data ~/BUSI             # one-time backbone pass -> cache/busi_features.h5
       busi-lite train --lr 1e-4 --batch 32        # seconds; saves models/NAME.npz + .json
       busi-lite sweep --seeds 5                   # the paper's grid over repeated splits
-      busi-lite predict img.png                   # label, lesion map, safety flags
+      busi-lite predict img.png                   # one answer (class + sensitive screen), flags, model
 
     Paths: --data or $BUSI_LITE_DATA; --backbone or $BUSI_LITE_BACKBONE;
     --cache or $BUSI_LITE_CACHE; --model or $BUSI_LITE_MODEL.

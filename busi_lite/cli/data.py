@@ -51,6 +51,11 @@ def data_check(directory, strict, as_json, classes, sheet):
     inv["with_box"] = {c: sum(1 for s in ds.samples if s.label == i and s.box is not None)
                        for i, c in enumerate(ds.classes)}
     inv["patients"] = len({s.patient for s in ds.samples if s.patient is not None})
+    fatal = [p for p in inv["problems"] if p["fatal"]]
+    if not ds.samples and fatal and not as_json:   # a wrong folder: the error, not a page of zero statistics
+        for p in fatal:
+            click.echo(f"ERROR {p['path']}: {p['what']} -> {p['fix']}", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(dump(inv))
     else:

@@ -134,7 +134,8 @@ def _human(p) -> str:
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per image or DICOM frame).")
 @click.option("--overlay", "overlay_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write OUTDIR/<name>_overlay.png per image (cine: <name>_f<frame>_overlay.png): "
-                   "verdict, flags, lesion map beside the plain image, legend.")
+                   "notice, model and threshold origin, answer, flags, legend (and the lesion map beside the plain "
+                   "image for models that have one).")
 @click.option("--threshold-malignant", type=click.FloatRange(0, 1), default=None,
               help="p(malignant) at or above which malignant_alert is raised (default: the model's operating point).")
 @click.option("--frame", type=click.IntRange(min=0), default=None,
@@ -152,7 +153,7 @@ def _human(p) -> str:
 def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, box_text, boxes_csv,
             low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, show_anyway,
             batch_size):
-    """Classify ultrasound images and DICOM files: label, screen, lesion map, flags.
+    """Classify ultrasound images and DICOM files: one answer (class + screen), flags.
 
     For image files (PNG, JPEG, BMP, TIFF), DICOM files (.dcm, or any file with
     the DICM preamble; every frame of a cine, or --frame N) or folders: class

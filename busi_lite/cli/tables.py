@@ -11,6 +11,19 @@ def _n(x, fmt=".3f") -> str:
     return "-" if x is None or x != x else format(x, fmt)
 
 
+def grid(heads: list[str], rows: list[list[str]]) -> list[str]:
+    """Aligned text table: the first column left-aligned, the others right-aligned under their headers,
+    each as wide as its widest cell; a row of two cells (a name and a note) runs on after the name."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows if len(r) == len(heads)]) for i, h in enumerate(heads)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [line(heads), "-" * len(line(heads))]
+    out += [line(r) if len(r) == len(heads) else f"{r[0].ljust(widths[0])}  {r[1]}" for r in rows]
+    return out
+
+
 def evaluate_table(res) -> str:
     """Human table of a :class:`busi_lite.serving.flags.FlagEvidence` (``busi-lite evaluate``)."""
     t = res.thresholds
@@ -19,20 +32,21 @@ def evaluate_table(res) -> str:
              f"{res.n_missed_malignant_argmax} at argmax, {res.n_missed_malignant_op} at the operating point",
              f"thresholds: low_confidence {t['low_confidence']:.3f}, lesion {_n(t['lesion_threshold'])}, "
              f"ood {_n(t['ood_threshold'])}", ""]
-    head = (f"{'flag':15s} {'images':>13s} {'errors':>13s} {'miss.mal argmax':>16s} {'miss.mal op':>13s} "
-            f"{'acc flagged':>11s} {'acc unflagged':>13s} {'err/img':>7s}")
-    lines += [head, "-" * len(head)]
+    heads = ["flag", "flagged", "of images", "errors", "of errors", "missed mal. argmax", "share",
+             "missed mal. op", "share", "acc flagged", "acc unflagged", "err/img"]
+    rows = []
     for name, s in list(res.flags.items()) + [("ANY FLAG", res.any_flag)]:
         if not s.active:
-            lines.append(f"{name:15s} {s.status.replace('_', ' ')}")
+            rows.append([name, s.status.replace("_", " ")])
             continue
-        lines.append(
-            f"{name:15s} {s.n_flagged:4d} {_pct(s.share_of_images):>8s} "
-            f"{s.errors_flagged:4d} {_pct(s.share_of_errors):>8s} "
-            f"{s.missed_malignant_argmax_flagged:4d}/{res.n_missed_malignant_argmax:<3d}"
-            f"{_pct(s.share_of_missed_malignant_argmax):>8s} "
-            f"{s.missed_malignant_op_flagged:2d}/{res.n_missed_malignant_op:<2d}{_pct(s.share_of_missed_malignant_op):>8s} "
-            f"{_n(s.accuracy_flagged):>11s} {_n(s.accuracy_unflagged):>13s} {_n(s.error_ratio, '.2f'):>7s}")
+        rows.append([name, str(s.n_flagged), _pct(s.share_of_images).strip(), str(s.errors_flagged),
+                     _pct(s.share_of_errors).strip(),
+                     f"{s.missed_malignant_argmax_flagged}/{res.n_missed_malignant_argmax}",
+                     _pct(s.share_of_missed_malignant_argmax).strip(),
+                     f"{s.missed_malignant_op_flagged}/{res.n_missed_malignant_op}",
+                     _pct(s.share_of_missed_malignant_op).strip(), _n(s.accuracy_flagged),
+                     _n(s.accuracy_unflagged), _n(s.error_ratio, ".2f")])
+    lines += grid(heads, rows)
     a = res.any_flag
     more = a.share_of_errors == a.share_of_errors and a.share_of_errors >= 1.5 * a.share_of_images
     lines.append("")
