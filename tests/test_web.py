@@ -426,3 +426,24 @@ def test_dicom_upload_is_decoded_from_memory_and_stale_copies_are_removed(client
     (tmp_path / "other.dcm").write_bytes(blob)
     assert uploads.remove_stale_copies(str(tmp_path)) == ["busi-lite-abc123.dcm"]
     assert sorted(os.listdir(tmp_path)) == ["other.dcm"]
+
+
+def test_server_log_names_client_status_and_refusals(client, world, caplog):
+    import logging
+
+    from busi_lite.web.serverlog import reachable_urls
+
+    with caplog.at_level(logging.INFO, logger="busi_lite.web"):
+        post(client, ("a.png", world["images"][0].read_bytes()))
+        post(client, ("notes.txt", b"not an image\n" * 10))
+        post(client, ("big.png", b"\0" * (3 * 1024 * 1024)))             # over the 2 MB per-file limit
+        post(client, ("a.png", world["images"][0].read_bytes()), ("notes.txt", b"not an image\n" * 10))
+    lines = [r.getMessage() for r in caplog.records if r.name == "busi_lite.web"]
+    assert len(lines) == 4 and all(ln.startswith("client testclient:") and "POST /api/predict -> " in ln
+                                   for ln in lines), lines
+    assert "-> 200: 1 image(s)/frame(s) predicted" in lines[0]
+    assert "-> 415: notes.txt" in lines[1] and "-> 413: big.png" in lines[2]
+    assert "1 image(s)/frame(s) predicted" in lines[3] and "1 file(s) refused" in lines[3]   # never counted as predicted
+    urls = reachable_urls("0.0.0.0", 8123)
+    assert urls[-1] == "http://127.0.0.1:8123/" and not any("0.0.0.0" in u for u in urls)
+    assert reachable_urls("127.0.0.1", 8123) == ["http://127.0.0.1:8123/"]

@@ -56,7 +56,7 @@ from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.common.jsonio import dumps, jsonable
 from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
 from busi_lite.serving.prediction import Prediction
-from busi_lite.web import openapi
+from busi_lite.web import openapi, serverlog
 from busi_lite.web.uploads import (
     UploadError,
     declared_pixels,
@@ -311,6 +311,8 @@ async def _replay(body: bytes):
 
 async def _predict(request: Request) -> JSONResponse:
     response = await _predict_files(request)
+    log.info(serverlog.access_line(_client(request), "POST", "/api/predict", response.status_code, response.body,
+                         getattr(request.state, "detail", "")))
     response.background = BackgroundTask(_release_memory)   # after the answer, once the request's data is gone
     return response
 
@@ -365,8 +367,7 @@ async def _predict_files(request: Request) -> JSONResponse:
         records, errors = await run_in_threadpool(svc.run, uploads, box_text, want_preview, show_anyway)
     except UploadError as e:
         return _error(e.status, e.what, e.fix, file=e.file)
-    log.info("predicted %d file(s), %d record(s) in %.0f ms", len(uploads), len(records),
-             1000 * (time.perf_counter() - t0))
+    request.state.detail = serverlog.predicted_detail(len(uploads), records, 1000 * (time.perf_counter() - t0))
     if errors and len(errors) == len(uploads):
         first = next((e for e in errors if e.status == 415), errors[0])
         return _error(first.status, first.what, first.fix, file=first.file, results=records)
@@ -455,19 +456,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     predictor = Predictor(model, backbone)
     model_path = str(resolve("model", model).path)
     hosts = (*LOOPBACK_HOSTS, *allowed_hosts) if host in LOOPBACK_HOSTS else (host, *LOOPBACK_HOSTS, *allowed_hosts)
+    if host in serverlog.ANY_HOST:       # bound to every interface: the addresses it prints must pass the Host check
+        hosts = (*hosts, *serverlog.local_addresses())
     app = create_app(predictor, model_path=model_path, save_dir=save_dir, max_file_mb=max_file_mb,
                      max_request_mb=max_request_mb, max_request_mpixels=max_request_mpixels,
                      allowed_hosts=hosts)
     sock = _listen(host, port)                # bound before the URL is printed: the URL answers
     port = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    echo(f"busi-lite: model {model_path}, backbone {predictor.backbone.path}")
+    urls = serverlog.reachable_urls(host, port)
+    echo(f"busi-lite: {predictor.describe()}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo(f"warning: bound to {host}: other machines can reach this page; it has no login")
     if save_dir is not None:
         echo(f"uploads (as sent, DICOM headers included) and their results are kept in {save_dir}")
-    echo(f"serving http://{shown}:{port}/  (research tool, not a diagnosis; Ctrl-C stops)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    echo(f"serving {urls[0]}  (research tool, not a diagnosis; Ctrl-C stops)")
+    for u in urls[1:]:
+        echo(f"        also {u}")
+    serverlog.configure_logging()
     config = uvicorn.Config(app, log_level="warning", server_header=False, timeout_keep_alive=5,
                             limit_concurrency=64, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])
