@@ -58,6 +58,7 @@ from busi_lite.evaluation import metrics as M
 from busi_lite.features.cache import FeatureCache
 from busi_lite.features.views import EVAL_BOX_VIEWS
 from busi_lite.heads.box import BoxHead
+from busi_lite.training.core import cache_inputs
 from busi_lite.io import data as D
 from busi_lite.io.imread import read_rgb
 from busi_lite.training.box import box_y, fit_box_head, lesion_rows
@@ -81,12 +82,14 @@ def whole_head(fc, rows, Cval) -> BoxHead:
     rows = np.asarray(rows)
     X = np.concatenate([fc.pooled("raw", rows), fc.pooled("flip", rows)])
     y = np.tile(box_y(fc, rows), 2)
-    return BoxHead(X.shape[1], Cval).fit(X, y, sample_weight=np.full(len(y), 0.5))
+    head = BoxHead(X.shape[1], Cval)
+    head.fit(X, y, sample_weight=np.full(len(y), 0.5))
+    return head
 
 
 def conditions(fc, rows, box: BoxHead, whole: BoxHead) -> dict:
     """{condition: p(malignant) [n]} of lesion ``rows``."""
-    p = lambda h, v: h.predict_proba(BoxHead.cache_inputs(fc, v, rows))[:, 1]  # noqa: E731
+    p = lambda h, v: h.predict_proba(cache_inputs(BoxHead, fc, v, rows))[:, 1]  # noqa: E731
     out = {"whole_image_only": (whole.predict_proba(fc.pooled("raw", rows))[:, 1]
                                 + whole.predict_proba(fc.pooled("flip", rows))[:, 1]) / 2,
            "box_true": (p(box, "box") + p(box, "box_flip")) / 2,
@@ -214,7 +217,7 @@ def proposed_box_iou(fc, site, backbone, Cval) -> dict:
         crop = _crop_pooled(bb, pp, root, [cache.paths[r] for r in rows], used)
         y = box_y(cache, rows)
         p_prop = box_head.predict_proba(BoxHead.feature_inputs(cache.pooled("raw", rows), crop))[:, 1]
-        p_true = box_head.predict_proba(BoxHead.cache_inputs(cache, "box", rows))[:, 1]
+        p_true = box_head.predict_proba(cache_inputs(BoxHead, cache, "box", rows))[:, 1]
         out[name] = {"n": len(ious), "mean_iou": float(np.mean(ious)), "median_iou": float(np.median(ious)),
                      "share_iou_ge_0.5": float(np.mean(np.asarray(ious) >= 0.5)), "no_box_proposed": none,
                      "box_mode_with_proposed_box": scores3(y, p_prop), "box_mode_with_true_box": scores3(y, p_true)}

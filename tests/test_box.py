@@ -20,7 +20,8 @@ from busi_lite.features.backbone import Backbone, preprocess
 from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.features.preprocess import V2, Preprocessing, mirror
 from busi_lite.features.views import BOX_VIEWS
-from busi_lite.heads.box import BoxHead, lbfgs
+from busi_lite.heads.box import BoxHead
+from busi_lite.heads.optim import lbfgs
 from busi_lite.io import data as D
 from busi_lite.io.imread import read_rgb
 from busi_lite.model.config import Config
@@ -154,18 +155,21 @@ def test_box_head_fit_reaches_the_minimum_and_roundtrips():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 8))
     y = (X[:, 0] + 0.5 * rng.normal(size=200) > 0).astype(int)
-    h = BoxHead(8, C=1.0).fit(X, y)
+    h = BoxHead(8, C=1.0)
+    hist = h.fit(X, y)
+    assert hist["converged"] == [1.0] and hist["iterations"][0] == h.iterations > 0
     _, g = h.loss_and_grads(X, y)
     assert np.abs(np.concatenate([g["w"], g["b"]])).max() < 1e-3   # a stationary point of the convex objective
     assert ((h.predict_proba(X)[:, 1] > 0.5) == y).mean() > 0.8
     h2 = BoxHead.from_params(h.config(), h.params)
     assert np.array_equal(h2.predict_proba(X), h.predict_proba(X))
-    strong = BoxHead(8, C=1e-4).fit(X, y)                          # strong L2 shrinks the weights
+    strong = BoxHead(8, C=1e-4)
+    strong.fit(X, y)                                               # strong L2 shrinks the weights
     assert np.linalg.norm(strong.params["w"]) < 0.2 * np.linalg.norm(h.params["w"])
     with pytest.raises(ConfigError, match="C"):
         BoxHead(8, C=0)
-    x, fx, _ = lbfgs(lambda t: (float(((t - 3) ** 2).sum()), 2 * (t - 3)), np.zeros(4))
-    assert np.allclose(x, 3, atol=1e-5) and fx < 1e-9
+    x, _, ok = lbfgs(lambda t: (float(((t - 3) ** 2).sum()), 2 * (t - 3)), np.zeros(4))
+    assert ok and np.allclose(x, 3, atol=1e-5) and ((x - 3) ** 2).sum() < 1e-9
 
 
 def test_box_model_saves_loads_and_is_checked(world, tmp_path):

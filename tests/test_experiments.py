@@ -2,20 +2,24 @@
 
 import json
 import math
+from dataclasses import dataclass
 
 import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from synth import make_busi_tree
+from test_head_conformance import run_checks
 
 from busi_lite.cli import main
 from busi_lite.common.errors import ConfigError, ModelError
 from busi_lite.features.cache import FeatureCache, extract
 from busi_lite.features.views import VIEWS
+from busi_lite.common.params import Interval, param
 from busi_lite.heads import HEADS, PlainHead, register_head
+from busi_lite.heads.plain import PlainParams
 from busi_lite.model.card import ModelCard
-from busi_lite.model.config import Config, grid_for_heads, pick_configs
+from busi_lite.model.config import Config, default_name, grid_for_heads, pick_configs
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.records import RecordError, RunResult, SweepResult
 from busi_lite.training import experiments as E
@@ -310,24 +314,47 @@ def test_pick_configs_shared_by_sweep_and_select():
 def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
     calls = []
 
+    @dataclass(frozen=True)
+    class ToyParams(PlainParams):
+        gain: float = param(2.0, Interval(float, 0, None, open="low"), "Input gain of the toy head.", token="g{:g}")
+
     @register_head
     class ToyHead(PlainHead):
-        """Plain head on raw-view pooled features scaled by 2 (a different 'preprocessing')."""
+        """Plain head on pooled features scaled by ``gain`` (a different 'preprocessing'), with its own
+        declared parameter."""
         kind = "toy"
+        Params = ToyParams
+
+        def __init__(self, n_features=1280, n_hidden=100, n_classes=3, gain=2.0, seed=0, dtype=np.float32):
+            super().__init__(n_features, n_hidden, n_classes, seed, dtype)
+            self.gain = float(gain)
 
         @classmethod
-        def cache_inputs(cls, cache, view, rows):
-            calls.append(view)
-            return cache.pooled(view, rows) * 2
+        def build(cls, params, n_features, n_classes, seed):
+            return cls(n_features, params.hidden, n_classes, gain=params.gain, seed=seed)
 
-        @classmethod
-        def feature_inputs(cls, cells):
-            return cells.mean(axis=1) * 2
+        def config(self):
+            return {**super().config(), "gain": self.gain}
+
+        def logits(self, X, chunk=256):  # prediction
+            return super().logits(np.asarray(X) * self.gain, chunk)
+
+        def _loss_grads(self, X, y, w, t=None, sw=None):  # training (the conformance suite checks both agree)
+            calls.append(len(X))
+            return super()._loss_grads(X * self.gain, y, w, t, sw)
 
     try:
-        cfg = Config.build(head="toy", masks=True, **FAST)
+        run_checks(ToyHead)  # the conformance suite on a head registered here
+        cfg = Config.build(head="toy", masks=True, gain=3.0, **FAST)
+        assert Config.from_json(cfg.to_json()) == cfg and cfg.params.gain == 3.0
+        with pytest.raises(ConfigError) as e:
+            Config.build(head="toy", gain=-1.0)
+        assert e.value.param == "gain"
+        assert default_name(cfg, 0).startswith("toy-lr") and "-g3-" in default_name(cfg, 0)
+        calls.clear()
         r = E.run_one(cache, cfg, 0)
-        assert r.config.head == "toy" and r.test.n > 0 and {"raw", "roi"} <= set(calls)
+        assert r.config.head == "toy" and r.test.n > 0 and calls  # trained and predicted through the toy head
+        assert r.n_train_samples > r.n_train_images  # its declared input was read for the mask views too
         model, card = E.fit_model(cache, cfg, seed=0, folds=2)
         model.save(tmp_path / "toy")
         loaded = Model.load(tmp_path / "toy")
@@ -335,7 +362,8 @@ def test_registered_toy_head_trains_saves_and_loads(cache, tmp_path):
         feats = cache.spatial("raw", np.arange(4)).astype(np.float32)
         assert np.array_equal(loaded.predict_features(feats)["proba"], model.predict_features(feats)["proba"])
         # the scaling reached prediction: a plain head with the same weights gives other numbers
-        plain = PlainHead.from_params({**loaded.head.config(), "kind": "plain"}, loaded.head.params)
+        plain_cfg = {k: v for k, v in loaded.head.config().items() if k != "gain"}
+        plain = PlainHead.from_params({**plain_cfg, "kind": "plain"}, loaded.head.params)
         assert not np.allclose(plain.predict_proba(feats.mean(1)), loaded.predict_features(feats)["proba"])
     finally:
         HEADS.pop("toy", None)

@@ -6,7 +6,7 @@ import pytest
 
 from busi_lite.common.errors import ConfigError
 from busi_lite.heads import HEADS, LogRegHead, get_head, make_head
-from busi_lite.heads.logreg import lbfgs
+from busi_lite.heads.optim import lbfgs
 from busi_lite.model.config import Config
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from busi_lite.common.errors import BusiError, ConfigError
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.optim import Adam, AdamParams
 
+TARGET_SHAPES = {"grid": (DEFAULT.grid * DEFAULT.grid,)}  # per-cell lesion fractions of a sample's view
 DIVERGENCE_FACTOR = 1e3  # an epoch's mean loss above this x the loss at init (at least ln C) = diverged
 
 
@@ -113,6 +116,9 @@ class Head:
     extra_losses = ()     # names s of extra per-epoch history entries train_{s}_loss
     has_lesion_map = False  # predict() fills HeadOutput.lesion [N,49]
     Params = AdamParams     # the head's declared training parameters (busi_lite.common.params)
+    targets: ClassVar[dict] = {}  # fit keyword -> what training reads for it from the cache (e.g. "grid")
+    frozen_params = ()      # params fitted as statistics, not by the gradient (no gradient check)
+    main = True             # offered by train/sweep/select; False: a Model's second head (box)
 
     def __init__(self, n_features, n_hidden, n_classes, seed, dtype):
         self.n_features, self.n_hidden, self.n_classes = (positive_int("n_features", n_features),
@@ -137,13 +143,13 @@ class Head:
         return cls(n_features, params.hidden, n_classes, seed=seed)
 
     @classmethod
-    def cache_inputs(cls, cache, view, rows):
-        """X of ``rows`` in ``view`` from a FeatureCache: pooled [n,D] float32 or grid [n,K,D] float16."""
+    def input_shape(cls, n_features) -> tuple:
+        """Shape of one sample of X for a backbone of ``n_features``: pooled (D,), grid (cells, D)."""
         if cls.consumes == "pooled":
-            return cache.pooled(view, rows)
+            return (n_features,)
         if cls.consumes == "grid":
-            return cache.spatial(view, rows)
-        raise NotImplementedError(f"{cls.__name__} consumes {cls.consumes!r}: override cache_inputs")
+            return (DEFAULT.grid * DEFAULT.grid, n_features)
+        raise NotImplementedError(f"{cls.__name__} consumes {cls.consumes!r}: override input_shape")
 
     @classmethod
     def feature_inputs(cls, cells):
@@ -155,9 +161,9 @@ class Head:
         raise NotImplementedError(f"{cls.__name__} consumes {cls.consumes!r}: override feature_inputs")
 
     @classmethod
-    def training_targets(cls, cache, parts) -> dict:
-        """Extra keyword arguments for fit() for the samples of ``parts`` = [(view, rows), ...]."""
-        return {}
+    def target_shapes(cls) -> dict:
+        """{fit keyword: shape of one sample} of the declared ``targets`` (for tests and checks)."""
+        return {name: TARGET_SHAPES[source] for name, source in cls.targets.items()}
 
     @classmethod
     def param_shapes(cls, config) -> dict:

@@ -10,30 +10,40 @@ Model: L2-regularised logistic regression on standardised features,
     p(malignant) = sigmoid(z @ w + b)
 fitted by minimising (scikit-learn's form, with per-sample weights s_i)
     C * sum_i s_i * logloss_i + 0.5 * ||w||^2
-with plain-NumPy L-BFGS (deterministic, no random init). ``C`` small = strong L2 (the lab
-study found C about 0.01 on globally scaled features as good as an MLP and steadier).
+with the shared L-BFGS (busi_lite.heads.optim; deterministic, no random init). ``C`` small =
+strong L2 (the lab study found C about 0.01 on globally scaled features as good as an MLP and steadier).
 
-This is NOT a registered main head (``train --head`` never offers it): a Model carries it
-as its optional second head ``box_head`` (busi_lite.model.model). The class still follows the
-head protocol where it makes sense: ``cache_inputs(cache, view, rows)`` reads X of a box
-view from a feature cache, ``param_shapes``/``from_params``/``config``/``params`` persist it.
+A two-class ``Head`` registered as kind "box" but not a main head (``main = False``: ``train --head``
+never offers it): a Model carries it as its optional second head ``box_head`` (busi_lite.model.model).
+It consumes "pooled+box": training reads [whole view, box view] from the cache
+(busi_lite.training.core.cache_inputs), serving joins the two pooled vectors (``feature_inputs``).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from busi_lite.common.errors import ConfigError
+from busi_lite.common.params import Interval, Params, param
 from busi_lite.features.spec import DEFAULT
-from busi_lite.heads.base import check_params, positive_float
+from busi_lite.heads.base import Head, HeadOutput, check_params, positive_float
+from busi_lite.heads.optim import lbfgs
+from busi_lite.heads.registry import register_head
 
 N_FEATURES = DEFAULT.n_features  # pooled features per input of the default backbone (features.spec)
 CLASSES = ("benign", "malignant")
 DEFAULT_C = 0.01
+MAX_ITER, TOL = 500, 1e-6  # L-BFGS: stop when the largest gradient entry is below TOL
 
 
-def whole_view(view: str) -> str:
-    """The whole-image view that goes with a box view: its mirror for a ``*_flip`` view, else raw."""
-    return "flip" if view.endswith("_flip") else "raw"
+@dataclass(frozen=True)
+class BoxParams(Params):
+    C: float = param(DEFAULT_C, Interval(float, 0, None, open="low"),
+                     "Inverse L2 strength of the box head (smaller = stronger).", token="C{:g}")
+
+    def fit_kwargs(self) -> dict:
+        return {}
 
 
 def sigmoid(s):
@@ -41,54 +51,15 @@ def sigmoid(s):
     return np.where(s >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def lbfgs(fun, x0, max_iter=500, tol=1e-6, memory=10):
-    """Minimise a smooth convex ``fun(x) -> (f, grad)`` from x0 [P] (float64) by L-BFGS with
-    backtracking (Armijo) line search. Stops when ||grad|| <= tol * max(1, ||grad0||).
-    Returns (x, f, iterations)."""
-    x = np.asarray(x0, np.float64).copy()
-    f, g = fun(x)
-    g0 = max(1.0, float(np.linalg.norm(g)))
-    S, Y = [], []
-    it = 0
-    for it in range(1, max_iter + 1):
-        if np.linalg.norm(g) <= tol * g0:
-            break
-        q, alphas = g.copy(), []
-        for s, y in reversed(list(zip(S, Y))):
-            a = (s @ q) / (y @ s)
-            alphas.append(a)
-            q -= a * y
-        if S:
-            q *= (S[-1] @ Y[-1]) / (Y[-1] @ Y[-1])
-        for (s, y), a in zip(zip(S, Y), reversed(alphas)):
-            q += s * (a - (y @ q) / (y @ s))
-        d = -q
-        if g @ d >= 0:  # not a descent direction: restart from steepest descent
-            d, S, Y = -g, [], []
-        step, gd = 1.0 if S else 1.0 / max(1.0, float(np.linalg.norm(g))), float(g @ d)
-        while True:
-            xn = x + step * d
-            fn, gn = fun(xn)
-            if fn <= f + 1e-4 * step * gd or step < 1e-12:
-                break
-            step *= 0.5
-        s, y = xn - x, gn - g
-        if s @ y > 1e-12:
-            S.append(s)
-            Y.append(y)
-            if len(S) > memory:
-                S.pop(0)
-                Y.pop(0)
-        x, f, g = xn, fn, gn
-    return x, float(f), it
-
-
-class BoxHead:
+@register_head
+class BoxHead(Head):
     """Logistic regression on [whole pooled, crop pooled] X [N, 2560] -> proba [N, 2] (benign, malignant).
-    params: "mean" [D], "scale" [1], "w" [D], "b" [1]."""
+    params: "mean" [D], "scale" [1] (fitted statistics, not trained), "w" [D], "b" [1]."""
     kind, consumes, ndim = "box", "pooled+box", 2
-    has_lesion_map = False
+    main = False
     classes = CLASSES
+    Params = BoxParams
+    frozen_params = ("mean", "scale")
 
     def __init__(self, n_features=2 * N_FEATURES, C=DEFAULT_C, n_classes=2, seed=0):
         if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:
@@ -98,13 +69,23 @@ class BoxHead:
             raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
                               "use n_classes=2", param="n_classes")
         self.C = positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)")
-        self.n_features, self.n_classes = int(n_features), 2
+        self.n_features, self.n_classes, self.n_hidden = int(n_features), 2, 0
+        self.dtype = np.dtype(np.float32)
         D = self.n_features
         self.params = {"mean": np.zeros(D, np.float32), "scale": np.ones(1, np.float32),
                        "w": np.zeros(D, np.float32), "b": np.zeros(1, np.float32)}
         self.iterations = 0
 
     # --- protocol --------------------------------------------------------------------
+    @classmethod
+    def build(cls, params, n_features, n_classes, seed):
+        """A fresh box head on ``n_features`` backbone features (its input is twice that wide)."""
+        return cls(2 * n_features, params.C, n_classes, seed)
+
+    @classmethod
+    def input_shape(cls, n_features) -> tuple:
+        return (2 * n_features,)
+
     def config(self) -> dict:
         return {"kind": self.kind, "n_features": self.n_features, "n_classes": 2, "C": self.C}
 
@@ -128,15 +109,6 @@ class BoxHead:
         head.params = {k: np.asarray(v, np.float32).copy() for k, v in params.items()}
         return head
 
-    @classmethod
-    def cache_inputs(cls, cache, view, rows) -> np.ndarray:
-        """X [n, 2560] float32 of ``rows`` for box view ``view`` (box, box_j0, box_s20, box_flip, ...):
-        the matching whole-image view (raw, or flip for a *_flip view) then the crop."""
-        if not str(view).startswith("box"):
-            raise ConfigError(f"the box head reads box views (box, box_j0, box_flip, ...), not {view!r}",
-                              "extract the box views and train it with busi-lite train-box", param="view")
-        return np.concatenate([cache.pooled(whole_view(view), rows), cache.pooled(view, rows)], axis=1)
-
     @staticmethod
     def feature_inputs(whole: np.ndarray, crop: np.ndarray) -> np.ndarray:
         """Serving: pooled whole [N,1280] and crop [N,1280] features -> X [N,2560]."""
@@ -147,6 +119,8 @@ class BoxHead:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features or len(X) == 0:
             raise ValueError(f"BoxHead expects X [N,{self.n_features}] with N >= 1, got {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or inf; recompute or drop those feature rows")
         return X
 
     def _z(self, X) -> np.ndarray:
@@ -158,10 +132,18 @@ class BoxHead:
         with np.errstate(invalid="ignore", over="ignore"):
             return self._z(X) @ self.params["w"].astype(np.float64) + float(self.params["b"][0])
 
+    def logits(self, X, chunk=None) -> np.ndarray:
+        """X [N,D] -> [N,2] logits (0, malignant logit): their softmax is predict_proba."""
+        m = self.decision(X)
+        return np.stack([np.zeros_like(m), m], axis=1)
+
     def predict_proba(self, X) -> np.ndarray:
         """X [N,D] -> [N,2] (benign, malignant)."""
         p = sigmoid(self.decision(X))
         return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X) -> HeadOutput:
+        return HeadOutput(self.predict_proba(X), None)
 
     def loss_and_grads(self, X, y, sample_weight=None) -> tuple[float, dict]:
         """Objective C*sum s*logloss + 0.5||w||^2 and its gradient {w [D], b [1]} (mean/scale fixed)."""
@@ -195,9 +177,11 @@ class BoxHead:
             raise ValueError(f"sample_weight must be finite, >= 0, shape ({n},); got {w.shape}")
         return w
 
-    def fit(self, X, y, sample_weight=None, max_iter=500, tol=1e-6) -> "BoxHead":
+    def fit(self, X, y, sample_weight=None, max_iter=MAX_ITER, tol=TOL, **ignored) -> dict:
         """Fit in place: mean/scale from X, then w, b by L-BFGS. y [N] 0/1; sample_weight [N] (e.g.
-        1 / views per image, so each image counts once). Deterministic."""
+        1 / views per image, so each image counts once). Deterministic (``seed`` and other fit keywords
+        are accepted and not used). Returns a history like logreg's: train_loss/train_acc of the final
+        state, iterations, converged."""
         X = self._check_X(X)
         y, s = self._check_y(y, len(X)), self._check_w(sample_weight, len(X))
         if len(np.unique(y)) < 2:
@@ -207,8 +191,13 @@ class BoxHead:
         scale = float(np.sqrt(((X64 - mean) ** 2).mean()))
         self.params["mean"], self.params["scale"] = mean.astype(np.float32), np.array([max(scale, 1e-6)], np.float32)
         Z = self._z(X64)
-        theta, _, self.iterations = lbfgs(self._objective(Z, y, s), np.zeros(self.n_features + 1), max_iter, tol)
+        theta, self.iterations, converged = lbfgs(self._objective(Z, y, s), np.zeros(self.n_features + 1),
+                                                  max_iter, tol)
         if not np.isfinite(theta).all():
             raise ValueError("box head fit gave non-finite weights")
         self.params["w"], self.params["b"] = theta[:-1].astype(np.float32), theta[-1:].astype(np.float32)
-        return self
+        m = Z @ theta[:-1] + theta[-1]
+        p = sigmoid(m)
+        ll = -np.mean(y * np.log(np.maximum(p, 1e-300)) + (1 - y) * np.log(np.maximum(1 - p, 1e-300)))
+        return {"train_loss": [float(ll)], "train_acc": [float(((m >= 0) == (y == 1)).mean())],
+                "val_loss": [], "val_acc": [], "iterations": [self.iterations], "converged": [float(converged)]}

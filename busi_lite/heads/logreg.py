@@ -46,6 +46,7 @@ class LogRegHead(Head):
     kind, consumes, ndim = "logreg", "pooled", 2
     work_dtype = np.float64  # of the scaled features inside fit
     Params = LogRegParams
+    frozen_params = ("scale",)  # one number fitted on the training features, not by the gradient
 
     def __init__(self, n_features=1280, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
                  max_iter=1000):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -25,11 +26,13 @@ class MTLHead(Head):
     class logits = mean_k(Hc) @ W2 [N,C] (no bias); lesion logit per cell s = Hc@ws + bs [N,K].
     loss = mean_n w_n*CE_n + lam * mean_n (seg_weight_n * mean_k BCE(sigmoid(s_nk), seg_target_nk)).
     params: "W1" [D,H], "b1" [H], "W2" [H,C], "ws" [H], "bs" [1].
-    Training targets: the cache's per-cell lesion fractions of each sample's view."""
+    Training targets (``targets``): seg_target = the cache's per-cell lesion fractions ("grid") of each
+    sample's view; seg_weight defaults to ones."""
     kind, consumes, ndim = "mtl", "grid", 3
     extra_losses = ("seg",)
     has_lesion_map = True
     Params = MTLParams
+    targets: ClassVar[dict] = {"seg_target": "grid"}
 
     def __init__(self, n_features=1280, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)
@@ -40,12 +43,6 @@ class MTLHead(Head):
     @classmethod
     def build(cls, params, n_features, n_classes, seed):
         return cls(n_features, params.hidden, n_classes, lam=params.lam, seed=seed)
-
-    @classmethod
-    def training_targets(cls, cache, parts) -> dict:
-        """seg_target [n,49] lesion fraction per cell of each sample's view; seg_weight [n] ones."""
-        t = np.concatenate([cache.grid(v, r) for v, r in parts])
-        return {"seg_target": t, "seg_weight": np.ones(len(t), np.float32)}
 
     @classmethod
     def param_shapes(cls, config) -> dict:

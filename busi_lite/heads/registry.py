@@ -19,7 +19,8 @@ def register_head(cls):
 
 
 def head_kinds() -> tuple[str, ...]:
-    return tuple(sorted(HEADS))
+    """The main head kinds (train/sweep/select offer them); ``HEADS`` also holds second heads (box)."""
+    return tuple(sorted(k for k, cls in HEADS.items() if getattr(cls, "main", True)))
 
 
 def get_head(kind) -> type:

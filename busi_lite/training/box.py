@@ -35,6 +35,7 @@ from busi_lite.io import data as D
 from busi_lite.model.card import BoxInfo
 from busi_lite.model.model import Model
 from busi_lite.model.records import check_split
+from busi_lite.training.core import cache_inputs
 
 CALIBRATION_VIEW = "box_j0"
 MIRROR_GAIN = 0.005  # OOF AUC gain that pays for the mirrored pair's two extra backbone passes
@@ -69,7 +70,7 @@ def box_y(cache, rows) -> np.ndarray:
 def box_xy(cache, rows, views=TRAIN_BOX_VIEWS):
     """X [n*len(views), 2560], y, weights (1/len(views): each image counts once), source row per sample."""
     rows = np.asarray(rows, np.int64)
-    X = np.concatenate([BoxHead.cache_inputs(cache, v, rows) for v in views])
+    X = np.concatenate([cache_inputs(BoxHead, cache, v, rows) for v in views])
     y = np.tile(box_y(cache, rows), len(views))
     return X, y, np.full(len(y), 1.0 / len(views)), np.tile(rows, len(views))
 
@@ -78,15 +79,17 @@ def fit_box_head(cache, rows, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS) -> Bo
     """A BoxHead fitted on the lesion images among ``rows`` (training rows only)."""
     rows = lesion_rows(cache, rows)
     X, y, w, _ = box_xy(cache, rows, views)
-    return BoxHead(X.shape[1], C).fit(X, y, sample_weight=w)
+    head = BoxHead(X.shape[1], C)
+    head.fit(X, y, sample_weight=w)
+    return head
 
 
 def box_scores(head: BoxHead, cache, rows, view: str = "box", flip: bool = True) -> np.ndarray:
     """p(malignant) [n] of ``rows`` with box view ``view``; averaged with ``view_flip`` when
     ``flip`` and the cache holds it (sloppy views have no mirror)."""
-    p = head.predict_proba(BoxHead.cache_inputs(cache, view, rows))[:, 1]
+    p = head.predict_proba(cache_inputs(BoxHead, cache, view, rows))[:, 1]
     if flip and f"{view}_flip" in cache.views:
-        p = (p + head.predict_proba(BoxHead.cache_inputs(cache, f"{view}_flip", rows))[:, 1]) / 2
+        p = (p + head.predict_proba(cache_inputs(BoxHead, cache, f"{view}_flip", rows))[:, 1]) / 2
     return p
 
 
@@ -104,7 +107,7 @@ def out_of_fold_scores(cache, rows, seed: int, folds: int = 5, C: float = DEFAUL
             plain[te] = box_scores(head, cache, rows[te], view, False)
             mirrored[te] = plain[te]
             if f"{view}_flip" in cache.views:  # box_scores(..., flip=True) without predicting ``view`` again
-                mirrored[te] = (plain[te] + head.predict_proba(BoxHead.cache_inputs(cache, f"{view}_flip",
+                mirrored[te] = (plain[te] + head.predict_proba(cache_inputs(BoxHead, cache, f"{view}_flip",
                                                                                      rows[te]))[:, 1]) / 2
     return mirrored, plain
 

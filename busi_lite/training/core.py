@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from busi_lite.common.errors import ConfigError
 from busi_lite.evaluation import metrics as M
 from busi_lite.features.cache import CacheError, FeatureCache
 from busi_lite.features.preprocess import Preprocessing
@@ -97,14 +98,51 @@ def check_preprocess(cache: FeatureCache, config: Config) -> None:
                          "and train on that cache", param="preprocess")
 
 
+def whole_view(view: str) -> str:
+    """The whole-image view that goes with a box view: its mirror for a ``*_flip`` view, else raw."""
+    return "flip" if view.endswith("_flip") else "raw"
+
+
+def _box_pair(cache, view, rows):
+    if not str(view).startswith("box"):
+        raise ConfigError(f"the box head reads box views (box, box_j0, box_flip, ...), not {view!r}",
+                          "extract the box views and train it with busi-lite train-box", param="view")
+    return np.concatenate([cache.pooled(whole_view(view), rows), cache.pooled(view, rows)], axis=1)
+
+
+# what a head ``consumes`` -> how X of (view, rows) is read from a feature cache
+CACHE_READS = {
+    "pooled": lambda cache, view, rows: cache.pooled(view, rows),      # [n,D] float32
+    "grid": lambda cache, view, rows: cache.spatial(view, rows),       # [n,G*G,D] float16
+    "pooled+box": _box_pair,  # [n,2D]: the whole image's (raw, or flip for a *_flip box view), then the crop's
+}
+# what a head's ``targets`` name -> how it is read for (view, rows)
+TARGET_READS = {"grid": lambda cache, view, rows: cache.grid(view, rows)}  # [n,G*G] lesion fraction per cell
+
+
+def cache_inputs(head_cls, cache, view, rows) -> np.ndarray:
+    """X of ``rows`` in ``view`` as ``head_cls.consumes`` declares it (CACHE_READS)."""
+    read = CACHE_READS.get(head_cls.consumes)
+    if read is None:
+        raise ConfigError(f"{head_cls.__name__} consumes {head_cls.consumes!r}, which a feature cache does not hold",
+                          f"declare consumes as one of {', '.join(CACHE_READS)}", param="head")
+    return read(cache, view, rows)
+
+
+def training_targets(head_cls, cache, parts) -> dict:
+    """The fit() keywords ``head_cls.targets`` declares, for the samples of ``parts`` = [(view, rows), ...]."""
+    return {name: np.concatenate([TARGET_READS[source](cache, v, r) for v, r in parts])
+            for name, source in head_cls.targets.items()}
+
+
 def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dict:
     """Arrays for training or evaluation of ``rows``.
 
-    X: what the head consumes (head_cls.cache_inputs): e.g. pooled [n,D] float32 or grid [n,G*G,D] float16.
+    X: what the head consumes (:func:`cache_inputs`): e.g. pooled [n,D] float32 or grid [n,G*G,D] float16.
     With views (training only): with config.flip each row's ``flip`` view, with config.masks
     each row's valid mask views, follow as extra samples of its label.
     Returns X, y, row (source image row of each sample), view, sample_weight, and
-    targets (extra fit() keyword arguments from head_cls.training_targets, e.g. seg_target).
+    targets (extra fit() keyword arguments the head declares, :func:`training_targets`, e.g. seg_target).
     """
     check_preprocess(cache, config)
     head_cls = get_head(config.head)
@@ -115,11 +153,11 @@ def build_xy(cache: FeatureCache, rows, config: Config, with_views: bool) -> dic
     if with_views and config.masks:
         for v in config.views:
             parts.append((v, rows[cache.valid(v, rows)]))
-    X = np.concatenate([head_cls.cache_inputs(cache, v, r) for v, r in parts])
+    X = np.concatenate([cache_inputs(head_cls, cache, v, r) for v, r in parts])
     src = np.concatenate([r for _, r in parts])
     y = cache.labels[src]
     out = {"X": X, "y": y, "row": src, "view": np.concatenate([[v] * len(r) for v, r in parts]),
-           "targets": head_cls.training_targets(cache, parts)}
+           "targets": training_targets(head_cls, cache, parts)}
     w = np.ones(len(y), np.float32)
     if config.balance == "weights":  # inverse class frequency, mean weight 1
         counts = np.bincount(y, minlength=len(cache.classes)).astype(np.float64)
@@ -164,7 +202,7 @@ def predict_rows(head, cache: FeatureCache, rows, config: Config) -> RowPredicti
     if not config.flip:
         return RowPredictions(out.proba, out.lesion, xy["y"])
     rows = np.asarray(rows, dtype=np.int64)
-    avg = mirror_average(out, head.predict(get_head(config.head).cache_inputs(cache, "flip", rows)))
+    avg = mirror_average(out, head.predict(cache_inputs(get_head(config.head), cache, "flip", rows)))
     return RowPredictions(avg.proba, avg.lesion, xy["y"])
 
 
