@@ -9,7 +9,15 @@ import numpy as np
 
 from busi_lite.common.errors import ConfigError
 from busi_lite.common.params import Interval, param
-from busi_lite.heads.base import Head, HeadOutput, bce_logits, cross_entropy, log_softmax, sigmoid, trunc_normal
+from busi_lite.heads.base import (
+    Head,
+    HeadOutput,
+    bce_logits,
+    cross_entropy,
+    log_softmax,
+    sigmoid,
+    trunc_normal,
+)
 from busi_lite.heads.plain import PlainParams
 from busi_lite.heads.registry import register_head
 
