@@ -120,7 +120,7 @@ def test_another_backbone_is_one_registration(registry, tmp_path):
         extract(root, tmp_path / "v2.h5", onnx, views=(), log=lambda m: None, progress=False, preprocess="v2")
     fc = FeatureCache(cache)
     assert fc.spec == spec and fc.spatial("raw").shape[1:] == (25, 48) and fc.mask224().shape[1:] == (160, 160)
-    model, card = fit_model(fc, Config(name="tiny160-mtl", epochs=3, head="mtl", hidden=8, batch=8, flip=True),
+    model, card = fit_model(fc, Config.build(name="tiny160-mtl", epochs=3, head="mtl", hidden=8, batch=8, flip=True),
                             seed=0, folds=2)
     assert card.backbone == spec and card.feature_shape == [5, 5, 48]
     model.save(tmp_path / "m")
