@@ -31,7 +31,7 @@ from busi_lite.heads.box import DEFAULT_C, BoxHead
 from busi_lite.io import data as D
 from busi_lite.model.config import Config
 from busi_lite.training.box import box_scores, box_y, lesion_rows
-from busi_lite.training.core import hanley_mcneil, predict_rows, training_rows
+from busi_lite.training.core import cache_inputs, hanley_mcneil, predict_rows, training_rows
 from busi_lite.training.site import MALIGNANT, cap_rows, fit_on, site_weights
 from busi_lite.training.sources import model_classes
 
@@ -89,11 +89,13 @@ def _box_fit(parts, balanced: bool, C: float) -> BoxHead:
     Xs, ys, ws = [], [], []
     for fc, r in parts:
         if len(r):
-            Xs.append(np.concatenate([BoxHead.cache_inputs(fc, v, r) for v in TRAIN_BOX_VIEWS]))
+            Xs.append(np.concatenate([cache_inputs(BoxHead, fc, v, r) for v in TRAIN_BOX_VIEWS]))
             ys.append(np.tile(box_y(fc, r), len(TRAIN_BOX_VIEWS)))
             ws.append(np.full(len(r) * len(TRAIN_BOX_VIEWS), 1.0 / len(TRAIN_BOX_VIEWS)))
     X = np.concatenate(Xs)
-    return BoxHead(X.shape[1], C).fit(X, np.concatenate(ys), sample_weight=site_weights(ws, balanced))
+    head = BoxHead(X.shape[1], C)
+    head.fit(X, np.concatenate(ys), sample_weight=site_weights(ws, balanced))
+    return head
 
 
 class _Scorer:

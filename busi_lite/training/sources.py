@@ -46,6 +46,7 @@ from busi_lite.model.records import Metrics, SplitInfo
 from busi_lite.training.box import CALIBRATION_VIEW, MIRROR_GAIN, box_scores, box_y, lesion_rows
 from busi_lite.training.core import (
     auc_interval,
+    cache_inputs,
     calibrate,
     chance_warnings,
     check_preprocess,
@@ -263,12 +264,14 @@ def _box_fit(parts, balanced: bool, C: float, views=TRAIN_BOX_VIEWS) -> BoxHead:
     for fc, r in parts:
         if not len(r):
             continue
-        Xs.append(np.concatenate([BoxHead.cache_inputs(fc, v, r) for v in views]))
+        Xs.append(np.concatenate([cache_inputs(BoxHead, fc, v, r) for v in views]))
         ys.append(np.tile(box_y(fc, r), len(views)))
         ws.append(np.full(len(r) * len(views), 1.0 / len(views)))
     w = site_weights(ws, balanced)
     X = np.concatenate(Xs)
-    return BoxHead(X.shape[1], C).fit(X, np.concatenate(ys), sample_weight=w)
+    head = BoxHead(X.shape[1], C)
+    head.fit(X, np.concatenate(ys), sample_weight=w)
+    return head
 
 
 def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, folds: int = 5,
