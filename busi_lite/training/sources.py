@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -133,9 +134,10 @@ def _mapped(fc: FeatureCache, classes) -> np.ndarray:
     return np.array([list(classes).index(c) for c in fc.classes], np.int64)
 
 
-def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesion: bool) -> dict:
-    """Out-of-fold predictions on every part's rows (group-aware k-fold inside each part).
-    parts = [(cache, rows)]; returns proba [n,C], lesion [n,49] | None, ood [n], y [n] (model classes)."""
+def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesion: bool, pool) -> dict:
+    """Out-of-fold predictions on every part's rows (group-aware k-fold inside each part), the
+    folds run on ``pool`` (an Executor). parts = [(cache, rows)]; returns proba [n,C],
+    lesion [n,cells] | None, ood [n], y [n] (model classes)."""
     folds = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], k, seed) for fc, r in parts]
     n = [len(r) for _, r in parts]
     off = np.concatenate([[0], np.cumsum(n)])
@@ -143,21 +145,32 @@ def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesi
     out = {"proba": np.zeros((off[-1], C), np.float32), "ood": np.zeros(off[-1]),
            "lesion": np.zeros((off[-1], parts[0][0].spec.cells), np.float32) if lesion else None,
            "y": np.concatenate([_mapped(fc, classes)[fc.labels[r]] for fc, r in parts])}
-    for f in range(k):
+
+    def one(f):
         train = [(fc, r[fo != f]) for (fc, r), fo in zip(parts, folds) if (fo != f).any()]
         head, _ = fit_on(train, config, classes, seed + 1000 * (f + 1), balanced)
         ood = OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in train]))
+        res = []
         for j, ((fc, r), fo) in enumerate(zip(parts, folds)):
             te = r[fo == f]
-            if not len(te):
-                continue
-            p = predict_rows(head, fc, te, config)
-            idx = off[j] + np.nonzero(fo == f)[0]
+            if len(te):
+                res.append((off[j] + np.nonzero(fo == f)[0], predict_rows(head, fc, te, config),
+                            ood.score(fc.pooled("raw", te))))
+        return res
+
+    for fut in [pool.submit(one, f) for f in range(k)]:
+        for idx, p, o in fut.result():
             out["proba"][idx] = p.proba
             if lesion:
                 out["lesion"][idx] = p.lesion
-            out["ood"][idx] = ood.score(fc.pooled("raw", te))
+            out["ood"][idx] = o
     return out
+
+
+def _timed(fn, *args):
+    """(fn(*args), seconds it took)."""
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
 
 
 def _weights(parts, balanced: bool) -> list[float]:
@@ -169,11 +182,20 @@ def _weights(parts, balanced: bool) -> list[float]:
 
 def fit_sources(sources, config: Config, seed: int = 0, source_weight: str = "balanced",
                 test_fraction: float = 0.15, folds: int = 5, target_recall: float = 0.95, box: bool = False,
-                box_C: float = DEFAULT_C, log=None) -> tuple[Model, ModelCard]:
+                box_C: float = DEFAULT_C, jobs: int = 2, log=None) -> tuple[Model, ModelCard]:
     """Train ``config`` on every source's training split, calibrate on out-of-fold training
     predictions, score each source's held-out images once (module docstring). ``sources``:
-    TrainingSources, FeatureCaches or cache paths. Returns (model, its card)."""
+    TrainingSources, FeatureCaches or cache paths. ``jobs``: fits run at once (threads; each
+    fit is independent and seeded, so the result does not depend on it). Returns (model, card)."""
     log = log or (lambda m: None)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise BusiError(f"jobs must be a whole number >= 1, got {jobs!r}", "e.g. jobs=2", param="jobs")
+    with ThreadPoolExecutor(jobs) as pool:
+        return _fit_sources(sources, config, seed, source_weight, test_fraction, folds, target_recall, box, box_C,
+                            log, pool)
+
+
+def _fit_sources(sources, config, seed, source_weight, test_fraction, folds, target_recall, box, box_C, log, pool):
     if source_weight not in SOURCE_WEIGHTS:
         raise BusiError(f"source_weight {source_weight!r} is not one of {', '.join(SOURCE_WEIGHTS)}",
                         "choose balanced or by-count", param="source_weight")
@@ -188,18 +210,19 @@ def fit_sources(sources, config: Config, seed: int = 0, source_weight: str = "ba
     normal = classes.index("normal") if "normal" in classes else None
     splits = [s.cache.split(seed, test_fraction) for s in sources]
     parts = [(s.cache, training_rows(s.cache, sp.train, config, seed)) for s, sp in zip(sources, splits)]
-    head, hist = fit_on(parts, config, classes, seed, balanced)
+    final = pool.submit(_timed, fit_on, parts, config, classes, seed, balanced)
+    final_ood = pool.submit(lambda: OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in parts])))
+    lesion = get_head(config.head).has_lesion_map and normal is not None
+    oof = _oof(parts, config, classes, seed, folds, balanced, lesion, pool)
+    (head, hist), t_train = final.result()
     hist["n_train"] = int(sum(len(r) for _, r in parts) * (2 if config.flip else 1))
-    t_train = time.perf_counter() - t0
     log(f"trained {config.name} on {sum(len(r) for _, r in parts)} images of {len(sources)} source(s) "
         f"({', '.join(s.name for s in sources)}), classes {', '.join(classes)}, in {t_train:.1f}s")
-    lesion = get_head(config.head).has_lesion_map and normal is not None
-    oof = _oof(parts, config, classes, seed, folds, balanced, lesion)
     warnings = chance_warnings(oof, malignant=mal)
     for w in warnings:
         log(f"WARNING: {config.name}: {w}")
     cal = calibrate(oof, target_recall, malignant=mal, normal=-1 if normal is None else normal)
-    ood = OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in parts]))
+    ood = final_ood.result()
     ood.threshold = cal.ood_threshold
     shares = _weights(parts, balanced)
     infos, tp, ty, tpath = [], [], [], []
@@ -241,7 +264,7 @@ def fit_sources(sources, config: Config, seed: int = 0, source_weight: str = "ba
         warnings=warnings or None, backbone=first.spec, sources=infos)
     model = Model(head, card, ood)
     if box:
-        model = fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, box_C, log)
+        model = fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, box_C, log, pool)
     model.card.total_seconds = time.perf_counter() - t0
     return model, model.card
 
@@ -275,10 +298,14 @@ def _box_fit(parts, balanced: bool, C: float, views=TRAIN_BOX_VIEWS) -> BoxHead:
 
 
 def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, folds: int = 5,
-                    target_recall: float = 0.95, C: float = DEFAULT_C, log=None) -> Model:
+                    target_recall: float = 0.95, C: float = DEFAULT_C, log=None, pool=None) -> Model:
     """``model`` plus a box head trained on every source's training lesion images (see module doc).
-    Mirror at prediction by the training-data rule of training.box (MIRROR_GAIN)."""
+    Mirror at prediction by the training-data rule of training.box (MIRROR_GAIN). ``pool``: an
+    Executor the fits run on (None: one after the other)."""
     log = log or (lambda m: None)
+    if pool is None:
+        with ThreadPoolExecutor(1) as one:
+            return fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, C, log, one)
     train, test = _box_parts(sources, splits, "train"), _box_parts(sources, splits, "test")
     if not any(len(r) for _, r in train):
         raise BusiError("no source holds lesion images with boxes", "extract the sources with the box views "
@@ -286,14 +313,16 @@ def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, fo
     for s, (_, r) in zip(sources, train):
         if not len(r):
             log(f"note: source {s.name} gives the box head no lesion box (no box views or no benign/malignant)")
-    head = _box_fit(train, balanced, C)
+    final = pool.submit(_box_fit, train, balanced, C)
     fo = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], folds, seed) if len(r) else r
           for fc, r in train]
+    fold_heads = [pool.submit(_box_fit, [(fc, r[k != f]) for (fc, r), k in zip(train, fo)], balanced, C)
+                  for f in range(folds)]
     y = np.concatenate([box_y(fc, r) for fc, r in train])
     mirrored, plain = np.zeros(len(y)), np.zeros(len(y))
     off = np.cumsum([0] + [len(r) for _, r in train])
     for f in range(folds):
-        h = _box_fit([(fc, r[k != f]) for (fc, r), k in zip(train, fo)], balanced, C)
+        h = fold_heads[f].result()
         for j, ((fc, r), k) in enumerate(zip(train, fo)):
             te = r[k == f] if len(r) else r
             if not len(te):
@@ -301,6 +330,7 @@ def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, fo
             idx = off[j] + np.nonzero(k == f)[0]
             plain[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, False)
             mirrored[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, True)
+    head = final.result()
     auc_m, auc_p = M.roc_auc(y == 1, mirrored), M.roc_auc(y == 1, plain)
     flip = bool(auc_m - auc_p >= MIRROR_GAIN)
     oof, oof_auc = (mirrored, auc_m) if flip else (plain, auc_p)
