@@ -220,3 +220,35 @@ def test_site_cv_curve_command_writes_json_and_figure(caches, tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "curve.json").is_file() and (tmp_path / "curve.png").is_file()
     assert r.output.strip().splitlines()[-1].startswith("With ")
+
+
+def test_threads_do_not_change_the_model(caches):
+    cfg = Config(head="logreg")
+    a, ca = T.fit_sources([caches["busi"], caches["site"]], cfg, seed=1, folds=3, box=True, jobs=1)
+    b, cb = T.fit_sources([caches["busi"], caches["site"]], cfg, seed=1, folds=3, box=True, jobs=2)
+    np.testing.assert_array_equal(ca.test_predictions.proba, cb.test_predictions.proba)
+    assert ca.calibration == cb.calibration and ca.box.malignant_threshold == cb.box.malignant_threshold
+    for k, v in a.head.params.items():
+        np.testing.assert_array_equal(v, b.head.params[k])
+
+
+def test_train_data_extracts_once_and_again_when_the_manifest_changes(caches, tiny_backbone, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from busi_lite.cli import main
+
+    monkeypatch.setenv("BUSI_LITE_BACKBONE", str(tiny_backbone))
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", str(caches["manifest"]), "--head", "logreg", "--out", "m"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "extracting it once" in r.output and (tmp_path / "cache" / "cases_features.h5").is_file()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "extract" not in r.output  # the cache matches the manifest: reused as is
+    text = caches["manifest"].read_text()
+    caches["manifest"].write_text(text.replace(",P2,", ",P1,", 1))  # a patient changes: new listing
+    try:
+        r = CliRunner().invoke(main, args)
+    finally:
+        caches["manifest"].write_text(text)
+    assert r.exit_code == 0 and "extracting again" in r.output

@@ -2,8 +2,10 @@
 
 ``--data`` names a dataset source (a BUSI-layout folder or a CSV manifest, busi_lite.io.sources);
 its features come from the ``--cache`` given at the same position, else from
-cache/<source name>_features[_v2].h5. A cache that is missing or does not hold exactly the
-source's files is (re)extracted first (incrementally: unchanged images are reused). ``--cache``
+cache/<source name>_features[_v2].h5. A cache that is missing, of another preprocessing, or
+extracted from another listing (files, labels, patients, boxes: io.data.samples_digest) is
+(re)extracted first (incrementally: unchanged images are reused). An image replaced under the
+same name is not noticed here: run ``busi-lite extract`` after replacing images. ``--cache``
 alone: each cache is a source (named after the dataset it was extracted from).
 """
 
@@ -17,16 +19,20 @@ from busi_lite.common.errors import BusiError
 def source_cache(src, cache, preprocess: str, log):
     """The FeatureCache of dataset source ``src``, extracted first when missing or out of date."""
     from busi_lite.features.cache import FeatureCache, default_cache, extract
+    from busi_lite.features.preprocess import Preprocessing
     from busi_lite.features.views import ALL_VIEWS
 
     path = Path(cache) if cache else default_cache(preprocess, stem=src.name)
     if path.is_file():
+        from busi_lite.io.data import samples_digest
+
         fc = FeatureCache(path)
-        ds = src.discover()
-        if sorted(fc.paths) == sorted(s.path for s in ds.samples):
+        if fc.attrs.get("samples_digest") == samples_digest(src.discover()) and fc.preprocess_version == \
+                Preprocessing.named(preprocess).name:
             return fc
         fc.close()
-        log(f"{path}: does not hold exactly the files of {src.path}; extracting (unchanged images are reused)")
+        log(f"{path}: was not extracted from {src.path} as it is now (files, labels, patients or boxes "
+            "differ); extracting again (unchanged images are reused)")
     else:
         log(f"{path}: no feature cache of {src.path} yet; extracting it once (all views)")
     extract(src.path, path, views=ALL_VIEWS, preprocess=preprocess, log=log)

@@ -9,7 +9,8 @@ Layout (N rows, one per image, in discovery order):
   /mask224          [N,S,S]      bool      the lesion mask of the raw view's SxS crop
   attrs: backbone_sha256, backbone_file, backbone (spec name), backbone_spec (JSON), preprocess_version,
          package_version, views, classes, dataset_root (the folder the paths are
-         relative to), dataset_source (the folder or manifest given), dataset_kind
+         relative to), dataset_source (the folder or manifest given), dataset_kind,
+         samples_digest (io.data.samples_digest of the listing extracted)
 S, G, D: the backbone spec's input_size, grid, n_features (224, 7, 1280 for the default backbone);
 a cache without ``backbone_spec`` was extracted with features.spec.DEFAULT.
 
@@ -262,7 +263,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                        preprocess_version=pp.name, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
                        dataset_root=str(Path(root).resolve()), dataset_source=str(Path(src.path).resolve()),
-                       dataset_kind=src.kind)
+                       dataset_kind=src.kind, samples_digest=D.samples_digest(ds))
         feat = {v: f.create_dataset(f"features/{v}", (0, g, g, d), "f2", maxshape=(None, g, g, d),
                                     chunks=(1, g, g, d), compression="lzf") for v in all_views}
         pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d)) for v in all_views}

@@ -113,6 +113,15 @@ class Dataset:
                                "fix them (each line says how), then run again")
 
 
+def samples_digest(ds: "Dataset") -> str:
+    """SHA-256 (16 hex) of what a dataset says about its files without reading them: paths, labels,
+    masks, patients and boxes. Equal digests = the same listing (not necessarily the same bytes)."""
+    h = hashlib.sha256()
+    for s in ds.samples:
+        h.update(repr((s.path, ds.classes[s.label], s.mask_paths, s.patient, s.box)).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def natural_key(name: str):
     """Sort key: digit runs compare as numbers ("img2" before "img10")."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
