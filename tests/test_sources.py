@@ -92,7 +92,7 @@ def test_manifest_without_label_column_is_fatal(tmp_path):
 
 
 def test_patient_groups_join_images_of_one_patient():
-    from busi_lite.io.data import patient_groups
+    from busi_lite.io.sources import patient_groups
 
     g = patient_groups([0, 1, 2, 3], ["A", None, "A", "B"])
     assert g[0] == g[2] and len({g[0], g[1], g[3]}) == 3

@@ -26,8 +26,9 @@ def curve_table(curve) -> str:
             f"{'recall [95 %]':>20s} {'FAR [95 %]':>20s}")
     lines = [head]
     for p in curve.points:
-        lines.append(f"{p.mode:5s} {p.site_cases:10d} {p.auc:8.3f} [{p.auc_lo:.3f}, {p.auc_hi:.3f}] {p.auc_seed_sd:7.3f} "
-                     f"{p.recall:6.3f} [{p.recall_lo:.2f}, {p.recall_hi:.2f}] {p.far:6.3f} [{p.far_lo:.2f}, {p.far_hi:.2f}]")
+        lines.append(f"{p.mode:5s} {p.site_cases:10d} {p.auc:8.3f} [{p.auc_lo:.3f}, {p.auc_hi:.3f}] "
+                     f"{p.auc_seed_sd:7.3f} {p.recall:6.3f} [{p.recall_lo:.2f}, {p.recall_hi:.2f}] "
+                     f"{p.far:6.3f} [{p.far_lo:.2f}, {p.far_hi:.2f}]")
     return "\n".join(lines)
 
 
@@ -109,7 +110,8 @@ def site_cv(data, site_cache, busi_cache, site_cases, balance_sites, k, seed, cu
                f"{r.n_train_mean:.0f} training images a fold: out-of-fold malignant AUC {r.auc:.3f} "
                f"[{r.auc_lo:.3f}, {r.auc_hi:.3f}] (bootstrap 95 %); argmax recall {r.recall:.3f}, FAR {r.far:.3f}")
     if r.busi_test_auc is not None:
-        click.echo(f"BUSI test split {seed} (head trained on BUSI training + the site images): AUC {r.busi_test_auc:.3f}")
+        click.echo(f"BUSI test split {seed} (head trained on BUSI training + the site images): "
+                   f"AUC {r.busi_test_auc:.3f}")
 
 
 def _curve(site, config, sizes, modes, seeds, k, busi, seed, target_recall, balance_sites, out, as_json):

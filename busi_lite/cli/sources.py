@@ -3,7 +3,7 @@
 ``--data`` names a dataset source (a BUSI-layout folder or a CSV manifest, busi_lite.io.sources);
 its features come from the ``--cache`` given at the same position, else from
 cache/<source name>_features[_v2].h5. A cache that is missing, of another preprocessing, or
-extracted from another listing (files, labels, patients, boxes: io.data.samples_digest) is
+extracted from another listing (files, labels, patients, boxes: io.sources.samples_digest) is
 (re)extracted first (incrementally: unchanged images are reused). An image replaced under the
 same name is not noticed here: run ``busi-lite extract`` after replacing images. ``--cache``
 alone: each cache is a source (named after the dataset it was extracted from).
@@ -24,7 +24,7 @@ def source_cache(src, cache, preprocess: str, log):
 
     path = Path(cache) if cache else default_cache(preprocess, stem=src.name)
     if path.is_file():
-        from busi_lite.io.data import samples_digest
+        from busi_lite.io.sources import samples_digest
 
         fc = FeatureCache(path)
         if fc.attrs.get("samples_digest") == samples_digest(src.discover()) and fc.preprocess_version == \

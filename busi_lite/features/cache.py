@@ -10,7 +10,7 @@ Layout (N rows, one per image, in discovery order):
   attrs: backbone_sha256, backbone_file, backbone (spec name), backbone_spec (JSON), preprocess_version,
          package_version, views, classes, dataset_root (the folder the paths are
          relative to), dataset_source (the folder or manifest given), dataset_kind,
-         samples_digest (io.data.samples_digest of the listing extracted)
+         samples_digest (io.sources.samples_digest of the listing extracted)
 S, G, D: the backbone spec's input_size, grid, n_features (224, 7, 1280 for the default backbone);
 a cache without ``backbone_spec`` was extracted with features.spec.DEFAULT.
 
@@ -61,7 +61,7 @@ from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
 from busi_lite.features.views import ALL_VIEWS, VIEWS, make_views, view_boxes
 from busi_lite.io import data as D
 from busi_lite.io.imread import content_sha256, open_regular, read_rgb
-from busi_lite.io.sources import open_source
+from busi_lite.io.sources import open_source, patient_groups, samples_digest
 
 DEFAULT_CACHE = Path("cache") / "busi_features.h5"
 ENV_CACHE = "BUSI_LITE_CACHE"
@@ -263,7 +263,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                        preprocess_version=pp.name, package_version=__version__,
                        views=",".join(all_views), classes=",".join(ds.classes),
                        dataset_root=str(Path(root).resolve()), dataset_source=str(Path(src.path).resolve()),
-                       dataset_kind=src.kind, samples_digest=D.samples_digest(ds))
+                       dataset_kind=src.kind, samples_digest=samples_digest(ds))
         feat = {v: f.create_dataset(f"features/{v}", (0, g, g, d), "f2", maxshape=(None, g, g, d),
                                     chunks=(1, g, g, d), compression="lzf") for v in all_views}
         pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d)) for v in all_views}
@@ -334,7 +334,7 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
             bar.render_finish()
         labels = np.array(index["label"], dtype=np.int64)
         patient = {s.path: s.patient for s in ds.samples}
-        groups = D.patient_groups(D.duplicate_groups(index["content_sha256"], index["phash"]),
+        groups = patient_groups(D.duplicate_groups(index["content_sha256"], index["phash"]),
                                   [patient.get(p) for p in index["path"]])
         str_t = h5py.string_dtype()
         f.create_dataset("index/path", data=np.array(index["path"], dtype=object), dtype=str_t)

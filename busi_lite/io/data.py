@@ -113,15 +113,6 @@ class Dataset:
                                "fix them (each line says how), then run again")
 
 
-def samples_digest(ds: "Dataset") -> str:
-    """SHA-256 (16 hex) of what a dataset says about its files without reading them: paths, labels,
-    masks, patients and boxes. Equal digests = the same listing (not necessarily the same bytes)."""
-    h = hashlib.sha256()
-    for s in ds.samples:
-        h.update(repr((s.path, ds.classes[s.label], s.mask_paths, s.patient, s.box)).encode() + b"\0")
-    return h.hexdigest()[:16]
-
-
 def natural_key(name: str):
     """Sort key: digit runs compare as numbers ("img2" before "img10")."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
@@ -377,26 +368,6 @@ def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
         for j in np.nonzero(dist <= max_distance)[0]:
             union(i, i + 1 + int(j))
     return np.array([find(i) for i in range(n)], dtype=np.int64)
-
-
-def patient_groups(groups, patients) -> np.ndarray:
-    """Group ids [N] that also join images of one patient (``patients`` [N]: a name or None):
-    each merged group takes the smallest id among its members."""
-    groups = np.asarray(groups, np.int64).copy()
-    changed = True
-    while changed:  # a patient may bridge duplicate groups and the other way round
-        changed = False
-        first = {}
-        for i, p in enumerate(patients):
-            if p is None:
-                continue
-            j = first.setdefault(p, i)
-            a, b = groups[i], groups[j]
-            if a != b:
-                lo, hi = min(a, b), max(a, b)
-                groups[groups == hi] = lo
-                changed = True
-    return groups
 
 
 def mixed_label_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:

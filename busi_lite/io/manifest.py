@@ -89,7 +89,8 @@ def read_manifest(path, classes=CLASSES, require=()) -> D.Dataset:
         where = f"{path.name}:{n} {rel}"
         label = str(r.get("label") or "").strip().lower()
         if not rel:
-            problems.append(D.Problem(where, "no file given (row ignored)", "fill in the file column or remove the row"))
+            problems.append(D.Problem(where, "no file given (row ignored)",
+                                      "fill in the file column or remove the row"))
             continue
         if label not in classes:
             problems.append(D.Problem(where, f"unknown label {r.get('label')!r} (row ignored)",

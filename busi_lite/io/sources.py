@@ -13,7 +13,10 @@ A new layout is one file with a class like these (``kind``, ``matches(path)``, `
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import numpy as np
 
 from busi_lite.common.constants import CLASSES
 from busi_lite.io import data as D
@@ -59,6 +62,35 @@ class ManifestSource:
 
     def discover(self, classes=CLASSES, require=()) -> D.Dataset:
         return read_manifest(self.path, classes, require)
+
+
+def samples_digest(ds: D.Dataset) -> str:
+    """SHA-256 (16 hex) of what a dataset says about its files without reading them: paths, labels,
+    masks, patients and boxes. Equal digests = the same listing (not necessarily the same bytes)."""
+    h = hashlib.sha256()
+    for s in ds.samples:
+        h.update(repr((s.path, ds.classes[s.label], s.mask_paths, s.patient, s.box)).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def patient_groups(groups, patients) -> np.ndarray:
+    """Group ids [N] that also join images of one patient (``patients`` [N]: a name or None):
+    each merged group takes the smallest id among its members."""
+    groups = np.asarray(groups, np.int64).copy()
+    changed = True
+    while changed:  # a patient may bridge duplicate groups and the other way round
+        changed = False
+        first = {}
+        for i, p in enumerate(patients):
+            if p is None:
+                continue
+            j = first.setdefault(p, i)
+            a, b = groups[i], groups[j]
+            if a != b:
+                lo, hi = min(a, b), max(a, b)
+                groups[groups == hi] = lo
+                changed = True
+    return groups
 
 
 SOURCES = {"folder": FolderSource, "manifest": ManifestSource}
