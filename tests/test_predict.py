@@ -487,3 +487,17 @@ def test_predict_csv_never_holds_a_formula(world, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     row = next(csv.DictReader(io.StringIO(r.stdout)))
     assert row["path"] == "'" + name and row["ok"] == "1"
+
+
+def test_predict_json_to_a_full_disk_is_one_line(world):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "busi_lite.cli", "predict", str(world["good"][0]), "--json",
+           "--model", str(world["model"]), "--backbone", str(world["backbone"])]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("error: standard output: disk full while writing the results "
+                                                 "-> free some space, or write them elsewhere")

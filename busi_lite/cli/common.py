@@ -9,7 +9,9 @@ names a library parameter (``param``), the CLI option for it is printed too
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
 import sys
 import time
@@ -88,9 +90,40 @@ class BusiGroup(click.Group):
         try:
             # The heads' matrices are small: one BLAS thread for every command (busi_lite/threads.py).
             with limit_blas(ctx.params.get("blas_threads")):
-                return super().invoke(ctx)
+                out = super().invoke(ctx)
+            sys.stdout.flush()               # a full disk is reported here, not at interpreter exit
+            return out
         except _known_errors() as e:
             fail(error_text(e))
+        except SystemExit:
+            _flush_or_fail()
+            raise
+        except OSError as e:
+            if e.errno not in _OUTPUT_ERRNOS:
+                raise
+            _output_failed(e)
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EFBIG}
+
+
+def _flush_or_fail() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        _output_failed(e)
+
+
+def _output_failed(e: OSError):
+    """The standard output cannot take the output (disk full, closed pipe): one line, exit 2."""
+    try:
+        sys.stdout = open(os.devnull, "w")   # nothing more reaches the broken stream at exit
+    except OSError:
+        pass
+    what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else (e.strerror or str(e))
+    fail(f"standard output: {what} while writing the results -> free some space, or write them elsewhere")
 
 
 # ---------------------------------------------------------------- option types
