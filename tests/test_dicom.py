@@ -289,7 +289,7 @@ def test_nothing_identifying_leaks(tmp_path, caplog):
     texts += [r.getMessage() for r in caplog.records]
     assert not [t for t in texts if leaks(t)]
     assert set(vars(frames[0])) == {"rgb", "frame", "n_frames", "crop", "sop_instance_uid",
-                                    "source", "photometric", "transfer_syntax"}
+                                    "source", "photometric", "transfer_syntax", "notes"}
 
 
 def test_identifying_elements_are_never_converted(tmp_path, caplog):

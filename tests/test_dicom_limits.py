@@ -77,3 +77,20 @@ def test_a_sop_instance_uid_that_is_not_a_uid_is_left_out(tmp_path):
     ds.SOPInstanceUID = "Doe^Jane <script>"
     assert D.read_frames(S.write(ds, tmp_path / "bad.dcm"))[0].sop_instance_uid is None
     assert D.valid_uid("1." * 40 + "1") is None          # over 64 characters
+
+
+@pytest.mark.parametrize("region, says", [
+    ((30, 10, 5, 40), "inverted"),                  # x1 < x0
+    ((500, 500, 600, 600), "outside the 50x40 frame"),
+    ((10, 10, 11, 11), "under 8 px inside"),        # would be a 1x1 crop
+])
+def test_an_unusable_region_is_named_and_the_whole_frame_used(tmp_path, region, says):
+    img = _image(3)
+    ds = S.make_dataset(img, regions=[S.region_item(0, 0, 1, 1)])
+    item = ds.SequenceOfUltrasoundRegions[0]
+    x0, y0, x1, y1 = region
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = x0, y0
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = x1 - 1, y1 - 1
+    fr = D.read_frames(S.write(ds, tmp_path / "r.dcm"))[0]
+    assert fr.crop is None and np.array_equal(fr.rgb[..., 0], img)          # explicit fallback: whole frame
+    assert len(fr.notes) == 1 and says in fr.notes[0] and "the whole frame used" in fr.notes[0]

@@ -104,6 +104,7 @@ class DicomFrame:
     source: str                                  # the file path
     photometric: str                             # as declared in the file
     transfer_syntax: str                         # its name, e.g. "JPEG Baseline (Process 1)"
+    notes: tuple = ()                            # e.g. an unusable ultrasound region (whole frame used)
 
 
 # ---------------------------------------------------------------- detection
@@ -182,7 +183,7 @@ def read_frames(path, frame: int | None = None, *, data: bytes | None = None) ->
                              "give an image DICOM file")
         _check_pixel_length(ds, ts, src)
         decoder = _decoder(pydicom, ts, src)
-        crop = region_box(ds, rows, cols)
+        crop, region_note = region_crop(ds, rows, cols)
         indices = list(range(n_frames)) if frame is None else [int(frame)]
         declared_pi = str(ds.get("PhotometricInterpretation", "")).strip()
         uid = valid_uid(ds.get("SOPInstanceUID"))
@@ -193,7 +194,7 @@ def read_frames(path, frame: int | None = None, *, data: bytes | None = None) ->
                     arr = arr[crop[1]:crop[3], crop[0]:crop[2]]
                 rgb = _to_rgb8(arr, meta, ds, src)
                 out.append(DicomFrame(np.ascontiguousarray(rgb), i, n_frames, crop, uid, src,
-                                      declared_pi, syntax_name))
+                                      declared_pi, syntax_name, (region_note,) if region_note else ()))
         except DicomError:
             raise
         except MemoryError:
@@ -392,9 +393,19 @@ def _decoder(pydicom, ts, src: str):
     return dec
 
 
+MIN_REGION = 8    # px: a 2D region narrower or shorter than this is not used (whole frame instead)
+
+
 def region_box(ds, rows: int, cols: int):
-    """Union box of the 2D ultrasound regions, half-open and clamped; None when none."""
-    box = None
+    """Union box of the 2D ultrasound regions, half-open and clamped; None when none is usable."""
+    return region_crop(ds, rows, cols)[0]
+
+
+def region_crop(ds, rows: int, cols: int):
+    """(box or None, note or None): the union box of the usable 2D regions, half-open and clamped.
+    A 2D region that is incomplete, inverted, outside the frame or under MIN_REGION pixels is not
+    used, and the note says so (the whole frame is then used when no region is left)."""
+    box, bad = None, []
     for r in ds.get("SequenceOfUltrasoundRegions") or []:
         try:
             if int(r.RegionSpatialFormat) != 1:
@@ -402,14 +413,21 @@ def region_box(ds, rows: int, cols: int):
             b = (int(r.RegionLocationMinX0), int(r.RegionLocationMinY0),
                  int(r.RegionLocationMaxX1) + 1, int(r.RegionLocationMaxY1) + 1)
         except (AttributeError, TypeError, ValueError):
-            continue                    # an incomplete region item is ignored
-        box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]),
-                                     max(box[2], b[2]), max(box[3], b[3]))
-    if box is None:
-        return None
-    x0, y0 = max(0, box[0]), max(0, box[1])
-    x1, y1 = min(cols, box[2]), min(rows, box[3])
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+            bad.append("incomplete")
+            continue
+        if b[2] <= b[0] or b[3] <= b[1]:
+            bad.append(f"inverted ({b[0]},{b[1]})-({b[2]},{b[3]})")
+            continue
+        c = (max(0, b[0]), max(0, b[1]), min(cols, b[2]), min(rows, b[3]))
+        if c[2] - c[0] < MIN_REGION or c[3] - c[1] < MIN_REGION:
+            where = "outside" if c[2] <= c[0] or c[3] <= c[1] else f"under {MIN_REGION} px inside"
+            bad.append(f"({b[0]},{b[1]})-({b[2]},{b[3]}) {where} the {cols}x{rows} frame")
+            continue
+        box = c if box is None else (min(box[0], c[0]), min(box[1], c[1]), max(box[2], c[2]), max(box[3], c[3]))
+    if not bad:
+        return box, None
+    used = "the other 2D region(s) used" if box is not None else "the whole frame used"
+    return box, f"ultrasound region not used ({'; '.join(bad)}): {used}"
 
 
 def _to_rgb8(arr: np.ndarray, meta: dict, ds, src: str) -> np.ndarray:

@@ -142,6 +142,8 @@ def _input(path: Path, rgb: np.ndarray, keep_rgb: bool, frame: dicom.DicomFrame 
     off = (0, 0) if frame is None or frame.crop is None else (int(frame.crop[0]), int(frame.crop[1]))
     inp = _Input(path, x, (rgb.shape[1], rgb.shape[0]), pixel_issues(pixel_stats(x)),
                  rgb if keep_rgb else None, off, frame)
+    if frame is not None:
+        inp.notes += list(frame.notes)      # e.g. an unusable ultrasound region
     if box is not None and not prep.use_box:
         inp.notes.append(NO_BOX_NOTE)
     elif box is not None:

@@ -253,7 +253,8 @@ class _Service:
             for f, p in zip(frames, preds):
                 rec = p.to_dict()
                 rec["model"] = _public_provenance(p.model)
-                rec.update(f.extra)
+                rec.update({k: v for k, v in f.extra.items() if k != "notes"})
+                rec["notes"] = rec.get("notes", []) + f.extra.get("notes", [])
                 if box is not None:
                     rec["box"] = list(box)
                     rec["notes"] = rec.get("notes", []) + ([] if supports_box else [NO_BOX_NOTE])

@@ -134,6 +134,8 @@ def _decode_dicom(name: str, blob: bytes) -> list[Frame]:
             extra["sop_instance_uid"] = fr.sop_instance_uid
         if fr.crop is not None:
             extra["dicom_crop"] = [int(v) for v in fr.crop]
+        if fr.notes:
+            extra["notes"] = list(fr.notes)
         out.append(Frame(name, fr.rgb, extra))
     return out
 
