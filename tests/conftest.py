@@ -42,6 +42,50 @@ def tiny_backbone(tmp_path_factory) -> Path:
     return make_tiny_onnx(tmp_path_factory.mktemp("backbone") / "tiny_backbone.onnx", seed=0)
 
 
+def _tree_digest(base: Path) -> dict:
+    """{relative path: (size, mtime_ns)} of every file under ``base``."""
+    return {str(p.relative_to(base)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(base.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tiny_backbone, tmp_path_factory):
+    """One trained synthetic world per session, shared READ-ONLY by the modules that only read it:
+
+    ``root`` the default BUSI-like tree (make_busi_tree seed 0), ``cache`` its feature cache (raw view
+    only), ``model`` the stem of a tiny multi-task model trained on it (web_support.tiny_model: mtl head,
+    16 hidden, 30 epochs, lr 1e-3, batch 8, seed 0), ``backbone`` the tiny ONNX backbone, ``images``
+    every image of the tree (discovery order). A test that must change a file copies it first; a
+    file written, changed or removed under the world fails the session at teardown."""
+    from web_support import synth_images, tiny_model
+
+    base = tmp_path_factory.mktemp("tiny_world")
+    stem = tiny_model(base, tiny_backbone)
+    world = {"base": base, "root": base / "busi", "cache": base / "cache.h5", "model": stem,
+             "backbone": tiny_backbone, "images": synth_images(base)}
+    before = _tree_digest(base)
+    yield world
+    after = _tree_digest(base)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared tiny_world (copy files before changing them): {changed[:5]}"
+
+
+@pytest.fixture(scope="session")
+def masks_cache(tiny_backbone, tmp_path_factory) -> Path:
+    """A synthetic tree (12/20/16 images, seed 3) extracted with raw + the mask views (roi, masked,
+    mask), shared READ-ONLY by the training tests (test_experiments, test_faults_model)."""
+    from busi_lite.features.cache import extract
+    from busi_lite.features.views import VIEWS
+
+    root = tmp_path_factory.mktemp("masks_busi")
+    make_busi_tree(root, n_per_class=(12, 20, 16), seed=3)
+    out = tmp_path_factory.mktemp("masks_cache") / "c.h5"
+    extract(root, out, tiny_backbone, views=VIEWS, progress=False, log=lambda m: None)
+    before = _tree_digest(out.parent)
+    yield out
+    assert _tree_digest(out.parent) == before, "a test changed the shared masks_cache (copy it first)"
+
+
 @pytest.fixture(scope="session")
 def _busi_tree_master(tmp_path_factory):
     """The default tree, drawn once per session; never modified (tests get copies)."""

@@ -375,14 +375,12 @@ def test_shipped_model_serves_as_before(real_data, real_backbone):
         assert np.allclose([got[k].proba[c] for c in m.classes], tp.proba[i], atol=2e-5), tp.path[i]
 
 
-def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factory):
-    from web_support import synth_images, tiny_model
-
+def test_lesion_map_model_proposes_its_lesion_box(tiny_world):
     from busi_lite.heads import HeadOutput
     from busi_lite.serving.inference import PROPOSED_NOTE
 
-    base = tmp_path_factory.mktemp("mtl_world")
-    m = Model.load(tiny_model(base, tiny_backbone))
+    tiny_backbone = tiny_world["backbone"]
+    m = Model.load(tiny_world["model"])  # conftest.py: shared, read-only; the head is patched in memory only
     real = m.head.predict
 
     def sharper(X):  # the tiny model's maps stay below 0.5: put a clear lesion in cells (2..3, 4..5)
@@ -392,7 +390,7 @@ def test_lesion_map_model_proposes_its_lesion_box(tiny_backbone, tmp_path_factor
         return HeadOutput(out.proba, les.reshape(len(les), 49))
 
     m.head.predict = sharper
-    images = synth_images(base)[:4]
+    images = tiny_world["images"][:4]
     preds = Predictor(m, tiny_backbone).predict(images)
     for p in preds:
         assert p.lesion_bbox is not None and p.proposed_box == p.lesion_bbox and PROPOSED_NOTE in p.notes

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from web_support import chromium_path, drive_page, held_out_images, running_server, synth_images, tiny_model
+from web_support import chromium_path, drive_page, held_out_images, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _real_assets():
 
 
 @pytest.fixture(scope="module")
-def setup(browser_ready, tiny_backbone, tmp_path_factory):
+def setup(browser_ready, request):
     """(predictor, image to upload, which assets)"""
     from busi_lite.serving.inference import Predictor
 
@@ -54,9 +54,8 @@ def setup(browser_ready, tiny_backbone, tmp_path_factory):
     if real:
         model, bb, img = real
         return Predictor(model, bb), img, "real"
-    base = tmp_path_factory.mktemp("browser_world")
-    stem = tiny_model(base, tiny_backbone)
-    return Predictor(stem, tiny_backbone), synth_images(base)[-1], "synthetic"
+    world = request.getfixturevalue("tiny_world")  # conftest.py: shared, read-only; built only when needed
+    return Predictor(world["model"], world["backbone"]), world["images"][-1], "synthetic"
 
 
 def _pct(p: float) -> str:

@@ -8,14 +8,12 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from synth import make_busi_tree
 from test_head_conformance import run_checks
 
 from busi_lite.cli import main
 from busi_lite.common.errors import ConfigError, ModelError
-from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.features.views import VIEWS
 from busi_lite.common.params import Interval, param
+from busi_lite.features.cache import FeatureCache
 from busi_lite.heads import HEADS, PlainHead, register_head
 from busi_lite.heads.plain import PlainParams
 from busi_lite.model.card import ModelCard
@@ -29,12 +27,8 @@ FAST = dict(epochs=15, lr=1e-3, batch=8)
 
 
 @pytest.fixture(scope="module")
-def cache_path(tmp_path_factory, tiny_backbone):
-    root = tmp_path_factory.mktemp("busi")
-    make_busi_tree(root, n_per_class=(12, 20, 16), seed=3)
-    out = tmp_path_factory.mktemp("cache") / "c.h5"
-    extract(root, out, tiny_backbone, views=VIEWS, progress=False, log=lambda m: None)  # configs here use masks, not flip/box
-    return out
+def cache_path(masks_cache):
+    return masks_cache  # conftest.py: raw + mask views, shared read-only (configs here use masks, not flip/box)
 
 
 @pytest.fixture()

@@ -55,13 +55,12 @@ def make_site(root: Path, n_benign=12, n_malignant=12, seed=1) -> Path:
 
 
 @pytest.fixture(scope="session")
-def site_world(tiny_backbone, tmp_path_factory):
-    """A tiny 3-class model trained on a BUSI-like tree, and a two-class 'other site' folder."""
+def site_world(tiny_world, tmp_path_factory):
+    """A tiny 3-class model trained on a BUSI-like tree (conftest.tiny_world's tree and cache, read-only),
+    and a two-class 'other site' folder."""
     base = tmp_path_factory.mktemp("site_world")
-    train_root = base / "busi"
-    make_busi_tree(train_root, seed=0)
-    train_cache = base / "busi.h5"
-    extract(train_root, train_cache, tiny_backbone, views=(), log=_quiet, progress=False)
+    tiny_backbone = tiny_world["backbone"]
+    train_root, train_cache = tiny_world["root"], tiny_world["cache"]
     with FeatureCache(train_cache) as fc:
         model, _ = fit_model(fc, Config.build(name="tiny", epochs=30, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
     stem = base / "tiny"

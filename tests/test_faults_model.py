@@ -18,14 +18,12 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from synth import make_busi_tree
 
 from busi_lite.cli import main
 from busi_lite.common import resources
 from busi_lite.common.atomic import atomic_path
 from busi_lite.common.errors import BusiError, ModelError
-from busi_lite.features.cache import FeatureCache, extract
-from busi_lite.features.views import VIEWS
+from busi_lite.features.cache import FeatureCache
 from busi_lite.heads import PlainHead, fit
 from busi_lite.heads.base import TrainingError
 from busi_lite.model.card import ModelCard
@@ -175,12 +173,8 @@ def test_collapsed_or_uninformative_training_is_marked_and_noise_never_passes():
 
 
 @pytest.fixture(scope="module")
-def cache_path(tmp_path_factory, tiny_backbone):
-    root = tmp_path_factory.mktemp("busi")
-    make_busi_tree(root, n_per_class=(12, 20, 16), seed=3)
-    out = tmp_path_factory.mktemp("cache") / "c.h5"
-    extract(root, out, tiny_backbone, views=VIEWS, progress=False, log=lambda m: None)  # raw + masks; no flip/box here
-    return out
+def cache_path(masks_cache):
+    return masks_cache  # conftest.py: raw + mask views, shared read-only (configs here use masks, not flip/box)
 
 
 def test_cli_train_diverging_exits_nonzero_and_saves_nothing(cache_path, tmp_path, monkeypatch):

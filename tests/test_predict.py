@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw, ImageFilter
-from synth import make_busi_tree, make_odd_images, make_tiny_onnx
+from synth import make_odd_images, make_tiny_onnx
 
 from busi_lite.cli import main
 from busi_lite.common.errors import ModelError
 from busi_lite.common.jsonio import dumps as dump
 from busi_lite.evaluation.flag_eval import evaluate_flags
-from busi_lite.features.cache import FeatureCache, extract
+from busi_lite.features.cache import FeatureCache
 from busi_lite.io.imread import read_rgb
 from busi_lite.model.config import Config
 from busi_lite.model.model import Model
@@ -101,18 +101,9 @@ NON_ULTRASOUND = {"noise": noise_image, "blank": blank_image, "photo_like": phot
 # Synthetic world: tree, cache, tiny mtl model (built once per session)
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="session")
-def world(tiny_backbone, tmp_path_factory):
-    base = tmp_path_factory.mktemp("predict_world")
-    root = base / "busi"
-    info = make_busi_tree(root, seed=0)
-    cache = base / "cache.h5"
-    extract(root, cache, tiny_backbone, views=(), log=lambda m: None, progress=False)  # the model reads raw only
-    fc = FeatureCache(cache)
-    model, _ = fit_model(fc, Config.build(name="tiny-mtl", epochs=30, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
-    stem = base / "tiny_mtl"
-    model.save(stem)
-    return {"root": root, "info": info, "cache": cache, "model": stem, "backbone": tiny_backbone,
-            "good": [root / p for p in list(info["images"])[:5]]}
+def world(tiny_world):
+    """conftest.tiny_world (shared, read-only): tree, raw-view cache, tiny mtl model; ``good`` its first 5 images."""
+    return {**tiny_world, "good": tiny_world["images"][:5]}
 
 
 @pytest.fixture(scope="session")

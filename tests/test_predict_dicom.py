@@ -21,7 +21,6 @@ from click.testing import CliRunner
 pydicom = pytest.importorskip("pydicom")
 
 from dicom_synth import FAKE_ID, FAKE_NAME, FAKE_VALUES, wrap_png_as_dicom
-from synth import make_busi_tree
 
 from busi_lite.cli import main
 from busi_lite.common.errors import ConfigError
@@ -34,7 +33,7 @@ MARGIN = 40
 
 
 @pytest.fixture(scope="session")
-def serving(request, tiny_backbone, tmp_path_factory):
+def serving(request):
     """{kind, model, backbone, images}: the real default model and 3 real held-out test images
     (one per class), else a tiny synthetic multi-task model and 3 synthetic images."""
     try:
@@ -50,19 +49,9 @@ def serving(request, tiny_backbone, tmp_path_factory):
         tp = meta["test_predictions"]
         images = [data / next(p for p, y in zip(tp["path"], tp["y"]) if y == c) for c in range(3)]
         return {"kind": "real", "model": model, "backbone": backbone, "images": images}
-    from busi_lite.features.cache import FeatureCache, extract
-    from busi_lite.model.config import Config
-    from busi_lite.training.experiments import fit_model
-
-    base = tmp_path_factory.mktemp("dicom_world")
-    info = make_busi_tree(base / "busi", seed=0)
-    extract(base / "busi", base / "cache.h5", tiny_backbone, views=(), log=lambda m: None,
-            progress=False)  # the model reads raw only
-    model, _ = fit_model(FeatureCache(base / "cache.h5"),
-                         Config.build(name="tiny-mtl", epochs=20, head="mtl", hidden=16, lr=1e-3, batch=8), seed=0)
-    model.save(base / "tiny_mtl")
-    images = [base / "busi" / p for p in list(info["images"])[:3]]
-    return {"kind": "synthetic", "model": base / "tiny_mtl", "backbone": tiny_backbone, "images": images}
+    world = request.getfixturevalue("tiny_world")  # conftest.py: shared, read-only; built only when needed
+    return {"kind": "synthetic", "model": world["model"], "backbone": world["backbone"],
+            "images": world["images"][:3]}
 
 
 def _args(s):

@@ -25,20 +25,20 @@ def _quiet(_msg):
 
 
 @pytest.fixture(scope="module")
-def world(tiny_backbone, tmp_path_factory):
-    """A tiny plain model trained on a BUSI-like tree; a two-class 'other site' folder evaluated with
-    and without per-image rows (real `busi-lite evaluate --data` output)."""
+def world(tiny_world, tmp_path_factory):
+    """A tiny plain model trained on a BUSI-like tree (conftest.tiny_world's tree and cache, read-only);
+    a two-class 'other site' folder evaluated with and without per-image rows (real `busi-lite evaluate
+    --data` output)."""
     base = tmp_path_factory.mktemp("report_external")
-    make_busi_tree(base / "busi", seed=0)
-    extract(base / "busi", base / "busi.h5", tiny_backbone, views=(), log=_quiet, progress=False)
-    with FeatureCache(base / "busi.h5") as fc:
+    tiny_backbone = tiny_world["backbone"]
+    with FeatureCache(tiny_world["cache"]) as fc:
         model, _ = fit_model(fc, Config.build(name="tiny", epochs=20, head="plain", hidden=16, lr=1e-3, batch=8), seed=0)
     model.save(base / "tiny")
     site = base / "clinic"
     make_busi_tree(site, n_per_class=(0, 10, 8), seed=3, extras=False)
     shutil.rmtree(site / "normal", ignore_errors=True)
     extract(site, base / "clinic.h5", tiny_backbone, views=(), log=_quiet, progress=False)
-    out = {"base": base, "model": base / "tiny", "cache": base / "busi.h5"}
+    out = {"base": base, "model": base / "tiny", "cache": tiny_world["cache"], "root": tiny_world["root"]}
     for tag, extra in (("ext", ["--per-image"]), ("ext_plain", [])):
         r = CliRunner().invoke(main, ["evaluate", "--model", str(base / "tiny"), "--data", str(site), "--cache",
                                       str(base / "clinic.h5"), "--json"] + extra)
@@ -130,11 +130,11 @@ def test_rebuilt_commands_parse_with_the_real_cli(world, monkeypatch):
         ctx = click.Context(main)
         return main.get_command(ctx, args[1]).make_context(args[1], args[2:], parent=ctx).params
 
-    cmd = external_evaluate_command(world["model"], world["base"] / "busi", "c.h5", "ext one.json")
+    cmd = external_evaluate_command(world["model"], world["root"], "c.h5", "ext one.json")
     p = parse(cmd)
-    assert cmd.endswith("> 'ext one.json'") and p["model"] == world["model"] and p["data_dir"] == world["base"] / "busi"
+    assert cmd.endswith("> 'ext one.json'") and p["model"] == world["model"] and p["data_dir"] == world["root"]
     assert p["as_json"] and p["per_image"] and p["cache"] == Path("c.h5")
-    p = parse(external_evaluate_command(None, world["base"] / "busi", None, "e.json", per_image=False))
+    p = parse(external_evaluate_command(None, world["root"], None, "e.json", per_image=False))
     assert p["model"] is None and not p["per_image"]
     p = parse(report_external_command([world["ext"], world["ext_plain"]], models=[world["model"]], out="rep"))
     assert p["externals"] == (world["ext"], world["ext_plain"]) and p["models"] == (world["model"],)

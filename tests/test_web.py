@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("starlette")
 pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
-from web_support import FAKE_NAME, dicom_bytes, synth_images, tiny_model  # noqa: E402
+from web_support import FAKE_NAME, dicom_bytes  # noqa: E402
 
 from busi_lite.common.errors import ConfigError
 from busi_lite.io.imread import read_rgb
@@ -26,10 +26,8 @@ TRACE_MARKERS = ("Traceback", 'File "', "site-packages", ".py\", line")
 
 
 @pytest.fixture(scope="module")
-def world(tiny_backbone, tmp_path_factory):
-    base = tmp_path_factory.mktemp("web_world")
-    stem = tiny_model(base, tiny_backbone)
-    return {"model": stem, "backbone": tiny_backbone, "images": synth_images(base)}
+def world(tiny_world):
+    return tiny_world  # conftest.py: the shared read-only tiny mtl model, its backbone and images
 
 
 @pytest.fixture(scope="module")

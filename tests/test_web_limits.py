@@ -13,7 +13,6 @@ from PIL import Image
 pytest.importorskip("starlette")
 pytest.importorskip("multipart")
 from starlette.testclient import TestClient  # noqa: E402
-from web_support import tiny_model  # noqa: E402
 
 from busi_lite.serving.inference import Predictor
 from busi_lite.web import app as web
@@ -23,9 +22,8 @@ LOCAL = "http://127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_backbone, tmp_path_factory):
-    base = tmp_path_factory.mktemp("weblimits")
-    return Predictor(tiny_model(base, tiny_backbone), tiny_backbone)
+def predictor(tiny_world):
+    return Predictor(tiny_world["model"], tiny_world["backbone"])  # conftest.py: shared, read-only
 
 
 def png(h, w, value=90) -> bytes:
