@@ -320,7 +320,7 @@ def check_not_training(model, cache) -> None:
 @dataclass
 class CachePredictions:
     """The model's predictions on every image of a cache (raw view).
-    proba [N,C] (model classes), lesion [N,49] | None, ood [N] | None,
+    proba [N,C] (model classes), lesion [N,G*G] | None, ood [N] | None,
     y [N] int: each image's folder class as an index into the MODEL's classes."""
     proba: np.ndarray
     lesion: np.ndarray | None

@@ -7,7 +7,7 @@ Mask-fused views: extra TRAINING images built from an image and its lesion mask.
 - ``mask``:   the mask itself as a white-on-black image (what a Teachable
               Machine user would upload).
 
-Each view also returns its lesion mask in its own coordinates, so the 7x7
+Each view also returns its lesion mask in its own coordinates, so the grid's
 segmentation target can be computed for it. Views exist only for images with
 a non-empty lesion mask and are never used for evaluation.
 
@@ -15,7 +15,7 @@ Input views (the network input itself is transformed, see busi_lite.features.pre
 
 - ``flip``: the mirrored network input of the raw image (every image); flip averaging
   trains on raw + flip and averages the two probabilities at evaluation.
-- ``box`` / ``box_flip``: the lesion mask's bounding box + BOX_MARGIN, resized to 224
+- ``box`` / ``box_flip``: the lesion mask's bounding box + BOX_MARGIN, resized to the input size
   (Preprocessing(name)(rgb, box=mask_box(mask))), and its mirror. Images with a mask only.
 - ``box_j0``, ``box_j1`` (+ ``_flip``): TRAINING boxes, the mask box jittered by
   JITTER_TRAIN (shift and scale), so a hand-drawn box works as well.

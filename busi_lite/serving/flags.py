@@ -90,7 +90,7 @@ def thresholds(model, config: FlagConfig = FlagConfig()) -> dict:
 
 
 def pixel_stats(x224: np.ndarray) -> dict:
-    """Cheap statistics of one preprocessed input [224,224,3] in [-1,1], on 0..255:
+    """Cheap statistics of one preprocessed input [S,S,3] in [-1,1], on 0..255:
     grey = mean of the channels, its std; colour = mean of max - min over the channels.
 
     Channel-wise float32 arithmetic in the order ``np.mean(axis=2)`` / ``max - min`` use
@@ -123,7 +123,7 @@ def compute_flags(proba, lesion, ood, classes, thr: dict, config: FlagConfig = F
                   pixel=None) -> tuple[list[list[Flag]], list[dict]]:
     """Flags of N predictions.
 
-    proba [N,C]; lesion [N,49] or None (no lesion map); ood [N] or None; ``thr`` from
+    proba [N,C]; lesion [N,G*G] or None (no lesion map); ood [N] or None; ``thr`` from
     :func:`thresholds`; ``pixel``: per image a list of pixel-rule reasons, or None
     (not checked, e.g. features from the cache).
     Returns (flags per image, checks per image {flag: flagged|passed|disabled|not_applicable}).
