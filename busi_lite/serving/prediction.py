@@ -22,7 +22,7 @@ class Prediction:
     label: str | None = None
     malignant_alert: bool | None = None
     malignant_threshold: float | None = None
-    lesion: list | None = None          # GxG lesion probabilities (G: the backbone's grid, 7 by default; rows top->bottom) or None
+    lesion: list | None = None          # GxG lesion probabilities (G: the backbone's grid), rows top->bottom; or None
     lesion_peak: float | None = None
     lesion_present: bool | None = None
     lesion_area: float | None = None    # fraction of the centre crop with lesion probability >= 0.5
