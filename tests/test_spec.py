@@ -147,3 +147,21 @@ def test_a_real_alike_backbone_registers(registry, tmp_path):
     assert bb.spec is spec and bb.registered
     x = np.zeros((1, spec.input_size, spec.input_size, 3), np.float32)
     assert bb.features(x).shape == (1, *spec.feature_shape)
+
+
+def test_cache_spec_stored_and_checked(tiny_world, tmp_path):
+    import h5py
+
+    with FeatureCache(tiny_world["cache"]) as fc:
+        assert fc.spec is S.DEFAULT and fc.attrs["backbone"] == S.DEFAULT.name
+        assert json.loads(fc.attrs["backbone_spec"]) == S.DEFAULT.to_json()
+    old = tmp_path / "old.h5"
+    old.write_bytes(tiny_world["cache"].read_bytes())
+    with h5py.File(old, "a") as f:  # a cache that names no spec: the shipped backbone
+        del f.attrs["backbone_spec"]
+    with FeatureCache(old) as fc:
+        assert fc.spec is S.DEFAULT
+    with h5py.File(old, "a") as f:
+        f.attrs["backbone_spec"] = json.dumps({**S.DEFAULT.to_json(), "grid": 8})
+    with pytest.raises(CacheError, match="differs in grid"):
+        FeatureCache(old)
