@@ -86,7 +86,7 @@ def check_params(cls, config, params) -> dict:
 
 @dataclass
 class HeadOutput:
-    """What ``head.predict(X)`` returns: proba [N,C] float; lesion [N,49] in [0,1] or None."""
+    """What ``head.predict(X)`` returns: proba [N,C] float; lesion [N,G*G] in [0,1] or None."""
     proba: np.ndarray
     lesion: np.ndarray | None = None
 
@@ -114,7 +114,7 @@ class Head:
     consumes = "pooled"   # "pooled": X [N,D]; "grid": X [N,K,D]
     ndim = 2              # ndim of X
     extra_losses = ()     # names s of extra per-epoch history entries train_{s}_loss
-    has_lesion_map = False  # predict() fills HeadOutput.lesion [N,49]
+    has_lesion_map = False  # predict() fills HeadOutput.lesion [N,G*G]
     Params = AdamParams     # the head's declared training parameters (busi_lite.common.params)
     targets: ClassVar[dict] = {}  # fit keyword -> what training reads for it from the cache (e.g. "grid")
     frozen_params = ()      # params fitted as statistics, not by the gradient (no gradient check)

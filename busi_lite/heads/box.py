@@ -1,8 +1,8 @@
 """BoxHead: the lesion-box head, benign vs malignant from [whole image, lesion crop] (kind "box").
 
-Input X [N, 2*1280]: the whole image's pooled features (the centre crop, as the main head
-sees it) followed by the pooled features of the lesion crop (the box plus 30 % margin on
-each side, resized to 224x224; busi_lite.features.preprocess). Output: proba [N, 2] over
+Input X [N, 2*D] (D: the backbone spec's n_features): the whole image's pooled features (the
+centre crop, as the main head sees it) followed by the pooled features of the lesion crop (the box
+plus 30 % margin on each side, resized to the input size; busi_lite.features.preprocess). Output: proba [N, 2] over
 ``CLASSES`` = (benign, malignant). A box marks a lesion, so there is no normal class.
 
 Model: L2-regularised logistic regression on standardised features,
@@ -111,7 +111,7 @@ class BoxHead(Head):
 
     @staticmethod
     def feature_inputs(whole: np.ndarray, crop: np.ndarray) -> np.ndarray:
-        """Serving: pooled whole [N,1280] and crop [N,1280] features -> X [N,2560]."""
+        """Serving: pooled whole [N,D] and crop [N,D] features -> X [N,2D]."""
         return np.concatenate([np.asarray(whole, np.float32), np.asarray(crop, np.float32)], axis=1)
 
     # --- numerics --------------------------------------------------------------------

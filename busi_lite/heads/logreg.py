@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from busi_lite.common.params import Interval, Params, param
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.base import Head, HeadOutput, TrainingError, evaluate, log_softmax, positive_float, positive_int
 from busi_lite.heads.optim import lbfgs
 from busi_lite.heads.registry import register_head
@@ -48,7 +49,7 @@ class LogRegHead(Head):
     Params = LogRegParams
     frozen_params = ("scale",)  # one number fitted on the training features, not by the gradient
 
-    def __init__(self, n_features=1280, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
+    def __init__(self, n_features=DEFAULT.n_features, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
                  max_iter=1000):
         self.n_features = positive_int("n_features", n_features)
         self.n_classes = positive_int("n_classes", n_classes)

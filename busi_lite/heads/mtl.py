@@ -1,4 +1,4 @@
-"""MTLHead: multi-task head on the 7x7 grid, class + lesion map (kind "mtl")."""
+"""MTLHead: multi-task head on the backbone's GxG feature grid, class + lesion map (kind "mtl")."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ import numpy as np
 
 from busi_lite.common.errors import ConfigError
 from busi_lite.common.params import Interval, param
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.base import (
     Head,
     HeadOutput,
@@ -29,7 +30,7 @@ class MTLParams(PlainParams):
 
 @register_head
 class MTLHead(Head):
-    """Multi-task head on spatial features X [N,K,D] (K = 49 cells of the 7x7 grid):
+    """Multi-task head on spatial features X [N,K,D] (K = G*G cells of the backbone's grid, 49 for 7x7):
     Hc = relu(X@W1 + b1) [N,K,H] (the same hidden layer on each cell = 1x1 conv);
     class logits = mean_k(Hc) @ W2 [N,C] (no bias); lesion logit per cell s = Hc@ws + bs [N,K].
     loss = mean_n w_n*CE_n + lam * mean_n (seg_weight_n * mean_k BCE(sigmoid(s_nk), seg_target_nk)).
@@ -42,7 +43,7 @@ class MTLHead(Head):
     Params = MTLParams
     targets: ClassVar[dict] = {"seg_target": "grid"}
 
-    def __init__(self, n_features=1280, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
+    def __init__(self, n_features=DEFAULT.n_features, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)
         if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not math.isfinite(lam) or lam < 0:
             raise ConfigError(f"lam must be finite and >= 0, got {lam!r}", "e.g. lam=1.0", param="lam")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from busi_lite.common.params import Interval, param
+from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.base import Head, cross_entropy
 from busi_lite.heads.optim import AdamParams
 from busi_lite.heads.registry import register_head
@@ -25,7 +26,7 @@ class PlainHead(Head):
     kind, consumes, ndim = "plain", "pooled", 2
     Params = PlainParams
 
-    def __init__(self, n_features=1280, n_hidden=100, n_classes=3, seed=0, dtype=np.float32):
+    def __init__(self, n_features=DEFAULT.n_features, n_hidden=100, n_classes=3, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)
 
     def _forward(self, X):  # X [N,D] -> logits [N,C], cache
