@@ -252,3 +252,26 @@ def test_train_data_extracts_once_and_again_when_the_manifest_changes(caches, ti
     finally:
         caches["manifest"].write_text(text)
     assert r.exit_code == 0 and "extracting again" in r.output
+
+
+def test_site_model_evaluates_and_calibrates_on_a_manifest(caches, tiny_backbone, tmp_path, monkeypatch):
+    """A two-class site model is a normal model: evaluate and calibrate read a manifest of other cases
+    (here: a second manifest over some of the same files, so the split digest differs)."""
+    from click.testing import CliRunner
+
+    from busi_lite.cli import main
+
+    monkeypatch.setenv("BUSI_LITE_BACKBONE", str(tiny_backbone))
+    monkeypatch.chdir(tmp_path)
+    model, _ = T.fit_sources([caches["site"]], Config(head="logreg"), seed=0, folds=3)
+    model.save(tmp_path / "site_model")
+    lines = caches["manifest"].read_text().splitlines()
+    other = caches["manifest"].with_name("others.csv")
+    other.write_text("\n".join(lines[:1] + lines[1::2]) + "\n")
+    r = CliRunner().invoke(main, ["evaluate", "--model", str(tmp_path / "site_model"), "--data", str(other)])
+    assert r.exit_code == 0, r.output
+    assert "AUC" in r.output
+    r = CliRunner().invoke(main, ["calibrate", "--model", str(tmp_path / "site_model"), "--data", str(other),
+                                  "--target-recall", "0.9", "--out", str(tmp_path / "calibrated")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "calibrated.json").is_file()

@@ -238,8 +238,9 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
 @_flag_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--per-image", is_flag=True, help="With --json: include every test image's label and flags.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Evaluate on EVERY image of this labelled folder (another site; any subset of the classes) "
+@click.option("--data", "data_dir", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Evaluate on EVERY image of this labelled folder or CSV manifest file,label[,patient][,x0,y0,x1,y1] "
+                   "(another site; any subset of the classes) "
                    "instead of the held-out split; --cache is then the folder's cache (default "
                    "cache/<folder name>_features.h5, extracted when missing).")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),

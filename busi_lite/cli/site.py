@@ -43,8 +43,9 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
 @click.command()
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="Model stem NAME to calibrate (default $BUSI_LITE_MODEL, then the shipped model).")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-              help="The site's labelled folder (BUSI layout, any subset of the classes).")
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The site's labelled cases: a folder (BUSI layout, any subset of the classes) or a CSV manifest "
+                   "file,label[,patient][,x0,y0,x1,y1].")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path),
               help="The folder's feature cache (default cache/<folder name>_features.h5; extracted when missing).")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),

@@ -206,7 +206,9 @@ def default_cache_path(data_root, preprocess=None) -> Path:
     from busi_lite.features.cache import default_cache
     from busi_lite.features.preprocess import V1
 
-    name = Path(data_root).resolve().name or "dataset"
+    from busi_lite.io.sources import open_source
+
+    name = open_source(data_root).name or "dataset"
     return default_cache(preprocess or V1, stem=name)
 
 
@@ -220,12 +222,13 @@ def ensure_cache(data_root, cache=None, backbone=None, log=None, progress=False,
     extract again to refresh. A file that cannot be read is skipped and named, never blocks the
     folder. Returns the cache path."""
     from busi_lite.features.cache import FeatureCache, extract
-    from busi_lite.io import data as D
+    from busi_lite.io.sources import open_source
 
     log = log or (lambda m: None)
     out = Path(cache) if cache is not None else default_cache_path(data_root, preprocess)
-    root = Path(data_root)
-    ds = D.discover(data_root)
+    src = open_source(data_root)  # a dataset folder or a CSV manifest (io.sources)
+    root = Path(src.root)
+    ds = src.discover()
     want = {(s.path, ds.classes[s.label]) for s in ds.samples}
     if out.is_file():
         with FeatureCache(out) as fc:

@@ -15,7 +15,8 @@ box], mirrored pair averaged; site images with box views only).
 Figures per n (:class:`CurvePoint`): AUC = mean over seeds of the pooled out-of-fold AUC,
 with the Hanley-McNeil 95 % interval of that AUC on the site's n_images (sampling
 uncertainty of the held-out cases) and the spread over seeds (sd); recall/FAR at the
-site-calibrated threshold (mean over seeds) with Wilson 95 % intervals on the pooled counts.
+site-calibrated threshold (mean over seeds) with Wilson 95 % intervals on one seed's worth of counts
+(the mean counts: every seed scores the same images, so pooling them would overstate the precision).
 """
 
 from __future__ import annotations
@@ -169,8 +170,9 @@ def learning_curve(site, config: Config, sizes=(25, 50, 100, 200, None), seeds=(
             y = y_of(rows_all)
             auc = float(np.mean(aucs))
             lo, hi = hanley_mcneil(auc, int(y.sum()), int((~y).sum()))
-            rlo, rhi = M.wilson_interval(hits, n_pos)
-            flo, fhi = M.wilson_interval(alarms, n_neg)
+            r = len(seeds)  # the seeds score the same images: intervals from one seed's worth of counts
+            rlo, rhi = M.wilson_interval(round(hits / r), round(n_pos / r))
+            flo, fhi = M.wilson_interval(round(alarms / r), round(n_neg / r))
             p = CurvePoint(mode=mode, site_cases=int(round(np.mean(used))), requested=n, n_images=int(len(rows_all)),
                            n_malignant=int(y.sum()), seeds=list(seeds), auc=auc, auc_lo=lo, auc_hi=hi,
                            auc_seed_sd=float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
