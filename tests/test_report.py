@@ -188,6 +188,9 @@ def test_sweep_table_and_csv_still_work(inputs, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "s.csv")))
     assert len(rows) == 4 and {r["fraction"] for r in rows} == {"1.0", "0.5"}
     assert rows[0]["paper_malignant_recall"] != ""
+    # config columns come from the declarations: the recipe's fields and the plain head's parameters
+    assert {"head", "masks", "balance", "views", "preprocess", "flip", "lr", "batch", "epochs", "hidden"} <= set(rows[0])
+    assert rows[0]["views"] == "roi,masked,mask" and rows[0]["hidden"] == "100"
 
 
 def test_selected_model_table_and_command(tmp_path):

@@ -154,6 +154,12 @@ def _args(flag: str, v, config) -> list:
     return [flag, str(v)]
 
 
+def declared_choices(name: str) -> list:
+    """The values a recipe field's declared constraint allows (e.g. preprocess -> ['v1', 'v2'])."""
+    decl = next(d for f, d in declared(Config) if f.name == name)
+    return list(decl["constraint"].values)
+
+
 def declared_flags() -> dict:
     """{parameter name: CLI flag} of every declared parameter (for errors naming a ``param``)."""
     out = {fd.name: flag_of(fd.name, d) for fd, d in declared(Config) if d["cli"]}

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from busi_lite.cli.common import NameType, Progress, dump, fraction, log
-from busi_lite.cli.options import CommaList, config_options, make_config
+from busi_lite.cli.options import CommaList, config_options, declared_choices, make_config
 from busi_lite.common.constants import CLASSES
 
 
@@ -151,6 +151,7 @@ def train(seed, data, cache, source_weight, out, force, name, target_recall, box
 
 # ---------------------------------------------------------------- sweep
 FLIPS = {"off": (False,), "on": (True,), "both": (False, True)}
+PREPROCESSINGS = declared_choices("preprocess")  # the recipe's declared preprocessings (model.config)
 
 
 def _configs(heads, only, preprocess=("v1",), flips=(False,)):
@@ -175,7 +176,7 @@ def _configs(heads, only, preprocess=("v1",), flips=(False,)):
               help="Writes OUT.json and OUT.csv.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Keep the runs already in OUT.partial.json (an interrupted sweep) instead of redoing them.")
-@click.option("--preprocess", type=click.Choice(["v1", "v2"]), default="v1", show_default=True,
+@click.option("--preprocess", type=click.Choice(PREPROCESSINGS), default="v1", show_default=True,
               help="Preprocessing of the configs (must be the cache's).")
 @click.option("--flip", type=click.Choice(list(FLIPS)), default="off", show_default=True,
               help="Flip averaging: off, on, or both (each config with and without).")
@@ -227,7 +228,7 @@ def sweep(cache, seeds, heads, only, fractions, out, resume, preprocess, flip, a
                    "the configs of its own preprocessing). Default: each --preprocess's default cache.")
 @click.option("--heads", type=CommaList(_heads_list, name="HEADS"), default="plain,mtl", show_default=True,
               help="Heads to consider, comma-separated.")
-@click.option("--preprocess", type=CommaList(["v1", "v2"], name="PREPROCESS"), default="v1", show_default=True,
+@click.option("--preprocess", type=CommaList(PREPROCESSINGS, name="PREPROCESS"), default="v1", show_default=True,
               help="Preprocessings to consider, e.g. v1,v2.")
 @click.option("--flip", type=click.Choice(list(FLIPS)), default="off", show_default=True,
               help="Flip averaging of the candidates: off, on, or both.")

@@ -16,8 +16,10 @@ import re
 import numpy as np
 
 from busi_lite.common.atomic import write_text
+from busi_lite.common.params import declared
 from busi_lite.evaluation.metrics import t_critical_95
-from busi_lite.model.config import base_of, flat_view
+from busi_lite.heads import HEADS
+from busi_lite.model.config import Config, base_of, flat_view
 from busi_lite.report.inputs import ModelInput, SweepInput
 
 TABLE_KEYS = ("malignant_recall", "malignant_far", "malignant_precision", "malignant_auc", "accuracy",
@@ -193,10 +195,25 @@ def sweep_table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def config_columns(summary: list[dict]) -> list[str]:
+    """The config columns of a sweep table: the recipe's declared fields, then the declared parameters of
+    the heads in ``summary`` (busi_lite.common.params), so a new parameter gets its column by itself."""
+    cols = [f.name for f, _ in declared(Config) if f.name != "name"]
+    for kind in dict.fromkeys(flat_view(r["config"]).get("head", "plain") for r in summary):
+        if kind in HEADS:
+            cols += [f.name for f, _ in declared(HEADS[kind].Params) if f.name not in cols]
+    return cols
+
+
+def _cell(v):
+    return ",".join(v) if isinstance(v, (list, tuple)) else v
+
+
 def write_sweep_csv(summary: list[dict], path) -> None:
     """One row per (config, fraction): mean, lo, hi of each key metric and the paper's figures."""
     summary = _as_json(summary)
-    cols = ["name", "fraction", "n_seeds", "lr", "batch", "epochs", "masks", "balance", "head"]
+    knobs = config_columns(summary)
+    cols = ["name", "fraction", "n_seeds", *knobs]
     for k in TABLE_KEYS + ("malignant_mar",):
         cols += [f"{k}_mean", f"{k}_lo", f"{k}_hi"]
     cols += ["paper_malignant_recall", "paper_malignant_far", "paper_malignant_precision"]
@@ -205,9 +222,8 @@ def write_sweep_csv(summary: list[dict], path) -> None:
     w.writeheader()
     for r in summary:
         c = flat_view(r["config"])
-        row = {"name": r["name"], "fraction": r["fraction"], "n_seeds": len(r["seeds"]), "lr": c.get("lr", ""),
-               "batch": c.get("batch", ""), "epochs": c.get("epochs", ""), "masks": c["masks"],
-               "balance": c["balance"], "head": c["head"]}
+        row = {"name": r["name"], "fraction": r["fraction"], "n_seeds": len(r["seeds"]),
+               **{k: _cell(c.get(k, "")) for k in knobs}}
         for k in TABLE_KEYS + ("malignant_mar",):
             for s in ("mean", "lo", "hi"):
                 v = r[k][s]
