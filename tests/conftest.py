@@ -163,3 +163,31 @@ def real_cache(real_data, real_backbone, tmp_path_factory):
     summary = F.extract(real_data, out, backbone=real_backbone, views=REAL_VIEWS, progress=False,
                         log=lambda m: None)
     return out, summary
+
+
+# --------------------------------------------------------------------------- #
+# Summary: say which assets were missing (the reason behind the skips)
+# --------------------------------------------------------------------------- #
+ASSETS = (("BUSI_LITE_DATA", "BUSI root"), ("BUSI_LITE_BACKBONE", "ONNX backbone"),
+          ("BUSI_LITE_SITE_DATA", "BUS-BRA-dev root"))
+
+
+def missing_assets() -> list[str]:
+    """What the skipped tests wait for: unset/missing asset variables, a missing chromium or Playwright."""
+    out = [f"${var} ({what})" for var, what in ASSETS
+           if not os.environ.get(var, "").strip() or not Path(os.environ[var]).expanduser().exists()]
+    if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+        out.append("a chromium binary (browser tests)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        out.append("the playwright package (browser tests)")
+    return out
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    missing = missing_assets()
+    if skipped and missing:
+        terminalreporter.write_line(f"{skipped} skipped: missing {', '.join(missing)} "
+                                    "(-rs lists each skip and its reason; BUSI_LITE_REQUIRE_REAL=1 makes them fail)")

@@ -129,9 +129,11 @@ def extract(data_dir, backbone, out, preprocess, views, force, strict, as_json):
     Features of every image and its mask views go to the HDF5 cache.
     Incremental: unchanged images are reused; a different backbone or
     preprocessing version is refused unless --force. The old cache stays intact
-    until the new one is complete. All views cost about 10x raw alone: BUSI's
-    780 images took 178 s (v1) and 213 s (v2) with all 14 views, 1.6 GB peak
-    memory, on a busy 2-core machine (raw alone: about 16 s).
+    until the new one is complete. All views cost about 2-3x raw alone: BUSI's
+    780 images with all 14 views took 42 s (raw + the 3 mask-fused views 19 s)
+    on a quiet 2-core machine (README, "Speed and memory"); a busy machine takes
+    several times longer. When stderr is not a terminal a progress line is
+    printed every 5 s.
     """
     from busi_lite.features.cache import default_cache
     from busi_lite.features.cache import extract as run
