@@ -86,3 +86,17 @@ def test_data_check_on_a_wrong_folder_fails_before_any_statistics(tmp_path):
     r = CliRunner().invoke(main, ["data", "check", str(tmp_path / "not_busi")])
     assert r.exit_code == 1 and "no class folder" in r.stderr and " -> " in r.stderr
     assert r.stdout == ""      # no zero-filled counts, sizes or duplicate groups first
+
+
+def test_unreadable_files_are_named_not_their_handles(tmp_path):
+    import pytest
+
+    from busi_lite.common.errors import ImageError
+    from busi_lite.io.imread import read_gray, read_rgb
+
+    bad = tmp_path / "x_mask.png"
+    bad.write_bytes(b"not a png at all" * 8)
+    for read in (read_gray, read_rgb):
+        with pytest.raises(ImageError) as e:
+            read(bad)
+        assert str(bad) in str(e.value) and "_io." not in str(e.value) and "name=" not in str(e.value)

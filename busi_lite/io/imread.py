@@ -208,7 +208,8 @@ def read_gray(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
                 Image.DecompressionBombError) as e:
-            raise ImageError(f"{path}: mask cannot be read ({e})", "re-export it as a PNG") from None
+            why = str(e).replace(repr(fh), "it")      # PIL names the handle: <_io.BufferedReader name=6>
+            raise ImageError(f"{path}: mask cannot be read ({why})", "re-export it as a PNG") from None
 
 
 def content_sha256(rgb: np.ndarray) -> str:
