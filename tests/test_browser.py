@@ -193,3 +193,34 @@ def test_page_at_800px_picker_box_removal_and_table(setup, tmp_path):
         row = page.evaluate("() => window.busiCsv()").splitlines()[1].split(",")
         assert row[csv_head.index("box")] == ""
         assert console == []
+
+
+def test_unusual_input_verdict_withheld_and_shown_anyway_on_request(setup, tmp_path):
+    """A non-ultrasound picture: no verdict, the reason; the research toggle asks again and shows it."""
+    import numpy as np
+    from PIL import Image
+    from web_support import browser_page, read_card, upload
+
+    from busi_lite.web.app import create_app
+
+    predictor, _, _ = setup
+    rng = np.random.default_rng(0)
+    photo = np.zeros((200, 240, 3), np.uint8)      # strongly coloured: unusual_input's pixel rule fires
+    photo[..., 0], photo[..., 1] = rng.integers(150, 255, (200, 240)), rng.integers(0, 80, (200, 240))
+    path = tmp_path / "holiday_photo.png"
+    Image.fromarray(photo).save(path)
+    with running_server(create_app(predictor)) as url, browser_page(url) as (page, console):
+        upload(page, [path])
+        card = page.locator(".card").first
+        shown = read_card(card)
+        assert "Verdict withheld" in shown["withheld"] and "unusual input" in shown["withheld"]
+        assert shown["verdict"] == "" and shown["alert"] == "" and shown["proba"] == {}
+        assert "withheld" in page.locator("#table").inner_text()
+        card.locator("input[data-show-anyway]").check()
+        page.wait_for_function("() => document.querySelector('.card .verdict') !== null")
+        shown = read_card(page.locator(".card").first)
+        assert "Most probable" in shown["verdict"] and shown["proba"] and "Sensitive screen" in shown["alert"]
+        assert "Shown anyway for research use" in page.locator(".card .anyway").inner_text()
+        page.locator(".card input[data-show-anyway]").uncheck()
+        page.wait_for_function("() => document.querySelector('.card .withheld') !== null")
+        assert console == []
