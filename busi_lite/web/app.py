@@ -326,11 +326,9 @@ async def _predict_files(request: Request) -> JSONResponse:
                       "POST the images as form field 'files'")
     try:
         body = await _read_body(request, svc.max_request)
-    except ClientDisconnect:
-        log.info("client %s disconnected during the upload", _client(request))
+    except ClientDisconnect:       # logged once, by the access line (client, status, this text)
         return _error(400, "client disconnected during the upload")
     except _BodyTimeout:
-        log.info("client %s: upload too slow, closed", _client(request))
         return _error(408, f"upload too slow (idle {BODY_IDLE_S:g} s or over {BODY_TOTAL_S:g} s in all)",
                       "retry on a faster connection, or send fewer files per request")
     if body is None:
