@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from busi_lite.cli.common import log
+from busi_lite.cli.options import params_options
+from busi_lite.heads.box import BoxParams
 
 
 @click.command("train-box", short_help="Add a lesion-box head to a model (predict --box).")
@@ -22,8 +24,7 @@ from busi_lite.cli.common import log
                    "flip,box,box_flip,box_j0,box_j1,box_j0_flip,box_j1_flip,box_s10,box_s20,box_s30).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Stem of the NEW model (NAME.npz + NAME.json).")
-@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
-              help="Inverse L2 strength of the box head's logistic regression (smaller = stronger).")
+@params_options(BoxParams)
 @click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Box-mode malignant threshold: this recall on out-of-fold training predictions.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Out-of-fold folds.")

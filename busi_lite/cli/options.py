@@ -85,6 +85,16 @@ def _option(name: str, decl: dict, default, show_default, help: str):
                         show_default=show_default, help=help)
 
 
+def params_options(params_cls):
+    """Decorator: one option per declared parameter of ``params_cls`` (a head's Params), at its default
+    (e.g. ``train-box``'s --C from the box head's BoxParams)."""
+    def deco(f):
+        for fd, decl in reversed(declared(params_cls)):
+            f = _option(fd.name, decl, fd.default, True, decl["help"])(f)
+        return f
+    return deco
+
+
 def head_parameters() -> dict:
     """{parameter name: (declaration, {head kind: default})} over the registered main heads."""
     out = {}
