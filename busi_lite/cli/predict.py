@@ -47,13 +47,14 @@ CSV_FIELDS = ("path", "frame", "sop_instance_uid", "ok", "label", "p_normal", "p
               "malignant_alert", "malignant_threshold", "lesion_peak", "lesion_present", "lesion_area", "lesion_bbox",
               "ood_score", "flags", "flag_reasons", "overlay", "error", "box", "box_p_benign", "box_p_malignant",
               "box_malignant_alert", "box_malignant_threshold", "proposed_box", "notes", "withheld", "model",
-              "model_digest", "threshold_source")
+              "model_digest", "threshold_source", "recommended", "recommended_reason")
 
 
 def _csv_row(p) -> dict:
     row = {"path": p.path, "ok": int(p.ok), "error": p.error or "",
            "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or "",
-           "notes": " | ".join(p.notes), "withheld": p.withheld or ""}
+           "notes": " | ".join(p.notes), "withheld": p.withheld or "", "recommended": p.recommended or "",
+           "recommended_reason": p.recommended_reason or ""}
     if p.model is not None:
         row.update(model=p.model.name, model_digest=p.model.digest or "", threshold_source=p.model.threshold_source)
     if p.ok:
@@ -121,7 +122,27 @@ def _human(p) -> str:
         lines.append("  no flags")
     if p.overlay:
         lines.append(f"  overlay {p.overlay}")
+    if p.recommended:
+        lines.append(f"  answer to trust: {_TRUST[p.recommended]} ({p.recommended_reason})")
     return "\n".join(lines)
+
+
+_TRUST = {"box": "the LESION BOX answer (draw a box: --box X0,Y0,X1,Y1)", "whole_image": "the whole-image verdict"}
+
+
+def _site_check(pr, results, human: bool) -> None:
+    """The batch site-shift check: one warning for the whole batch (stderr), and each result's
+    recommended answer updated; human output adds one summary line."""
+    from busi_lite.serving.shift import SHIFT_WARNING
+
+    check = pr.check_batch(results)
+    if check.shifted:
+        log(f"WARNING: {SHIFT_WARNING}")
+    if human and check.checked:
+        worst = ", ".join(f"{s['name']} {s['statistic']:.0f} (threshold {s['threshold']:.0f})" for s in check.sites)
+        click.echo(f"site check on {check.n} images: {check.reason} [{worst}]"
+                   + (f" -> answer to trust for all of them: {_TRUST['box' if pr.supports_box else 'whole_image']}"
+                      if check.shifted else ""))
 
 
 @click.command(short_help="Classify images and DICOM files: label, screen, flags.")
@@ -210,6 +231,7 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
             click.echo(_human(p))
 
     results = pr.predict(list(images), overlay_dir=overlay_dir, on_result=each, frame=frame, boxes=boxes)
+    _site_check(pr, results, not (as_json or as_csv))
     if as_json:
         click.echo(dump([p.to_dict() for p in results]))
     elif as_csv:

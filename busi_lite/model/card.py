@@ -40,6 +40,7 @@ from busi_lite.model.records import (
     read_obj,
     read_str,
 )
+from busi_lite.model.shift import ShiftInfo
 
 __all__ = ["FORMAT", "BoxInfo", "ModelCard", "OODInfo", "SourceInfo", "TestMetrics", "TestPredictions"]
 
@@ -208,7 +209,7 @@ class ModelCard(Record):
     READS: ClassVar[tuple] = ("model_card/1",)  # the flat config, read by Config.from_json
     DOCUMENT: ClassVar[bool] = True
     _omit_none: ClassVar[tuple] = ("selection", "ood", "weights_sha256", "warnings", "site", "box", "backbone",
-                                   "sources")
+                                   "sources", "shift")
     config: Config
     classes: list
     backbone_sha256: str
@@ -233,6 +234,7 @@ class ModelCard(Record):
     box: BoxInfo | None = None         # optional lesion-box head (busi_lite.heads.box); arrays box_head.*
     backbone: BackboneSpec | None = None  # the backbone's spec (features.spec); None: features.spec.DEFAULT
     sources: list | None = None        # [SourceInfo] of a model trained on several sources (training.sources)
+    shift: ShiftInfo | None = None     # training sites' feature statistics for the batch site-shift check
 
     @property
     def backbone_spec(self) -> BackboneSpec:
@@ -249,7 +251,7 @@ class ModelCard(Record):
     def _record_fields(cls) -> dict:
         return {"split": SplitInfo, "calibration": Calibration, "metrics": TestMetrics,
                 "test_predictions": TestPredictions, "selection": SelectionResult, "ood": OODInfo,
-                "site": SiteCalibration, "box": BoxInfo}
+                "site": SiteCalibration, "box": BoxInfo, "shift": ShiftInfo}
 
     @classmethod
     def from_json(cls, d, where="model card") -> "ModelCard":
@@ -317,6 +319,8 @@ class ModelCard(Record):
         src = d.get("sources")
         card.sources = None if src is None else [SourceInfo.from_json(x, f"{where}.sources[{i}]")
                                                  for i, x in enumerate(read_list(d, "sources", where))]
+        shift = d.get("shift")
+        card.shift = None if shift is None else ShiftInfo.from_json(shift, f"{where}.shift")
         if card.config.head != head["kind"]:
             field_error(where, f"config.head {card.config.head!r} != head.kind {head['kind']!r}")
         return card

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from busi_lite.io import data as D
 from busi_lite.io import dicom
 from busi_lite.io.imread import read_rgb
 from busi_lite.model.provenance import provenance
+from busi_lite.serving.advice import advise, advise_all
 from busi_lite.serving.boxes import LesionBox, box_in_image, make_box
 from busi_lite.serving.flags import (
     Flag,
@@ -65,6 +67,13 @@ from busi_lite.serving.flags import (
 from busi_lite.serving.geometry import lesion_geometry
 from busi_lite.serving.overlay import OverlayWriter
 from busi_lite.serving.prediction import Prediction
+from busi_lite.serving.shift import (
+    SHIFT_WARNING,
+    ShiftCheck,
+    SiteShiftWarning,
+    check_predictions,
+    image_coords,
+)
 
 BATCH = 16
 NON_FINITE = "model produced non-finite probabilities -> the model is damaged; retrain or reinstall it"
@@ -403,6 +412,7 @@ class Predictor:
         if lesion is not None:
             finite &= np.isfinite(lesion).all(axis=1)
         ood = m.ood.score(r["pooled"]) if m.ood is not None else None
+        coords = image_coords(m, r["pooled"])
         # damaged rows are reported as errors below; neutral values keep the flag rules quiet for them
         safe_p = np.where(finite[:, None], np.nan_to_num(proba), 1.0 / proba.shape[1])
         safe_l = None if lesion is None else np.where(finite[:, None], np.nan_to_num(lesion), 0.0)
@@ -430,6 +440,8 @@ class Predictor:
             pred.malignant_threshold = self.malignant_threshold
             pred.flags, pred.checks = flags[k], checks[k]
             pred.ood_score = None if ood is None or not np.isfinite(ood[k]) else float(ood[k])
+            if coords is not None and np.isfinite(coords[k]).all():
+                pred.shift_coords = coords[k].tolist()
             pred.size = [w, h]
             pred.crop_box = _shift(center_box(w, h), ox, oy)
             if "malignant" in m.classes and self.malignant_threshold is not None:
@@ -452,8 +464,16 @@ class Predictor:
                 pred.box_malignant_threshold = self.box_threshold
                 pred.box_malignant_alert = bool(bp[1] >= self.box_threshold)
             _withhold_unusual(pred, show_anyway)
+            advise(pred, self.supports_box)
             preds.append(pred)
         return preds
+
+    def check_batch(self, preds) -> ShiftCheck:
+        """The site-shift check of a batch of this predictor's predictions (a folder, a session);
+        sets every prediction's ``recommended`` answer from it (busi_lite.serving.advice)."""
+        check = check_predictions(self.model, preds)
+        advise_all(preds, self.supports_box, check)
+        return check
 
 
 def _withhold_unusual(pred: Prediction, show_anyway: bool) -> None:
@@ -485,12 +505,17 @@ def predict_images(paths, model=None, backbone=None, threshold_malignant: float 
                    boxes=None, show_anyway: bool = False) -> list[Prediction]:
     """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`.
     ``box``: one lesion box for ONE image file; ``boxes``: {image path: box} for several;
-    ``show_anyway``: give verdicts for unusual inputs too (research use)."""
+    ``show_anyway``: give verdicts for unusual inputs too (research use).
+    All images of the call are one batch for the site-shift check (:meth:`Predictor.check_batch`):
+    a batch unlike every training site raises ONE :class:`SiteShiftWarning`."""
     if box is not None:
         files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
         if len(files) != 1 or Path(files[0]).is_dir() or boxes is not None:
             raise ConfigError("box= goes with exactly one image file (and no boxes=)",
                               "give boxes={path: box} for several images", param="box")
         boxes = {files[0]: make_box(box, "box")}
-    return Predictor(model, backbone, threshold_malignant, flags, show_anyway=show_anyway).predict(
-        paths, overlay_dir=overlay_dir, frame=frame, boxes=boxes)
+    pr = Predictor(model, backbone, threshold_malignant, flags, show_anyway=show_anyway)
+    preds = pr.predict(paths, overlay_dir=overlay_dir, frame=frame, boxes=boxes)
+    if pr.check_batch(preds).shifted:  # once per call: a folder's images are one batch
+        warnings.warn(SHIFT_WARNING, SiteShiftWarning, stacklevel=3)
+    return preds

@@ -45,6 +45,9 @@ class Prediction:
     notes: list = field(default_factory=list)  # plain-language remarks, e.g. a box that was ignored
     model: Provenance | None = None     # which model and threshold made this result (one record per loaded model)
     withheld: str | None = None         # why no verdict is given (unusual input); None = the verdict is shown
+    recommended: str | None = None      # the answer to trust: "box" or "whole_image" (see serving.advice)
+    recommended_reason: str | None = None
+    shift_coords: list | None = field(default=None, repr=False)  # site-shift check coordinates (not in to_dict)
 
     @property
     def flagged(self) -> bool:
@@ -64,6 +67,7 @@ class Prediction:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("shift_coords")
         d["flags"] = [{"name": f.name, "reason": f.reason} for f in self.flags]
         d["model"] = None if self.model is None else self.model.to_dict()
         return d

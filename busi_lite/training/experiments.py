@@ -49,6 +49,7 @@ from busi_lite.training.core import (
     train_head,
     training_rows,
 )
+from busi_lite.training.shift import add_shift, cache_site, site_name
 
 
 def run_one(cache: FeatureCache, config: Config, seed: int, fraction: float = 1.0,
@@ -222,12 +223,12 @@ def fit_model(cache: FeatureCache, config: Config, seed: int = 0, test_fraction:
         history=hist, train_seconds=t_train, total_seconds=time.perf_counter() - t0,
         head=head.config(), ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings or None,
         backbone=cache.spec)
+    model = add_shift(Model(head, card, ood), [cache_site(site_name(cache), cache, rows)], seed)
     if box:
         from busi_lite.training.box import add_box_head
 
-        model = add_box_head(Model(head, card, ood), cache, folds=folds, target_recall=target_recall, log=log)
-        return model, model.card
-    return Model(head, card, ood), card
+        model = add_box_head(model, cache, folds=folds, target_recall=target_recall, log=log)
+    return model, model.card
 
 
 # ---------------------------------------------------------------- model selection
