@@ -224,3 +224,59 @@ def test_real_busi_only_statistics_busi_held_out_quiet_busbra_fires():
     held = image_coords(m, b.pooled("raw", sp.test))
     assert all(check_coords(m, dev[rng.choice(len(dev), 50, replace=False)]).shifted for _ in range(20))
     assert not any(check_coords(m, held[rng.choice(len(held), 50, replace=False)]).shifted for _ in range(20))
+
+
+# ---------------------------------------------------------------- web page: the session's site check
+
+def _web_client(world):
+    pytest.importorskip("starlette")
+    pytest.importorskip("multipart")
+    from starlette.testclient import TestClient
+
+    from busi_lite.web.app import create_app
+
+    app = create_app(Predictor(world["base"] / "boxed", world["backbone"]), max_file_mb=2, max_request_mb=50)
+    return TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1")
+
+
+def _post(client, files):
+    return client.post("/api/predict", files=[("files", (p.name, p.read_bytes(), "image/png")) for p in files])
+
+
+def test_web_session_site_check(world, tmp_path):
+    c = _web_client(world)
+    same = _post(c, world["images"][:25]).json()
+    assert all(len(r["shift_coords"]) > 0 for r in same)
+    r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in same]})
+    assert r.status_code == 200 and r.json()["checked"] and not r.json()["shifted"] and r.json()["warning"] is None
+    tinted = _post(c, sorted(_shifted_folder(world["images"], tmp_path / "tint", "tint").iterdir())[:25]).json()
+    r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in tinted]})
+    assert r.json()["shifted"] and r.json()["warning"] == SHIFT_WARNING
+    assert not c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in tinted][:5]}).json()["checked"]
+    for bad in ({"coords": "x"}, {"coords": [[1.0, 2.0]]}, {"nope": 1}):
+        assert c.post("/api/site-check", json=bad).status_code == 400
+    assert c.post("/api/site-check", content=b"not json").status_code == 400
+
+
+def test_browser_box_first_and_one_site_warning(world, tmp_path):
+    pytest.importorskip("playwright")
+    from web_support import browser_page, running_server, upload
+
+    from busi_lite.web.app import create_app
+
+    app = create_app(Predictor(world["base"] / "boxed", world["backbone"]), max_file_mb=2, max_request_mb=50)
+    tinted = sorted(_shifted_folder(world["images"], tmp_path / "tint", "tint").iterdir())
+    with running_server(app) as url, browser_page(url) as (page, console):
+        assert page.locator("ol.steps li").nth(1).inner_text().startswith("Draw a box around the lesion")
+        upload(page, tinted[:12])
+        assert page.locator("#site-warning").is_hidden()          # 12 images: no session check yet
+        upload(page, tinted[12:30])
+        assert page.locator("#site-warning").is_visible()
+        assert SHIFT_WARNING in page.locator("#site-warning").inner_text()
+        cards = page.locator("article.card:not(.failed)")
+        assert cards.count() == 30
+        assert page.locator("[data-box-first]").count() == 30    # every card asks for a box first
+        assert page.locator("[data-box-cta]").count() == 30
+        upload(page, tinted[30:])
+        assert page.locator("#site-warning").count() == 1
+        assert not console, console

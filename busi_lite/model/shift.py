@@ -116,19 +116,3 @@ class ShiftInfo(Record):
                 [(s.name, np.asarray(s.mean, np.float64), np.asarray(s.precision, np.float64), float(s.threshold))
                  for s in self.sites])
 
-
-def batch_statistic(coords: np.ndarray, mean: np.ndarray, precision: np.ndarray, n_cap: int = N_CAP) -> float:
-    """coords [n,m] of a batch -> T = min(n, n_cap) * d' P d, d = batch mean - site mean."""
-    d = np.asarray(coords, np.float64).mean(axis=0) - mean
-    return float(min(len(coords), n_cap) * d @ precision @ d)
-
-
-def ood_coords(ood, pooled: np.ndarray) -> np.ndarray:
-    """pooled [N,D] -> [N,k]: the OOD statistics' scaled PCA coordinates (model.OOD)."""
-    xc = np.asarray(pooled, np.float64) - np.asarray(ood.mean, np.float64)
-    return (xc @ np.asarray(ood.components, np.float64).T) / np.asarray(ood.scales, np.float64)
-
-
-def shift_coords(ood, basis, pooled: np.ndarray) -> np.ndarray:
-    """pooled [N,D] -> [N,m]: coordinates of the site-shift check (``basis`` [k,m])."""
-    return ood_coords(ood, pooled) @ np.asarray(basis, np.float64)

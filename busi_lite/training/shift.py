@@ -19,13 +19,8 @@ import numpy as np
 
 from busi_lite.io import data as D
 from busi_lite.model.model import Model
-from busi_lite.model.shift import (
-    N_CAP,
-    ShiftInfo,
-    SiteShift,
-    batch_statistic,
-    ood_coords,
-)
+from busi_lite.model.shift import N_CAP, ShiftInfo, SiteShift
+from busi_lite.serving.shift import batch_statistic, ood_coords
 
 BATCH_SIZES = (20, 50)
 QUANTILE = 0.99

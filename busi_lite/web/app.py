@@ -9,6 +9,8 @@ Contract:
   one or more, optional ``box=x0,y0,x1,y1`` in original pixels, optional ``preview=1``, optional
   ``show_anyway=1``: verdicts for unusual inputs too, research use) -> JSON list of ``predict --json``
   records (each naming its model; a withheld verdict has ``label`` null and ``withheld`` its reason);
+  records (plus ``shift_coords``); ``POST /api/site-check`` (JSON ``{"coords": [...]}``: a
+  session's shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck);
   ``GET /openapi.json``.
 * Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
   never spools to disk; DICOM is decoded from memory) and never stored unless ``save_dir`` is given;
@@ -32,6 +34,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+import json
 import logging
 import socket
 import threading
@@ -253,6 +256,7 @@ class _Service:
             for f, p in zip(frames, preds):
                 rec = p.to_dict()
                 rec["model"] = _public_provenance(p.model)
+                rec["shift_coords"] = p.shift_coords   # the page's session site check (POST /api/site-check)
                 rec.update({k: v for k, v in f.extra.items() if k != "notes"})
                 rec["notes"] = rec.get("notes", []) + f.extra.get("notes", [])
                 if box is not None:
@@ -373,6 +377,37 @@ async def _predict_files(request: Request) -> JSONResponse:
     return _json(records)
 
 
+MAX_SITE_CHECK_BYTES = 4 * MB   # /api/site-check: about 4000 images' coordinates
+
+
+async def _site_check(request: Request) -> JSONResponse:
+    """The session's site-shift check: JSON {"coords": [[...], ...]} (the shift_coords of the
+    session's predictions) -> the ShiftCheck (busi_lite.serving.shift) with its warning."""
+    from busi_lite.serving.shift import check_coords
+
+    try:
+        body = await _read_body(request, MAX_SITE_CHECK_BYTES)
+    except (ClientDisconnect, _BodyTimeout):
+        return _error(400, "the site-check request did not arrive whole", "retry")
+    if body is None:
+        return _error(413, f"site-check request over {MAX_SITE_CHECK_BYTES // MB} MB", "send fewer coordinates")
+    try:
+        coords = json.loads(body)["coords"]
+        model = request.app.state.service.predictor.model
+        info = model.card.shift if model.card is not None else None
+        width = len(info.basis[0]) if info is not None else None
+        ok = isinstance(coords, list) and all(
+            c is None or (isinstance(c, list) and (width is None or len(c) == width)
+                          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c))
+            for c in coords)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        return _error(400, "site-check body must be JSON {\"coords\": [[numbers], ...]}",
+                      "send the shift_coords of the session's predictions")
+    return _json(check_coords(model, coords).to_json())
+
+
 def _client(request: Request) -> str:
     c = request.client
     return f"{c.host}:{c.port}" if c else "?"
@@ -424,6 +459,7 @@ def create_app(predictor, *, model_path: str | None = None, save_dir=None, max_f
         Route("/", _index, methods=["GET"]),
         Route("/api/info", _info, methods=["GET"]),
         Route("/api/predict", _predict, methods=["POST"]),
+        Route("/api/site-check", _site_check, methods=["POST"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

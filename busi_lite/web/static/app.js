@@ -2,7 +2,7 @@
 // No external assets. Timings of upload-to-verdict are kept in window.busiTimings (ms).
 "use strict";
 
-const state = { info: null, entries: [], nextId: 1, done: 0 };
+const state = { info: null, entries: [], nextId: 1, done: 0, coords: [], site: null, warned: false };
 window.busiTimings = [];
 
 // ------------------------------------------------------------------ helpers
@@ -145,6 +145,7 @@ async function predictFiles(fileList) {
       first = false;
     }
   }
+  await siteCheck();
   const total = performance.now() - t0;
   setStatus(`${nRec} result(s)` + (nErr ? `, ${nErr} file(s) could not be used` : "") +
             ` in ${(total / 1000).toFixed(2)} s`, nErr > 0 && nRec === 0);
@@ -154,6 +155,7 @@ async function predictFiles(fileList) {
 // ------------------------------------------------------------------ entries and cards
 function addEntry(file, records, error) {
   const entry = { id: state.nextId++, file, records: records || [], error, frame: 0, box: null, showMap: true };
+  for (const r of entry.records) if (r.ok && r.shift_coords) state.coords.push(r.shift_coords);
   state.entries.push(entry);
   const card = el("article", { class: "card", id: `card-${entry.id}`, "data-file": file.name });
   (state.target || document.getElementById("results")).append(card);
@@ -184,6 +186,11 @@ function viewer(entry, rec) {
                                  value: String(entry.frame), "aria-label": "frame" });
     slider.addEventListener("input", () => { entry.frame = Number(slider.value); renderCard(entry); });
     wrap.append(el("div", { class: "frame-picker" }, label, slider));
+  }
+  if (supportsBox() && !entry.box) {
+    wrap.append(el("div", { class: "box-cta", "data-box-cta": "1" },
+      el("b", { text: "Draw a box around the lesion" }), ": drag on the image. The lesion-box answer is the one to " +
+      "trust at a hospital the model was not trained on."));
   }
   const canvas = el("canvas", { class: "image", "aria-label": `image ${entry.file.name} with lesion map` });
   wrap.append(canvas);
@@ -334,6 +341,7 @@ function details(entry, rec) {
   box.append(el("h3", { text: title }));
   if (rec.withheld) {
     box.append(withheldBox(entry, rec));
+    if (supportsBox() && !rec.box_proba) box.append(boxFirst(recommendedReason(rec)));
   } else {
     const classes = Object.keys(rec.proba);
     const top = rec.label;
@@ -341,7 +349,22 @@ function details(entry, rec) {
     answer.append(el("div", { class: "verdict" }, "Most probable: ",
       el("span", { class: `lab-${top}`, text: top }), " ", el("small", { text: `(${pct(rec.proba[top])})` })));
     answer.append(alertBox(rec));
-    box.append(answer);
+    const why = recommendedReason(rec);
+    if (recommended(rec) === "box") {
+      // box first: the box answer is the headline; without a box, ask for one before any whole-image verdict
+      if (rec.box_proba) {
+        box.append(boxModeBox(rec), el("p", { class: "trust", "data-trust": "box", text: `Answer to trust: the lesion box (${why}).` }));
+      } else {
+        box.append(boxFirst(why));
+      }
+      const sub = el("details", { class: "whole-secondary" }, el("summary", { text: "whole-image verdict (not the answer to trust here)" }));
+      answer.classList.add("secondary");
+      sub.append(answer);
+      box.append(sub);
+    } else {
+      box.append(answer);
+      if (why) box.append(el("p", { class: "trust", "data-trust": "whole_image", text: `Answer to trust: the whole-image verdict (${why}).` }));
+    }
     if (entry.showAnyway && (rec.flags || []).some((f) => f.name === "unusual_input")) {
       const cb = el("input", { type: "checkbox", "data-show-anyway": "1" });
       cb.checked = true;
@@ -370,7 +393,7 @@ function details(entry, rec) {
     flags.append(el("li", { class: "none", text: "no flag raised" + (parts.length ? ` (${parts.join("; ")})` : "") }));
   }
   box.append(flags);
-  if (rec.box_proba) box.append(boxModeBox(rec));
+  if (rec.box_proba && (rec.withheld || recommended(rec) !== "box")) box.append(boxModeBox(rec));
   if (rec.notes && rec.notes.length) box.append(el("p", { class: "notes", text: rec.notes.join("; ") }));
   const info = state.info, pv = rec.model;
   box.append(el("p", { class: "provenance", text: pv
@@ -385,6 +408,45 @@ function details(entry, rec) {
   if (rec.sop_instance_uid) meta.push(`SOP Instance UID ${rec.sop_instance_uid}`);
   box.append(el("p", { class: "meta", text: meta.join(" · ") }));
   return box;
+}
+
+// ------------------------------------------------------------------ which answer to trust; the session's site check
+const SITE_SHIFT_REASON = "the images of this session do not look like any site this model was trained on";
+function recommended(rec) {
+  if (state.site && state.site.shifted && supportsBox()) return "box";
+  return rec.recommended;
+}
+function recommendedReason(rec) {
+  if (state.site && state.site.shifted && supportsBox()) return SITE_SHIFT_REASON;
+  return rec.recommended_reason || "";
+}
+
+// Once the session holds enough images, ask the server whether they look like a training site;
+// warn once, and make the lesion box the answer to trust on every card.
+async function siteCheck() {
+  if (state.coords.length < 20) return;
+  let res = null;
+  try {
+    const r = await fetch("/api/site-check", { method: "POST", headers: { "content-type": "application/json" },
+                                                body: JSON.stringify({ coords: state.coords }) });
+    if (!r.ok) return;
+    res = await r.json();
+  } catch (e) { return; }
+  const was = state.site && state.site.shifted;
+  state.site = res;
+  if (res.shifted && !state.warned) {
+    state.warned = true;
+    const w = document.getElementById("site-warning");
+    w.replaceChildren(el("b", { text: "Site warning: " }), res.warning);
+    w.hidden = false;
+  }
+  if (Boolean(res.shifted) !== Boolean(was)) for (const e of state.entries) renderCard(e);
+}
+
+function boxFirst(why) {
+  return el("div", { class: "box-first", "data-box-first": "1" },
+    el("b", { text: "Draw a box around the lesion first." }),
+    ` The whole-image verdict is not validated here${why ? ` (${why})` : ""}; drag on the image to get the lesion-box answer.`);
 }
 
 // lesion-box mode: the box head's answer from [whole image, lesion crop] (models with a box head)
@@ -526,6 +588,8 @@ function init() {
   document.getElementById("csv").addEventListener("click", downloadCsv);
   document.getElementById("clear").addEventListener("click", () => {
     state.entries = [];
+    state.coords = []; state.site = null; state.warned = false;
+    document.getElementById("site-warning").hidden = true;
     document.getElementById("results").replaceChildren();
     renderTable();
     setStatus("");
