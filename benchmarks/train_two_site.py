@@ -61,7 +61,6 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
     """The model described in the module docstring -> Model."""
     from busi_lite.common.constants import VERSION
     from busi_lite.evaluation import metrics as M
-    from busi_lite.features.backbone import GRID, N_FEATURES
     from busi_lite.features.preprocess import BOX_MARGIN
     from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
     from busi_lite.heads.box import CLASSES as BOX_CLASSES
@@ -106,7 +105,7 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
     card = ModelCard(
         config=cfg, classes=list(classes), backbone_sha256=busi.backbone_sha256,
         backbone_file=busi.attrs.get("backbone_file"), preprocess_version=busi.preprocess_version,
-        feature_shape=[GRID, GRID, N_FEATURES], package_version=VERSION,
+        feature_shape=busi.spec.feature_shape, package_version=VERSION, backbone=busi.spec,
         split=SplitInfo(seed=seed, test_fraction=0.15, digest=sp.digest(busi.paths),
                         n_train_images=int(len(b_rows)), n_test=int(len(sp.test)),
                         excluded=[busi.paths[i] for i in sp.excluded]),
