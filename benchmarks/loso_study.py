@@ -74,11 +74,14 @@ def box_auc(train, tr_rows, test, te_rows, flip) -> dict:
             "box_s20": float(M.roc_auc(y, box_scores(head, test, te_rows, "box_s20", False)))}
 
 
+N_FEATURES = 1280  # the shipped backbone's pooled feature width
+
+
 def n_params(cfg, n_classes=3) -> int:
-    from busi_lite.features.backbone import N_FEATURES
     if cfg.head == "logreg":
         return N_FEATURES * n_classes + n_classes + 1
-    return N_FEATURES * cfg.hidden + cfg.hidden + cfg.hidden * n_classes + n_classes
+    h = cfg.params.hidden
+    return N_FEATURES * h + h + h * n_classes + n_classes
 
 
 def complexity(cfg) -> tuple:

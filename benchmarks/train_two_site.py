@@ -107,7 +107,7 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
         backbone_file=busi.attrs.get("backbone_file"), preprocess_version=busi.preprocess_version,
         feature_shape=busi.spec.feature_shape, package_version=VERSION, backbone=busi.spec,
         split=SplitInfo(seed=seed, test_fraction=0.15, digest=sp.digest(busi.paths),
-                        n_train_images=int(len(b_rows)), n_test=int(len(sp.test)),
+                        n_train_images=int(len(b_rows) + len(s_rows)), n_test=int(len(sp.test)),
                         excluded=[busi.paths[i] for i in sp.excluded]),
         calibration=cal, metrics=TestMetrics(evaluate_rows(head, busi, sp.test, cfg, pred=test_pred),
                                              evaluate_rows(head, busi, sp.test, cfg, cal.malignant_threshold,
