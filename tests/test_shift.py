@@ -126,7 +126,7 @@ def world(tiny_backbone, tmp_path_factory):
     cache = base / "cache.h5"
     extract(root, cache, tiny_backbone, views=("flip",) + BOX_VIEWS, log=lambda m: None, progress=False)
     fc = FeatureCache(cache)
-    model, _ = fit_model(fc, Config(name="tiny", epochs=10, hidden=8, lr=1e-3, batch=8), seed=0, folds=3)
+    model, _ = fit_model(fc, Config.build(name="tiny", epochs=10, hidden=8, lr=1e-3, batch=8), seed=0, folds=3)
     model.save(base / "plain")
     add_box_head(Model.load(base / "plain"), fc, folds=3, flip=False).save(base / "boxed")
     images = sorted(root / p for p in info["images"])
