@@ -29,6 +29,10 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
     with FeatureCache(path) as fc:
         ev = evaluate_external(m, fc, threshold_malignant=threshold_malignant, flag_config=flags,
                                data_root=Path(data_dir), per_image=True)
+    from busi_lite.serving.shift import SHIFT_WARNING
+
+    if SHIFT_WARNING in ev.notes:
+        log(f"WARNING: {SHIFT_WARNING}")
     if csv_path is not None:
         write_text(csv_path, csv_text(ev))
         log(f"wrote {csv_path} ({ev.n} rows)")

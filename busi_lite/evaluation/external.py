@@ -51,6 +51,7 @@ from busi_lite.model.records import (
     read_str,
 )
 from busi_lite.serving.flags import FlagConfig, FlagEvidence, compute_flags, thresholds
+from busi_lite.serving.shift import SHIFT_WARNING, check_coords, image_coords
 
 MALIGNANT = "malignant"
 N_RESAMPLES = 2000
@@ -405,6 +406,7 @@ def evaluate_external(model, cache, *, threshold_malignant: float | None = None,
             Path(site.data_root).resolve() == Path(data_root).resolve():
         notes.append(f"the model's malignant threshold was chosen on this folder (site calibration '{site.site}'): "
                      "the operating-point figures are in-sample")
+    notes += site_notes(model, cache)
     dcls = list(cache.classes)
     conf = np.zeros((len(dcls), len(classes)), np.int64)
     np.add.at(conf, (cache.labels, pred), 1)
@@ -427,6 +429,22 @@ def evaluate_external(model, cache, *, threshold_malignant: float | None = None,
         n_resamples=int(n_resamples), seed=int(seed),
         argmax=OperatingPoint.of(y_mal, pred == mal, None), operating_point=OperatingPoint.of(y_mal, alert, t_op),
         confusion=conf.tolist(), flags=evidence, notes=notes, per_image=rows)
+
+
+def site_notes(model, cache) -> list[str]:
+    """The batch site-shift check (busi_lite.serving.shift) on the folder's images: the warning when
+    they look like no training site; a note naming the training site(s) they look like otherwise."""
+    coords = image_coords(model, cache.pooled("raw")) if len(cache) else None
+    if coords is None:
+        return []
+    check = check_coords(model, list(coords))
+    if not check.checked:
+        return []
+    if check.shifted:
+        return [SHIFT_WARNING]
+    like = [s["name"] for s in check.sites if s["statistic"] <= s["threshold"]]
+    return [f"these images look like the model's training site(s) {', '.join(like)}: if they are (part of) its "
+            "training data, these figures are not external (not zero-shot)"]
 
 
 def _flag_evidence(model, cache, flags, checks, y, pred, alert, thr, t_op) -> FlagEvidence:
