@@ -91,3 +91,19 @@ def test_a_non_finite_ood_score_is_flagged_never_passed(score):
                                   FlagConfig(), None)
     assert checks[0]["unusual_input"] == "flagged"
     assert any(f.name == "unusual_input" and "not finite" in f.reason for f in flags[0])
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d["calibration"].update(low_confidence=2.0), r"low_confidence must be within \[0, 1\], got 2.0"),
+    (lambda d: d["calibration"].update(malignant_threshold=1.5), r"malignant_threshold must be within \[0, 1\]"),
+    (lambda d: d["calibration"].update(ood_threshold=-1.0), "ood_threshold must be >= 0"),
+    (lambda d: d.update(classes=["normal", "benign", "cancer"]), "include 'malignant'"),
+])
+def test_card_values_out_of_range_or_renamed_classes_are_refused_naming_the_card(tmp_path, edit, match):
+    _, js = tiny_model().save(tmp_path / "m")
+    card = json.loads(js.read_text())
+    edit(card)
+    js.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=match) as e:
+        Model.load(tmp_path / "m")
+    assert "m.json" in str(e.value) and "--threshold" not in str(e.value)

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from busi_lite.common.constants import CLASSES
 from busi_lite.common.errors import ConfigError
 from busi_lite.features.spec import DEFAULT, BackboneSpec, check_stored
 from busi_lite.model.config import Config
@@ -263,6 +264,9 @@ class ModelCard(Record):
         classes = read_list(d, "classes", where)
         if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
             field_error(where, f"classes must be distinct names, got {classes!r}")
+        unknown = [c for c in classes if c not in CLASSES]
+        if unknown or "malignant" not in classes:      # a renamed class would silently switch the alert off
+            field_error(where, f"classes must be among {list(CLASSES)} and include 'malignant', got {classes!r}")
         shape = read_list(d, "feature_shape", where)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
             field_error(where, f"feature_shape must be positive integers, got {shape!r}")

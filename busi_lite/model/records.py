@@ -206,6 +206,10 @@ class Calibration(Record):
             optional = f.name in cls._omit_none
             kw[f.name] = read_num(d, f.name, where, finite=f.name not in may_be_nan, none_ok=optional,
                               default=None if optional else ...)
+            v = kw[f.name]
+            if v is not None and math.isfinite(v) and not (v >= 0 if f.name == "ood_threshold" else 0 <= v <= 1):
+                field_error(where, f"{f.name} must be {'>= 0' if f.name == 'ood_threshold' else 'within [0, 1]'}, "
+                                   f"got {v!r}")
         return cls(**kw)
 
 
