@@ -398,8 +398,7 @@ def test_resumed_sweep_never_mixes_test_fractions(cache_path):
     cfg = Config.build(name="model-1", epochs=3, lr=1e-3, batch=8)
     other = E.sweep(cache, [cfg], seeds=[0], test_fraction=0.3)
     assert other.results[0].test_fraction == 0.3
-    kept = E.resume_runs({"results": [r.to_json() for r in other.results], "cache": str(cache.path),
-                          "backbone_sha256": cache.backbone_sha256}, cache)
+    kept = E.resume_runs(E.partial_json(other.results, cache), cache)
     assert len(kept) == 1  # a valid run of its own split...
     again = E.sweep(cache, [cfg], seeds=[0], done=kept)  # ...but not of this sweep's (0.15)
     assert again.results[0] is not kept[0] and again.results[0].test_fraction == 0.15
@@ -407,6 +406,12 @@ def test_resumed_sweep_never_mixes_test_fractions(cache_path):
     forged = RunResult.from_json({**kept[0].to_json(), "test_fraction": 0.15})  # right fraction, wrong digest
     again = E.sweep(cache, [cfg], seeds=[0], done=[forged])
     assert again.results[0] is not forged
+    # same path, same split, other features (the cache re-extracted from other pixels): nothing is kept
+    partial = E.partial_json(other.results, cache)
+    cache.content_sha256 = [c[::-1] for c in cache.content_sha256]
+    msgs = []
+    assert E.resume_runs(partial, cache, log=msgs.append) == [] and "other features" in msgs[0]
+    assert E.resume_runs({k: v for k, v in partial.items() if k != "cache_digest"}, cache) == []
 
 
 # --------------------------------------------------------------------------- issue 10: select

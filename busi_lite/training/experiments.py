@@ -9,6 +9,7 @@ ModelCard, SelectionRow. The building blocks live in busi_lite.training.core.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -131,9 +132,22 @@ def sweep(cache: FeatureCache, configs, seeds, fractions=(1.0,), log=None, done=
                        backbone_sha256=cache.backbone_sha256, package_version=__version__)
 
 
+def cache_digest(cache: FeatureCache) -> str:
+    """SHA-256 of what a cache's features are a function of: backbone, preprocessing, views and every
+    image's path, label and decoded pixels (index/content_sha256). Another extraction of other
+    pixels or with another preprocessing at the same path gives another digest."""
+    h = hashlib.sha256()
+    for part in (cache.backbone_sha256, cache.preprocess_version, ",".join(cache.views)):
+        h.update(str(part).encode() + b"\0")
+    for p, lab, c in zip(cache.paths, cache.labels.tolist(), cache.content_sha256):
+        h.update(f"{p}\0{lab}\0{c}\n".encode())
+    return h.hexdigest()
+
+
 def partial_json(results, cache: FeatureCache) -> dict:
     """The progress file of an unfinished sweep: its runs so far and the cache they came from."""
-    return {"results": jsonable(list(results)), "cache": str(cache.path), "backbone_sha256": cache.backbone_sha256}
+    return {"results": jsonable(list(results)), "cache": str(cache.path), "backbone_sha256": cache.backbone_sha256,
+            "cache_digest": cache_digest(cache)}
 
 
 def save_partial(path, results, cache: FeatureCache) -> Path:
@@ -143,7 +157,7 @@ def save_partial(path, results, cache: FeatureCache) -> Path:
 
 def resume_runs(partial, cache: FeatureCache, log=None) -> list[RunResult]:
     """Runs of an interrupted sweep (``partial``: the progress file's path or its parsed JSON) that
-    may be kept: the same cache path and backbone, and each run's split digest equal to the split
+    may be kept: the same cache path, backbone and content (:func:`cache_digest`), and each run's split digest equal to the split
     this cache gives for its seed (check_split). Anything else is dropped (and said via ``log``)."""
     log = log or (lambda m: None)
     if not isinstance(partial, dict):
@@ -160,6 +174,9 @@ def resume_runs(partial, cache: FeatureCache, log=None) -> list[RunResult]:
         return []
     if partial.get("backbone_sha256") != cache.backbone_sha256 or partial.get("cache") != str(cache.path):
         log("ignoring the progress file: it comes from another cache or backbone")
+        return []
+    if partial.get("cache_digest") != cache_digest(cache):
+        log("ignoring the progress file: its runs were made on other features (the cache's content changed)")
         return []
     kept, splits = [], {}
     for i, d in enumerate(partial["results"]):
