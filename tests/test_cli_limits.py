@@ -52,3 +52,13 @@ def test_extract_without_out_never_replaces_another_datasets_cache(tmp_path, mon
     assert cache.read_bytes() == before
     assert CliRunner().invoke(main, [*run, "--data", str(tmp_path / "a")]).exit_code == 0   # its own root: fine
     assert CliRunner().invoke(main, [*run, "--data", str(tmp_path / "b"), "--force"]).exit_code == 0
+
+
+def test_target_recall_nan_is_refused_before_anything_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from busi_lite.cli import main
+
+    for verb in (["train", "--out", str(tmp_path / "m")], ["calibrate", "--data", str(tmp_path)]):
+        r = CliRunner().invoke(main, [*verb, "--target-recall", "nan", "--cache", str(tmp_path / "none.h5")])
+        assert r.exit_code == 2 and "'nan' is not a finite number" in r.output + r.stderr, r.output

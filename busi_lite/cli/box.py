@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import log
+from busi_lite.cli.common import FiniteFloatRange, log
 from busi_lite.cli.options import params_options
 from busi_lite.heads.box import BoxParams
 
@@ -25,7 +25,7 @@ from busi_lite.heads.box import BoxParams
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Stem of the NEW model (NAME.npz + NAME.json).")
 @params_options(BoxParams)
-@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
+@click.option("--target-recall", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Box-mode malignant threshold: this recall on out-of-fold training predictions.")
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Out-of-fold folds.")
 @click.option("--mirror", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,

@@ -128,6 +128,16 @@ def _output_failed(e: OSError):
 
 # ---------------------------------------------------------------- option types
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (a NaN passes every comparison)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 def fraction(text: str) -> float:
     v = float(text)
     if not (math.isfinite(v) and 0 < v <= 1):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import dump, log
+from busi_lite.cli.common import FiniteFloatRange, dump, log
 from busi_lite.cli.tables import external_table
 
 
@@ -54,7 +54,7 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
               help="The folder's feature cache (default cache/<folder name>_features.h5; extracted when missing).")
 @click.option("--backbone", type=click.Path(dir_okay=False, path_type=Path),
               help="ONNX backbone for extraction (default $BUSI_LITE_BACKBONE, then the packaged one).")
-@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9,
+@click.option("--target-recall", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.9,
               show_default=True, help="Malignant recall the threshold must reach on the site's cases.")
 @click.option("--name", "site", default=None, help="Site name recorded in the card (default: the folder's name).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,

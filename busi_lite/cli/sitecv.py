@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import dump, log
+from busi_lite.cli.common import FiniteFloatRange, dump, log
 from busi_lite.cli.options import CommaList, config_options, make_config
 
 
@@ -55,7 +55,7 @@ def curve_table(curve) -> str:
               help="With --curve: whole image (the config's head) and/or lesion-box mode (the box head).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="With --curve: fold seeds 0..N-1 per size.")
-@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.90,
+@click.option("--target-recall", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=0.90,
               show_default=True, help="With --curve: recall the site-calibrated threshold aims at.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="With --curve: write OUT.json and the figure OUT.png (report --site-curve OUT.json shows it).")

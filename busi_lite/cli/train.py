@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from busi_lite.cli.common import NameType, Progress, dump, fraction, log
+from busi_lite.cli.common import (
+    FiniteFloatRange,
+    NameType,
+    Progress,
+    dump,
+    fraction,
+    log,
+)
 from busi_lite.cli.options import CommaList, config_options, declared_choices, make_config
 from busi_lite.common.constants import CLASSES
 
@@ -88,7 +95,7 @@ def warn(card) -> None:
 @click.option("--force", is_flag=True, help="Allow writing into busi-lite's own weights folder.")
 @click.option("--name", type=NameType(), default=None,
               help="Model name, letters/digits/._+- only (default from the options).")
-@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True,
+@click.option("--target-recall", type=FiniteFloatRange(0, 1, min_open=True), default=0.95, show_default=True,
               help="Malignant sensitivity the operating point aims at (chosen on training data).")
 @click.option("--box", is_flag=True, help="Also add the lesion-box head (predict --box); the cache needs the box views.")
 @click.option("--json", "as_json", is_flag=True, help="Print the model's metadata as JSON.")
