@@ -62,3 +62,26 @@ def test_target_recall_nan_is_refused_before_anything_runs(tmp_path):
     for verb in (["train", "--out", str(tmp_path / "m")], ["calibrate", "--data", str(tmp_path)]):
         r = CliRunner().invoke(main, [*verb, "--target-recall", "nan", "--cache", str(tmp_path / "none.h5")])
         assert r.exit_code == 2 and "'nan' is not a finite number" in r.output + r.stderr, r.output
+
+
+def test_a_damaged_cache_chunk_is_an_error_naming_the_dataset_and_file(tmp_path, tiny_backbone):
+    import h5py
+    import numpy as np
+    import pytest
+    from synth import make_busi_tree
+
+    from busi_lite.features.cache import CacheError, FeatureCache, extract
+
+    root = tmp_path / "d"
+    make_busi_tree(root, n_per_class=(2, 2, 2), seed=1)
+    cache = tmp_path / "c.h5"
+    extract(root, cache, tiny_backbone, views=(), log=lambda m: None, progress=False)
+    with h5py.File(cache, "r") as f:
+        info = f["pooled/raw"].id.get_chunk_info(0)
+        good = f["pooled/raw"][:]
+    with open(cache, "r+b") as fh:                       # finite garbage inside the chunk, as a bad disk writes
+        fh.seek(info.byte_offset + 64)
+        fh.write(np.full(8, 0.25, np.float32).tobytes())
+    with FeatureCache(cache) as fc, pytest.raises(CacheError, match=r"c.h5: pooled/raw cannot be read"):
+        fc.pooled("raw")
+    assert len(good) > 0 and np.isfinite(good).all()     # the data itself was fine before the damage

@@ -264,13 +264,14 @@ def _write(tmp, ds, root, bb, views, old, small, old_rows, strict, batch_size, l
                        views=",".join(all_views), classes=",".join(ds.classes),
                        dataset_root=str(Path(root).resolve()), dataset_source=str(Path(src.path).resolve()),
                        dataset_kind=src.kind, samples_digest=samples_digest(ds))
+        ck = {"fletcher32": True}   # every chunk checksummed: a damaged one is an error naming it, never data
         feat = {v: f.create_dataset(f"features/{v}", (0, g, g, d), "f2", maxshape=(None, g, g, d),
-                                    chunks=(1, g, g, d), compression="lzf") for v in all_views}
-        pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d)) for v in all_views}
-        grid = {v: f.create_dataset(f"grid/{v}", (0, g, g), "f2", maxshape=(None, g, g)) for v in all_views}
-        valid = {v: f.create_dataset(f"valid/{v}", (0,), bool, maxshape=(None,)) for v in all_views}
+                                    chunks=(1, g, g, d), compression="lzf", **ck) for v in all_views}
+        pooled = {v: f.create_dataset(f"pooled/{v}", (0, d), "f4", maxshape=(None, d), **ck) for v in all_views}
+        grid = {v: f.create_dataset(f"grid/{v}", (0, g, g), "f2", maxshape=(None, g, g), **ck) for v in all_views}
+        valid = {v: f.create_dataset(f"valid/{v}", (0,), bool, maxshape=(None,), **ck) for v in all_views}
         m224 = f.create_dataset("mask224", (0, size, size), bool, maxshape=(None, size, size),
-                                chunks=(1, size, size), compression="lzf")
+                                chunks=(1, size, size), compression="lzf", **ck)
         index = {k: [] for k in ("path", "label", "source_sha256", "content_sha256", "phash",
                                  "has_mask", "width", "height")}
         sources = []
