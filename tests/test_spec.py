@@ -82,10 +82,14 @@ def test_backbone_is_held_to_its_spec(tiny_backbone):
         Backbone(tiny_backbone, threads=1, spec=other)
 
 
-def test_shipped_model_card_without_spec_loads_as_default():
-    card = json.loads((packaged_dir() / "busi_lite_default.json").read_text())
-    assert "backbone" not in card  # the committed card predates stored specs
-    m = Model.load(packaged_dir() / "busi_lite_default")
+def test_model_card_without_spec_loads_as_the_shipped_backbone(tmp_path):
+    """Cards written before specs were stored (model_card/1) mean the shipped backbone."""
+    src = packaged_dir() / "busi_lite_default"
+    card = json.loads(src.with_suffix(".json").read_text())
+    card.pop("backbone", None)
+    (tmp_path / "m.npz").write_bytes(src.with_suffix(".npz").read_bytes())
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    m = Model.load(tmp_path / "m")
     assert m.spec is S.DEFAULT and m.card.backbone is None and m.preprocessing.size == 224
 
 
