@@ -94,3 +94,23 @@ def test_an_unusable_region_is_named_and_the_whole_frame_used(tmp_path, region, 
     fr = D.read_frames(S.write(ds, tmp_path / "r.dcm"))[0]
     assert fr.crop is None and np.array_equal(fr.rgb[..., 0], img)          # explicit fallback: whole frame
     assert len(fr.notes) == 1 and says in fr.notes[0] and "the whole frame used" in fr.notes[0]
+
+
+def test_the_region_note_reaches_predict_and_the_web_record(tiny_world, tmp_path):
+    from busi_lite.serving.inference import Predictor
+
+    ds = S.make_dataset(_image(4, 64, 80), regions=[S.region_item(0, 0, 1, 1)])
+    item = ds.SequenceOfUltrasoundRegions[0]
+    item.RegionLocationMinX0, item.RegionLocationMaxX1 = 50, 9            # inverted
+    path = S.write(ds, tmp_path / "inv.dcm")
+    pr = Predictor(tiny_world["model"], tiny_world["backbone"])
+    p = pr.predict([path])[0]
+    assert p.ok and any("ultrasound region not used (inverted" in n for n in p.notes)
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from busi_lite.web.app import create_app
+
+    c = TestClient(create_app(pr), base_url="http://127.0.0.1")
+    rec = c.post("/api/predict", files=[("files", ("inv.dcm", path.read_bytes(), "application/dicom"))]).json()[0]
+    assert rec["ok"] and any("ultrasound region not used (inverted" in n for n in rec["notes"])
