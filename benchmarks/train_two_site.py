@@ -53,8 +53,33 @@ def fit_box(parts, views, C_box):
     for cache, rows in parts:
         X, y, w, _ = box_xy(cache, rows, views)
         Xs.append(X), ys.append(y), ws.append(w)
-    return BoxHead(Xs[0].shape[1], C_box).fit(np.concatenate(Xs), np.concatenate(ys),
-                                              sample_weight=site_weights(ws, True).astype(np.float64))
+    head = BoxHead(Xs[0].shape[1], C_box)
+    head.fit(np.concatenate(Xs), np.concatenate(ys), sample_weight=site_weights(ws, True).astype(np.float64))
+    return head
+
+
+def sources_of(busi, site, sp, b_rows, s_rows, test_pred, threshold, box_auc):
+    """The card's ``sources``: BUSI (its split-0 test images held out, figures on them) and
+    BUS-BRA-dev (all images trained on: no held-out figures)."""
+    from busi_lite.model.card import SourceInfo
+    from busi_lite.training.core import auc_interval
+    from busi_lite.training.sources import files_digest
+    mal = list(busi.classes).index("malignant")
+    y = test_pred.y == mal
+    auc, lo, hi = auc_interval(y, test_pred.proba[:, mal])
+    alert = test_pred.proba[:, mal] >= threshold
+    nan = float("nan")
+    return [SourceInfo(name=BUSI_NAME, kind="cache", location=str(busi.attrs.get("dataset_root", busi.path)),
+                       counts={c: int((busi.labels == i).sum()) for i, c in enumerate(busi.classes)},
+                       files_digest=files_digest(busi), split_digest=sp.digest(busi.paths), n_train=int(len(b_rows)),
+                       n_test=int(len(sp.test)), weight=0.5, test_auc=auc, test_auc_lo=lo, test_auc_hi=hi,
+                       test_recall=float(alert[y].mean()), test_far=float(alert[~y].mean()), box_test_auc=box_auc),
+            SourceInfo(name=SITE_NAME, kind="cache", location=str(site.attrs.get("dataset_root", site.path)),
+                       counts={c: int((site.labels == list(site.classes).index(c)).sum())
+                               for c in getattr(site, "source_classes", site.classes)},
+                       files_digest=files_digest(site), split_digest="all images trained on", n_train=int(len(s_rows)),
+                       n_test=0, weight=0.5, test_auc=nan, test_auc_lo=nan, test_auc_hi=nan, test_recall=nan,
+                       test_far=nan)]
 
 
 def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=print):
@@ -144,7 +169,9 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
                    n_train_images=int(len(lb) + len(ls)), n_train_samples=int((len(lb) + len(ls)) * len(TRAIN_BOX_VIEWS)),
                    train_views=list(TRAIN_BOX_VIEWS), flip=flip, margin=BOX_MARGIN, test_auc=test_auc,
                    n_test=int(len(lt)))
-    model = Model(head, replace(card, box=info), ood, box_head)
+    model = Model(head, replace(card, box=info, sources=sources_of(busi, site, sp, b_rows, s_rows, test_pred,
+                                                                   cal.malignant_threshold, test_auc["box"])),
+                  ood, box_head)
     model = add_shift(model, [cache_site(BUSI_NAME, busi, b_rows), cache_site(SITE_NAME, site, s_rows)], seed)
     for s in model.card.shift.sites:
         log(f"shift statistics {s.name}: {s.n} images, threshold {s.threshold:.1f} "

@@ -41,7 +41,8 @@ D = 1280
 def _card() -> ModelCard:
     side = json.loads(resources.packaged("model").with_suffix(".json").read_text())
     side.pop("weights_sha256", None)
-    side.pop("box", None)  # the tiny models here have no lesion-box head
+    for k in ("box", "shift", "sources"):  # the tiny models here have no lesion-box head, site statistics or sources
+        side.pop(k, None)
     side["config"] = {k: v for k, v in side["config"].items() if k not in ("C", "flip", "params", "base")} | {"head": "plain"}
     side["head"] = {"kind": "plain", "n_features": D, "n_hidden": 100, "n_classes": 3}  # save() rewrites it
     return ModelCard.from_json(side, "template")
