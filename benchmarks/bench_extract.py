@@ -58,6 +58,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=1, help="cold runs per mode (median reported)")
     p.add_argument("--modes", default="all-views,views,no-views", help="comma list of: all-views, views, no-views")
     p.add_argument("--baseline", help="source tree of another commit to pair every run with (see above)")
+    p.add_argument("--out", default="extract", help="results/NAME.json to write (default extract)")
     p.add_argument("--views", default="roi,masked,mask", help=argparse.SUPPRESS)  # child only
     C.add_quiet_args(p)
     C.add_child_args(p)
@@ -127,7 +128,7 @@ def main(argv=None):
                    "peak_rss_mb": C.target(round(max(m["summary"]["peak_rss_mb"] for m in res["modes"].values()), 1),
                                            TARGET_MB)}
     res["targets"] = targets
-    path = C.write_results("extract", res)
+    path = C.write_results(args.out, res)
     print(f"\nBUSI extraction ({data}), {res['machine']['cores']} cores, {res['machine']['cpu_model']}, "
           f"load avg at start {res['loadavg_start']}")
     print(C.table(rows, ["mode", "images", "backbone inputs", "extract s", "child wall s", "images/s", "inputs/s",

@@ -14,6 +14,10 @@ Each task runs in its own child process (peak RSS per task):
                (split_for, training_rows, build_xy), evaluated with busi_lite.evaluation.metrics.summarize
 
 Targets: one config <= 2 s on 2 cores; whole plain grid x 5 seeds <= 3 min.
+
+--baseline TREE (a source tree of another commit, ``git archive COMMIT | tar -x -C TREE``): every
+task's child also runs on that tree (PYTHONPATH=TREE) right after, and the table gives both and
+the ratio of training seconds (before/after in one run); --out NAME writes results/NAME.json.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from busi_lite.features.cache import FeatureCache
-from busi_lite.training.core import make_head, split_for, training_rows
+from busi_lite.training.core import build_xy, make_head, split_for, training_rows
 
 TARGET_ONE_S, TARGET_GRID_S = 2.0, 180.0
 LR, BATCH, EPOCHS = 1e-4, 32, 50
@@ -41,7 +45,7 @@ LR, BATCH, EPOCHS = 1e-4, 32, 50
 def _cfg(masks: bool, head="plain"):
     from busi_lite.model.config import Config
 
-    return Config.build(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
+    return getattr(Config, "build", Config)(name=f"model-7{'p' if masks else ''}{'+mtl' if head == 'mtl' else ''}", lr=LR, batch=BATCH,
                   epochs=EPOCHS, masks=masks, head=head)
 
 
@@ -49,6 +53,11 @@ def _metrics(test: dict) -> dict:
     return {"accuracy": test["accuracy"], "malignant_recall": test["malignant"]["recall"],
             "malignant_far": test["malignant"]["far"], "malignant_auc": test["malignant_auc"],
             "macro_f1": test["macro_f1"]}
+
+
+def _plain(r) -> dict:
+    """A run's result as plain JSON (run_one returns a RunResult record)."""
+    return r.to_json() if hasattr(r, "to_json") else r
 
 
 def _preload(cache, pooled=True):
@@ -71,14 +80,16 @@ def child_one(cache_path, seeds, masks: bool) -> dict:
     runs = []
     for seed in seeds:
         t0 = time.perf_counter()
-        r = E.run_one(cache, cfg, seed)
+        r = _plain(E.run_one(cache, cfg, seed))
         total = time.perf_counter() - t0
         # fit() alone on the same samples, no per-epoch validation pass (like sklearn's fit)
         sp = split_for(cache, seed)
-        tr = E.build_xy(cache, training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
+        tr = build_xy(cache, training_rows(cache, sp.train, cfg, seed), cfg, with_views=cfg.masks)
         head = make_head(cfg, len(cache.classes), seed)
         t1 = time.perf_counter()
-        fit(head, tr["X"], tr["y"], **cfg.params.fit_kwargs(), seed=seed)
+        kw = cfg.params.fit_kwargs() if hasattr(cfg, "params") else dict(lr=cfg.lr, batch_size=cfg.batch,
+                                                                          epochs=cfg.epochs)
+        fit(head, tr["X"], tr["y"], **kw, seed=seed)
         fit_s = time.perf_counter() - t1
         runs.append({"seed": seed, "train_seconds": r["train_seconds"], "run_one_seconds": total, "fit_seconds": fit_s,
                      "n_train_samples": r["n_train_samples"], "n_train_images": r["n_train_images"],
@@ -113,7 +124,7 @@ def child_mtl(cache_path, seed) -> dict:
     load_s = time.perf_counter() - t0
     cfg = _cfg(False, "mtl")
     t0 = time.perf_counter()
-    r = E.run_one(cache, cfg, seed)
+    r = _plain(E.run_one(cache, cfg, seed))
     total = time.perf_counter() - t0
     return {"config": cfg.name, "seed": seed, "load_seconds": load_s, "train_seconds": r["train_seconds"],
             "run_one_seconds": total, "n_train_samples": r["n_train_samples"], **_metrics(r["test"]),
@@ -138,8 +149,8 @@ def child_sklearn(cache_path, seeds) -> dict:
         for seed in seeds:
             sp = split_for(cache, seed)
             rows = training_rows(cache, sp.train, cfg, seed)
-            tr = E.build_xy(cache, rows, cfg, with_views=cfg.masks)
-            te = E.build_xy(cache, sp.test, cfg, with_views=False)
+            tr = build_xy(cache, rows, cfg, with_views=cfg.masks)
+            te = build_xy(cache, sp.test, cfg, with_views=False)
             clf = MLPClassifier(hidden_layer_sizes=(100,), solver="adam", learning_rate_init=LR, batch_size=BATCH,
                                 max_iter=EPOCHS, shuffle=True, random_state=seed, alpha=0.0, early_stopping=False,
                                 n_iter_no_change=10 ** 9, tol=0.0)
@@ -189,6 +200,8 @@ def main(argv=None):
                         "shared 2-core machine multi-threaded OpenBLAS spin-waits and small matmuls get many "
                         "times slower. '' = library defaults everywhere")
     p.add_argument("--report", action="store_true", help="only re-print the tables of results/train.json")
+    p.add_argument("--baseline", help="source tree of another commit: every task also runs on it (see above)")
+    p.add_argument("--out", default="train", help="results/NAME.json to write (default train)")
     p.add_argument("--masks", type=int, default=0, help=argparse.SUPPRESS)  # child only
     C.add_quiet_args(p)
     C.add_child_args(p)
@@ -220,6 +233,8 @@ def main(argv=None):
             res.update(data=str(data), backbone=str(backbone))
             cache = Path(td) / "cache.h5"
             _extract_cache(data, backbone, cache)
+        if args.baseline:
+            res["baseline"] = str(Path(args.baseline).resolve())
         res.update(cache=str(cache) if args.cache else "(extracted into a temp dir)", seeds=seeds,
                    config={"lr": LR, "batch": BATCH, "epochs": EPOCHS, "hidden": 100})
         tasks = args.tasks.split(",")
@@ -228,12 +243,20 @@ def main(argv=None):
         res["blas_one_thread_tasks"] = [t for t in args.one_thread.split(",") if t]
         common = ["--cache", cache, "--seeds", str(args.seeds)]
 
-        def run(task, *extra, env=None):
-            C.log(f"task {task} {' '.join(map(str, extra))}{' (BLAS 1 thread)' if env else ''} ...")
+        def run1(task, *extra, env=None):
+            on_base = bool(env) and env.get("PYTHONPATH") == res.get("baseline")
+            C.log(f"task {task} {' '.join(map(str, extra))}{' (BLAS 1 thread)' if env and not on_base else ''}"
+                  f"{' on the baseline' if on_base else ''} ...")
             m, out = C.child(__file__, task, *common, *extra, env=env)
             C.log(f"  wall {m['wall_s']:.1f}s, peak {m['peak_rss_mb']:.0f} MB, other processes "
-                  f"{m['other_cpu_cores']:.2f} cores")
+                  f"{m['other_cpu_cores']:.2f} cores, load {m['loadavg_before']}")
             return {"process": m, **out}
+
+        def run(task, *extra, env=None):
+            out = run1(task, *extra, env=env)
+            if args.baseline:
+                out["baseline"] = run1(task, *extra, env=dict(env or os.environ, PYTHONPATH=res["baseline"]))
+            return out
 
         if "one-plain" in tasks:
             res["one"] = {}
@@ -265,7 +288,7 @@ def main(argv=None):
             res["sklearn"] = sk
 
     report(res)
-    path = C.write_results("train", res)
+    path = C.write_results(args.out, res)
     print(f"\nwrote {path.relative_to(C.REPO)}")
 
 
@@ -330,6 +353,19 @@ def report(res: dict) -> None:
         print()
         print(C.table(tr, ["target", "measured", "limit", "result"]))
     res["machine_note"] = "other_cpu_cores ~1 means another process held one of the two cores during the run"
+    pairs = []
+    for key in ("one", "one_blas1"):
+        for name, o in res.get(key, {}).items():
+            if "baseline" in o:
+                a = statistics.median(r["train_seconds"] for r in o["runs"])
+                b = statistics.median(r["train_seconds"] for r in o["baseline"]["runs"])
+                pairs.append([f"{name} ({key})", f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}x", o["process"]["loadavg_before"]])
+    if "mtl" in res and "baseline" in res["mtl"]:
+        a, b = res["mtl"]["train_seconds"], res["mtl"]["baseline"]["train_seconds"]
+        pairs.append([res["mtl"]["config"], f"{a:.2f}", f"{b:.2f}", f"{a / b:.2f}x", res["mtl"]["process"]["loadavg_before"]])
+    if pairs:
+        print("\nAgainst the baseline tree " + res.get("baseline", ""))
+        print(C.table(pairs, ["config", "train s (this tree)", "train s (baseline)", "ratio", "load avg"]))
 
 
 if __name__ == "__main__":
