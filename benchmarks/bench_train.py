@@ -341,11 +341,12 @@ def report(res: dict) -> None:
                              "malignant FAR", "malignant AUC"]))
     res["targets"] = targets
     if targets:
+        key_of = {"BLAS default threads": "one", "BLAS 1 thread": "one_blas1"}
         tr = []
         for k, t in targets.items():
             if k.startswith("one_config_s:"):
                 _, name, label = k.split(":")
-                n = res["one"][name]["runs"][0]["n_train_samples"]
+                n = res[key_of[label]][name]["runs"][0]["n_train_samples"]
                 tr.append(C.fmt_target(f"one config {name} ({n} samples, median of {len(seeds)}), {label}", t, " s"))
         if "grid_x5_s" in targets:
             tr.append(C.fmt_target(f"plain grid x {len(seeds)} seeds, BLAS {res['grid']['blas_threads']} thread(s)",

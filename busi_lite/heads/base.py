@@ -326,7 +326,8 @@ def fit(head, X, y, *, lr, batch_size, epochs, seed, sample_weight=None, seg_tar
             swb = None if sw is None else sw[b]
             xb = buf[:len(b)]
             if X.dtype == head.dtype:
-                np.take(X, b, axis=0, out=xb)   # gather straight into the buffer
+                np.take(X, b, axis=0, out=xb, mode="clip")   # straight into the buffer (b is in range;
+                # mode "raise" would gather into a temporary first)
             else:
                 xb[...] = X[b]  # gather + cast (X float16 over CAST_ONCE_BYTES)
             try:
