@@ -74,7 +74,8 @@ class Busy:
 
 
 def _busy() -> float:
-    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
     return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 

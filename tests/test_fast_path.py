@@ -126,7 +126,7 @@ def test_fit_casting_once_is_bit_identical(kind, monkeypatch):
     n, d = 70, 32
     X = rng.standard_normal((n, 49, d) if kind == "mtl" else (n, d)).astype(np.float16)
     y = rng.integers(0, 3, n)
-    kw = dict(lr=1e-2, batch_size=16, epochs=4, seed=3, X_val=X[:9], y_val=y[:9])
+    kw = {"lr": 1e-2, "batch_size": 16, "epochs": 4, "seed": 3, "X_val": X[:9], "y_val": y[:9]}
     if kind == "mtl":
         kw["seg_target"] = rng.uniform(0, 1, (n, 49))
     cls = get_head(kind)
