@@ -179,7 +179,7 @@ def test_train_command_logreg_flip_v2_box_card():
     cfg = Config.build(name="model-7p+logreg+flip", head="logreg", preprocess="v2", flip=True,
                        C=0.05, balance="undersample", per_class=90)
     card = Model.load().card  # the committed default card (a real ModelCard), with this config, trained alone
-    card.config, card.selection = cfg, None
+    card.config, card.selection, card.sources = cfg, None, None
     cmd = train_command(card, Path("w/lr"), "c_v2.h5")
     args = shlex.split(cmd)
     for opt in ("--head", "--preprocess", "--flip", "--C", "--balance"):

@@ -275,3 +275,14 @@ def test_site_model_evaluates_and_calibrates_on_a_manifest(caches, tiny_backbone
                                   "--target-recall", "0.9", "--out", str(tmp_path / "calibrated")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "calibrated.json").is_file()
+
+
+def test_train_command_gives_dataset_folders_as_data():
+    from busi_lite.cli.commands import train_command
+
+    card = {"config": {"head": "logreg"}, "split": {"seed": 0},
+            "sources": [{"name": "busi", "kind": "cache", "location": "/data/busi"},
+                        {"name": "site", "kind": "cache", "location": "cache/site.h5"},
+                        {"name": "cases", "kind": "manifest", "location": "h/cases.csv"}]}
+    cmd = train_command(card, "m", "x.h5")
+    assert "--data /data/busi" in cmd and "--cache cache/site.h5" in cmd and "--data h/cases.csv" in cmd

@@ -56,8 +56,9 @@ def train_command(meta, stem, cache: str) -> str:
     sources = d.get("sources") or []
     if sources:  # several sources: each as given (a dataset with --data, a cache with --cache)
         args = ["busi-lite", "train"]
-        for src in sources:
-            args += ["--cache" if src.get("kind") == "cache" else "--data", str(src.get("location"))]
+        for src in sources:  # a feature cache file with --cache, a dataset folder or manifest with --data
+            loc = str(src.get("location"))
+            args += ["--cache" if src.get("kind") == "cache" and loc.endswith((".h5", ".hdf5")) else "--data", loc]
         if sources[0].get("weighting", "balanced") != "balanced":
             args += ["--source-weight", sources[0]["weighting"]]
         args += opts
