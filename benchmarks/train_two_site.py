@@ -69,12 +69,12 @@ def sources_of(busi, site, sp, b_rows, s_rows, test_pred, threshold, box_auc):
     auc, lo, hi = auc_interval(y, test_pred.proba[:, mal])
     alert = test_pred.proba[:, mal] >= threshold
     nan = float("nan")
-    return [SourceInfo(name=BUSI_NAME, kind="cache", location=str(busi.attrs.get("dataset_root", busi.path)),
+    return [SourceInfo(name=BUSI_NAME, kind="folder", location=str(busi.attrs.get("dataset_root", busi.path)),
                        counts={c: int((busi.labels == i).sum()) for i, c in enumerate(busi.classes)},
                        files_digest=files_digest(busi), split_digest=sp.digest(busi.paths), n_train=int(len(b_rows)),
                        n_test=int(len(sp.test)), weight=0.5, test_auc=auc, test_auc_lo=lo, test_auc_hi=hi,
                        test_recall=float(alert[y].mean()), test_far=float(alert[~y].mean()), box_test_auc=box_auc),
-            SourceInfo(name=SITE_NAME, kind="cache", location=str(site.attrs.get("dataset_root", site.path)),
+            SourceInfo(name=SITE_NAME, kind="folder", location=str(site.attrs.get("dataset_root", site.path)),
                        counts={c: int((site.labels == list(site.classes).index(c)).sum())
                                for c in getattr(site, "source_classes", site.classes)},
                        files_digest=files_digest(site), split_digest="all images trained on", n_train=int(len(s_rows)),
