@@ -203,10 +203,12 @@ class LockBusy(BusiError):
 
 
 @contextmanager
-def write_lock(lock_path, what: str):
+def write_lock(lock_path, what: str, remove: bool = False, busy=LockBusy):
     """Hold an exclusive lock on ``lock_path`` (created if needed; it records the holder's PID)
-    for the block. Raises LockBusy at once, naming the holder's PID, when another process
-    (or another open of the same file) holds it. ``what``: what is being written, for the message."""
+    for the block. Raises ``busy(what, fix, holder)`` (default LockBusy) at once, naming the
+    holder's PID, when another process (or another open of the same file) holds it. ``what``:
+    what is being written, for the message. ``remove``: delete the lock file when the block ends
+    (still held then: a run that opened it before is refused, a later one makes its own)."""
     lock_path = Path(lock_path)
     try:
         f = open(lock_path, "a+")
@@ -219,9 +221,9 @@ def write_lock(lock_path, what: str):
             f.seek(0)
             text = f.read(32).strip()
             holder = int(text) if text.isdigit() else None
-            raise LockBusy(f"{what}: another busi-lite run (pid {holder if holder else '?'}) is writing it; "
-                           f"this run (pid {os.getpid()}) lost and wrote nothing",
-                           "wait for the other run to finish, or write elsewhere", holder) from None
+            raise busy(f"{what}: another busi-lite run (pid {holder if holder else '?'}) is writing it; "
+                       f"this run (pid {os.getpid()}) lost and wrote nothing",
+                       "wait for the other run to finish, or write elsewhere", holder) from None
         try:
             f.seek(0)
             f.truncate()
@@ -229,7 +231,11 @@ def write_lock(lock_path, what: str):
             f.flush()
         except OSError:
             pass                    # the PID is for messages only
-        yield
+        try:
+            yield
+        finally:
+            if remove:
+                lock_path.unlink(missing_ok=True)
 
 
 def write_bytes(dest, data: bytes) -> Path:

@@ -35,14 +35,12 @@ into what they return. A damaged file gives a CacheError saying to rebuild.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +48,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from busi_lite.common.atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit
+from busi_lite.common.atomic import LatchedFile, atomic_path, clean_stale, os_error, sigterm_as_exit, write_lock
 from busi_lite.common.constants import CLASSES
 from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.errors import BusiError, ConfigError, ImageError
@@ -150,23 +148,17 @@ def _prepare(root: Path, sample: D.Sample, index: int, views, pp: Preprocessing,
     return _Item(index, inputs, grids, m224, content_sha256(rgb), D.phash(rgb), size, bool(mask.any()))
 
 
-@contextmanager
+class CacheBusy(CacheError):
+    """Another extract holds the cache's write lock; ``holder`` is its PID (None if unknown)."""
+
+    def __init__(self, what: str, fix: str, holder: int | None):
+        super().__init__(what, fix, param="out")
+        self.holder = holder
+
+
 def _lock(out: Path):
-    lock_path = out.with_name(out.name + ".lock")
-    try:
-        f = open(lock_path, "w")
-    except OSError as e:
-        raise os_error(lock_path, e, "creating the lock file") from None
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheError(f"{out}: another busi-lite extract is writing this cache",
-                             "wait for it to finish, or write to another cache file", param="out") from None
-        try:
-            yield
-        finally:   # removed while still held: a run that opens it now is refused, a later one makes its own
-            lock_path.unlink(missing_ok=True)
+    """The cache's write lock (``OUT.lock``, removed when the extract ends)."""
+    return write_lock(out.with_name(out.name + ".lock"), f"cache {out}", remove=True, busy=CacheBusy)
 
 
 def _open_old(out: Path, backbone: Backbone, views, force: bool, log, pp: Preprocessing):
