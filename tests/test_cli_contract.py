@@ -238,3 +238,18 @@ def test_progress_counts_and_estimates():
     pr.tick()
     assert "[2/4 1:00 elapsed, ETA 1:00]" in pr.prefix("")
     assert not math.isnan(pr.total)
+
+
+def test_train_command_says_when_a_source_was_trained_whole():
+    """A source used whole (no held-out split, as BUS-BRA-dev in the shipped model) is something
+    `train --data` does not do: the rebuilt command says so instead of passing for the one that made it."""
+    from busi_lite.model.model import Model
+
+    d = Model.load().card.to_json()
+    assert len(d["sources"]) >= 2  # the shipped model is trained on two sites
+    for s in d["sources"]:
+        s["n_test"] = 5
+    assert "trained whole" not in train_command(d, Path("w/m"), "c.h5")
+    d["sources"][-1]["n_test"] = 0
+    cmd = train_command(d, Path("w/m"), "c.h5")
+    assert f"# NB: {d['sources'][-1]['name']} trained whole (no held-out split)" in cmd

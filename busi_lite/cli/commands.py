@@ -70,8 +70,11 @@ def train_command(meta, stem, cache: str) -> str:
     if d.get("box"):
         args += ["--box"]
     args += ["--seed", str(split.get("seed", 0)), "--out", str(stem)]
-    note = f"   # NB: train has no option for {', '.join(missing)}" if missing else ""
-    return shlex.join(args) + note
+    whole = [str(src.get("name")) for src in sources if src.get("n_test") == 0]
+    nb = ([f"train has no option for {', '.join(missing)}"] if missing else []) + \
+         ([f"{', '.join(whole)} trained whole (no held-out split), which train does not do: this command "
+           f"trains a similar model, not this one"] if whole else [])
+    return shlex.join(args) + (f"   # NB: {'; '.join(nb)}" if nb else "")
 
 
 def sweep_command(data: dict, path, cache: str) -> str:
