@@ -21,7 +21,6 @@ import fcntl
 import glob
 import io
 import os
-import secrets
 import signal
 import threading
 from contextlib import contextmanager
@@ -33,7 +32,7 @@ _TMP_SUFFIX = ".tmp"
 
 
 def _tmp_name(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{os.urandom(4).hex()}{_TMP_SUFFIX}")
 
 
 def _pid_alive(pid: int) -> bool:
