@@ -100,10 +100,10 @@ def choose(rows: list[dict]) -> tuple[str, list[str]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--busi", default="/work/cache/busi_features.h5")
-    p.add_argument("--busi-v2", default="/work/cache/busi_features_v2.h5")
-    p.add_argument("--site", default="/work/cache/busbra-dev_features.h5")
-    p.add_argument("--site-v2", default="/work/cache/busbra-dev_features_v2.h5")
+    p.add_argument("--busi", default="cache/busi_features.h5")
+    p.add_argument("--busi-v2", default="cache/busi_features_v2.h5")
+    p.add_argument("--site", default="cache/busbra-dev_features.h5")
+    p.add_argument("--site-v2", default="cache/busbra-dev_features_v2.h5")
     p.add_argument("--plain-seeds", type=int, default=3)
     p.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     args = p.parse_args(argv)

@@ -68,8 +68,8 @@ def shifted(rgb: np.ndarray, kind: str, rng) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--busi", default="/work/cache/busi_features.h5")
-    p.add_argument("--site", default="/work/cache/busbra-dev_features.h5")
+    p.add_argument("--busi", default="cache/busi_features.h5")
+    p.add_argument("--site", default="cache/busbra-dev_features.h5")
     p.add_argument("--model", default=str(C.REPO / "weights" / "busi_lite_default"))
     p.add_argument("--batches", type=int, default=500)
     p.add_argument("--n", type=int, default=50)

@@ -40,8 +40,8 @@ def _size(t: str):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--busi", default="/work/cache/busi_features_v2.h5")
-    p.add_argument("--site", default="/work/cache/busbra-dev_features_v2.h5")
+    p.add_argument("--busi", default="cache/busi_features_v2.h5")
+    p.add_argument("--site", default="cache/busbra-dev_features_v2.h5")
     p.add_argument("--sizes", default="25,50,100,200,all")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--busi-seeds", type=int, default=1)

@@ -201,8 +201,8 @@ def busi_splits(busi, site, cfg, n, log):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="model-7p+logreg+flip", help="the LOSO study's choice")
-    p.add_argument("--busi", default="/work/cache/busi_features.h5")
-    p.add_argument("--site", default="/work/cache/busbra-dev_features.h5")
+    p.add_argument("--busi", default="cache/busi_features.h5")
+    p.add_argument("--site", default="cache/busbra-dev_features.h5")
     p.add_argument("--out", default=str(C.REPO / "weights" / "busi_lite_default"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--splits", type=int, default=5)

@@ -165,6 +165,31 @@ def real_cache(real_data, real_backbone, tmp_path_factory):
     return out, summary
 
 
+@pytest.fixture(scope="session")
+def real_site() -> Path:
+    """$BUSI_LITE_SITE_DATA: the BUS-BRA-dev folder; unset -> skip, or fail with BUSI_LITE_REQUIRE_REAL=1
+    (.ci/run sets both)."""
+    value = os.environ.get("BUSI_LITE_SITE_DATA", "").strip()
+    if not value:
+        msg = "BUSI_LITE_SITE_DATA is not set; point it at ../shared/datasets/busbra-dev to run this test"
+        _unavailable(msg)
+    path = Path(value).expanduser()
+    if not (path / "benign").is_dir() or not (path / "malignant").is_dir():
+        msg = f"BUSI_LITE_SITE_DATA={value!r} has no benign/ and malignant/ folders"
+        _unavailable(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_site_cache(real_site, real_backbone, tmp_path_factory) -> Path:
+    """BUS-BRA-dev extracted once per session (raw + flip), read-only for the tests."""
+    from busi_lite.features import cache as F
+
+    out = tmp_path_factory.mktemp("real_site") / "busbra-dev_features.h5"
+    F.extract(real_site, out, backbone=real_backbone, views=("flip",), progress=False, log=lambda m: None)
+    return out
+
+
 # --------------------------------------------------------------------------- #
 # Summary: say which assets were missing (the reason behind the skips)
 # --------------------------------------------------------------------------- #

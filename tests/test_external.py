@@ -6,9 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import math
-import os
+import re
 import shutil
 from pathlib import Path
 
@@ -238,28 +237,8 @@ def test_csv_text_needs_rows(site_world):
 
 # ---------------------------------------------------------------- real assets (BUS-BRA-dev)
 
-@pytest.fixture(scope="session")
-def real_site() -> Path:
-    """$BUSI_LITE_SITE_DATA: the BUS-BRA-dev folder; unset -> skip, or fail with BUSI_LITE_REQUIRE_REAL=1
-    (.ci/run sets both)."""
-    value = os.environ.get("BUSI_LITE_SITE_DATA", "").strip()
-    if not value:
-        msg = "BUSI_LITE_SITE_DATA is not set; point it at ../shared/datasets/busbra-dev to run this test"
-        if os.environ.get("BUSI_LITE_REQUIRE_REAL", "").strip() == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    path = Path(value).expanduser()
-    if not (path / "benign").is_dir() or not (path / "malignant").is_dir():
-        msg = f"BUSI_LITE_SITE_DATA={value!r} has no benign/ and malignant/ folders"
-        if os.environ.get("BUSI_LITE_REQUIRE_REAL", "").strip() == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
-
-
-def test_real_default_model_on_busbra_dev(real_site, real_backbone, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("busbra") / "busbra_raw.h5"
-    extract(real_site, cache, real_backbone, views=("flip",), log=_quiet, progress=False)  # flip: the default model averages
+def test_real_default_model_on_busbra_dev(real_site, real_site_cache):
+    cache = real_site_cache  # raw + flip: the default model averages
     m = Model.load()  # the committed default model (BUSI split-0 training images + all of BUS-BRA-dev)
     with FeatureCache(cache) as fc:
         ev = evaluate_external(m, fc, data_root=real_site)

@@ -8,9 +8,7 @@ BUS-BRA-dev must."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,6 @@ from busi_lite.serving.shift import SHIFT_WARNING, SiteShiftWarning, check_coord
 from busi_lite.training.box import add_box_head
 from busi_lite.training.experiments import fit_model
 from busi_lite.training.shift import fit_shift
-
 
 _DIRECTION = np.random.default_rng(99).normal(size=64) / 8  # a site's shift: not along the class means
 
@@ -201,20 +198,10 @@ def test_cli_predict_warns_once_for_a_shifted_folder(world, tmp_path):
 
 # ---------------------------------------------------------------- real data
 
-def _real_caches():
-    busi = os.environ.get("BUSI_LITE_CACHE_REAL", "/work/cache/busi_features.h5")
-    site = os.environ.get("BUSI_LITE_SITE_CACHE_REAL", "/work/cache/busbra-dev_features.h5")
-    if not (Path(busi).is_file() and Path(site).is_file()):
-        if os.environ.get("BUSI_LITE_REQUIRE_REAL", "").strip() == "1":
-            pytest.fail("real feature caches missing (BUSI_LITE_REQUIRE_REAL=1)")
-        pytest.skip("real feature caches of BUSI and BUS-BRA-dev not found")
-    return FeatureCache(busi), FeatureCache(site)
-
-
-def test_real_busi_only_statistics_busi_held_out_quiet_busbra_fires():
+def test_real_busi_only_statistics_busi_held_out_quiet_busbra_fires(real_cache, real_site_cache):
     from busi_lite.training.shift import cache_site
 
-    b, s = _real_caches()
+    b, s = FeatureCache(real_cache[0]), FeatureCache(real_site_cache)
     sp = b.split(0)
     ood = OOD.fit(b.pooled("raw", sp.train))
     m = _M(ood, fit_shift(ood, [cache_site("busi", b, sp.train)], seed=0))
