@@ -19,7 +19,7 @@ flip averaging (Config.build(head="logreg", preprocess="v2", flip=True, C=0.01))
    process's CPU time and the load average are recorded together.
 
 Writes benchmarks/results/site_training_targets.json, site_curve_busbra.json and
-docs/site_curve_busbra.png (the figure the README shows). Figures on BUS-BRA-dev's own held-out
+benchmarks/results/figures/site_curve_busbra.png (the figure the README shows). Figures on BUS-BRA-dev's own held-out
 cases: NOT zero-shot.
 """
 
@@ -72,8 +72,8 @@ def main(argv=None) -> int:
             try:
                 from busi_lite.report.site_curve import fig_site_curve
 
-                docs = C.REPO / "docs"
-                docs.mkdir(exist_ok=True)
+                docs = C.REPO / "benchmarks" / "results" / "figures"
+                docs.mkdir(parents=True, exist_ok=True)
                 fig_site_curve(curve.to_json()).savefig(docs / "site_curve_busbra.png", dpi=110, bbox_inches="tight")
             except ImportError:
                 C.log("no figure: matplotlib is missing")
