@@ -20,6 +20,7 @@ import click
 
 from busi_lite.common.errors import BusiError
 from busi_lite.common.jsonio import dumps, write
+from busi_lite.common.progress import clock_text
 
 ENV_DATA = "BUSI_LITE_DATA"
 
@@ -165,11 +166,6 @@ def head_choice() -> click.Choice:
 
 # ---------------------------------------------------------------- progress
 
-def _clock(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 class Progress:
     """Run counter and ETA for long loops: ``tick()`` after each run, ``prefix(msg)`` for log lines.
 
@@ -185,7 +181,7 @@ class Progress:
     def prefix(self, msg: str) -> str:
         elapsed = self.clock() - self.t0
         if self.done:
-            eta = _clock(elapsed / self.done * max(self.total - self.done, 0))
+            eta = clock_text(elapsed / self.done * max(self.total - self.done, 0))
         else:
             eta = "?"
-        return f"[{self.done}/{self.total} {_clock(elapsed)} elapsed, ETA {eta}] {msg}"
+        return f"[{self.done}/{self.total} {clock_text(elapsed)} elapsed, ETA {eta}] {msg}"

@@ -20,9 +20,9 @@ class LineProgress:
 
     def _line(self) -> None:
         el = self.clock() - self.t0
-        eta = "?" if not self.done else _mmss(el / self.done * (self.total - self.done))
+        eta = "?" if not self.done else clock_text(el / self.done * (self.total - self.done))
         print(f"{self.label}: {self.done}/{self.total} images ({100 * self.done / self.total:.0f} %), "
-              f"{_mmss(el)} elapsed, ETA {eta}", file=self.stream, flush=True)
+              f"{clock_text(el)} elapsed, ETA {eta}", file=self.stream, flush=True)
 
     def update(self, n: int) -> None:
         self.done = min(self.total, self.done + int(n))
@@ -34,9 +34,10 @@ class LineProgress:
         self._line()
 
 
-def _mmss(s: float) -> str:
+def clock_text(s: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from one hour on."""
     s = int(round(s))
-    return f"{s // 60}:{s % 60:02d}"
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def progress_bar(total: int, label: str, enabled: bool = True):
