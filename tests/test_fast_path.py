@@ -77,8 +77,10 @@ def test_fast_path_matches_reference_on_shipped_model(shipped):
             proba = np.array([p.proba[c] for c in pr.model.classes])
             np.testing.assert_allclose(proba, ref["proba"], rtol=0, atol=TOL)
             assert p.label == pr.model.classes[int(ref["proba"].argmax())]
+            assert (p.lesion is None) == (ref["lesion"] is None), f.name
             if ref["lesion"] is not None:
                 np.testing.assert_allclose(np.ravel(p.lesion), ref["lesion"], rtol=0, atol=1e-4)  # rounded to 4 places
+            assert (p.ood_score is None) == (ref["ood"] is None), f.name
             if ref["ood"] is not None:
                 assert p.ood_score == pytest.approx(ref["ood"], rel=1e-5, abs=TOL)
             pixel = [r for fl in p.flags if fl.name == "unusual_input" for r in [fl.reason]]
