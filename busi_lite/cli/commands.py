@@ -12,14 +12,7 @@ import re
 import shlex
 from pathlib import Path
 
-from busi_lite.cli.options import config_args
-
-
-def _value(v) -> str:
-    if isinstance(v, float):
-        short = f"{v:g}"
-        return short if float(short) == v else repr(v)
-    return str(v)
+from busi_lite.cli.options import arg_value, config_args
 
 
 def train_command(meta, stem, cache: str) -> str:
@@ -66,7 +59,7 @@ def train_command(meta, stem, cache: str) -> str:
         args = ["busi-lite", "train", "--cache", cache] + opts
     recall = (d.get("calibration") or {}).get("target_recall", 0.95)
     if recall != 0.95:
-        args += ["--target-recall", _value(float(recall))]
+        args += ["--target-recall", arg_value(float(recall))]
     if d.get("box"):
         args += ["--box"]
     args += ["--seed", str(split.get("seed", 0)), "--out", str(stem)]

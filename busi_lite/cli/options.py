@@ -156,12 +156,17 @@ def _args(flag: str, v, config) -> list:
         return [flag, f"undersample={config.per_class}" if v == "undersample" else v]
     if isinstance(v, bool):
         return [flag if v else "--no-" + flag[2:]]
+    return [flag, arg_value(v)]
+
+
+def arg_value(v) -> str:
+    """A value as a command-line argument: floats short when exact ('0.0001'), tuples comma-joined."""
     if isinstance(v, float):
         short = f"{v:g}"
-        return [flag, short if float(short) == v else repr(v)]
+        return short if float(short) == v else repr(v)
     if isinstance(v, tuple):
-        return [flag, ",".join(v)]
-    return [flag, str(v)]
+        return ",".join(v)
+    return str(v)
 
 
 def declared_choices(name: str) -> list:
