@@ -401,10 +401,6 @@ def _check_size(fh, zf: zipfile.ZipFile, want: dict, where) -> None:
                          DAMAGED)
 
 
-def _sha256(fh) -> str:
-    return _sha256_pair(fh, b"")[0]
-
-
 def _sha256_pair(fh, prefix: bytes) -> tuple[str, str]:
     """(SHA-256 of the file's bytes, SHA-256 of ``prefix`` followed by them), one read."""
     fh.seek(0)
@@ -432,7 +428,7 @@ def _lock_path(npz: Path) -> Path:
 def _file_sha256(p: Path) -> str | None:
     try:
         with open(p, "rb") as fh:
-            return _sha256(fh)
+            return _sha256_pair(fh, b"")[0]
     except OSError:
         return None
 
