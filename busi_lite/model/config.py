@@ -130,7 +130,6 @@ class Config:
             raise ConfigError(f"config has unknown fields {unknown}", "remove them or upgrade busi-lite", "config")
         d = dict(d)
         head = d.get("head", DEFAULT_HEAD)
-        get_head(head)
         d["params"] = get_head(head).Params.from_json(d["params"], f"config.params (of the {head} head)")
         if isinstance(d.get("views"), list):
             d["views"] = tuple(d["views"])
