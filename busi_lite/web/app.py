@@ -196,13 +196,15 @@ class _Service:
         self.max_request = int(max_request_mb * MB)
         self.max_pixels = int(max_request_mpixels * 1e6)
         self.lock = threading.Lock()   # one prediction at a time: the backbone already uses every core
+        self.pv = getattr(predictor, "provenance", None)     # one record per loaded model
+        self.public_pv = _public_provenance(self.pv)         # as the page and API show it, built once
 
     def info(self) -> dict:
         p = self.predictor
         m, bb = p.model, p.backbone
-        pv = getattr(p, "provenance", None)
+        pv = self.pv
         return {
-            "provenance": _public_provenance(pv),
+            "provenance": self.public_pv,
             "model": {"name": pv.name if pv is not None else _model_name(m),
                       "file": Path(self.model_path).name if self.model_path else None,
                       "sha256": getattr(p, "model_sha256", None),
@@ -255,7 +257,7 @@ class _Service:
                     preds = self.predictor.predict_arrays(rgbs, names=names, **kw)
             for f, p in zip(frames, preds):
                 rec = p.to_dict()
-                rec["model"] = _public_provenance(p.model)
+                rec["model"] = self.public_pv if p.model is self.pv else _public_provenance(p.model)
                 rec["shift_coords"] = p.shift_coords   # the page's session site check (POST /api/site-check)
                 rec.update({k: v for k, v in f.extra.items() if k != "notes"})
                 rec["notes"] = rec.get("notes", []) + f.extra.get("notes", [])
