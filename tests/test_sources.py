@@ -96,6 +96,9 @@ def test_patient_groups_join_images_of_one_patient():
 
     g = patient_groups([0, 1, 2, 3], ["A", None, "A", "B"])
     assert g[0] == g[2] and len({g[0], g[1], g[3]}) == 3
+    # a patient bridges duplicate groups and back (transitive); the merged group takes the smallest id
+    g = patient_groups([5, 5, 7, 7, 9, 3], [None, "A", "A", "B", "B", None])
+    assert g.tolist() == [5, 5, 5, 5, 5, 3]
 
 
 def test_manifest_boxes_make_box_views_without_masks(caches):

@@ -334,14 +334,9 @@ def phash(rgb: np.ndarray) -> int:
     return int(sum(1 << i for i, b in enumerate(bits) if b))
 
 
-def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
-    """Group ids [N]: images with equal content hashes or pHashes within
-    ``max_distance`` bits (Hamming) share a group (union-find, transitive).
-
-    Group ids are the index of the group's first member, so they are stable
-    for a fixed file order.
-    """
-    n = len(hashes)
+def components(n: int, pairs) -> np.ndarray:
+    """Component id [N] of ``n`` items joined by ``pairs`` of indices (union-find, transitive):
+    each component's id is its smallest index."""
     parent = np.arange(n)
 
     def find(i):
@@ -350,24 +345,36 @@ def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
             i = parent[i]
         return i
 
-    def union(i, j):
+    for i, j in pairs:
         a, b = find(i), find(j)
         if a != b:
             parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
 
+
+def key_pairs(keys):
+    """(first index with the key, i) for every item whose key (hashable, None = no key) came before."""
     first = {}
-    for i, h in enumerate(hashes):
-        if h in first:
-            union(first[h], i)
-        else:
-            first[h] = i
+    for i, k in enumerate(keys):
+        if k is not None and first.setdefault(k, i) != i:
+            yield first[k], i
+
+
+def duplicate_groups(hashes, phashes, max_distance: int = 10) -> np.ndarray:
+    """Group ids [N]: images with equal content hashes or pHashes within
+    ``max_distance`` bits (Hamming) share a group (transitive).
+
+    Group ids are the index of the group's first member, so they are stable
+    for a fixed file order.
+    """
+    n = len(hashes)
+    pairs = list(key_pairs(hashes))
     ph = np.array([int(p) for p in phashes], dtype=np.uint64)
     for i in range(n - 1):
         x = ph[i] ^ ph[i + 1:]
         dist = np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
-        for j in np.nonzero(dist <= max_distance)[0]:
-            union(i, i + 1 + int(j))
-    return np.array([find(i) for i in range(n)], dtype=np.int64)
+        pairs += [(i, i + 1 + int(j)) for j in np.nonzero(dist <= max_distance)[0]]
+    return components(n, pairs)
 
 
 def mixed_label_groups(groups: np.ndarray, labels: np.ndarray) -> list[int]:

@@ -76,21 +76,11 @@ def samples_digest(ds: D.Dataset) -> str:
 def patient_groups(groups, patients) -> np.ndarray:
     """Group ids [N] that also join images of one patient (``patients`` [N]: a name or None):
     each merged group takes the smallest id among its members."""
-    groups = np.asarray(groups, np.int64).copy()
-    changed = True
-    while changed:  # a patient may bridge duplicate groups and the other way round
-        changed = False
-        first = {}
-        for i, p in enumerate(patients):
-            if p is None:
-                continue
-            j = first.setdefault(p, i)
-            a, b = groups[i], groups[j]
-            if a != b:
-                lo, hi = min(a, b), max(a, b)
-                groups[groups == hi] = lo
-                changed = True
-    return groups
+    groups = np.asarray(groups, np.int64)
+    comp = D.components(len(groups), [*D.key_pairs(groups.tolist()), *D.key_pairs(patients)])
+    lowest = groups.copy()
+    np.minimum.at(lowest, comp, groups)
+    return lowest[comp]
 
 
 SOURCES = {"folder": FolderSource, "manifest": ManifestSource}
