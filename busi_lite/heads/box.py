@@ -27,7 +27,7 @@ import numpy as np
 from busi_lite.common.errors import ConfigError
 from busi_lite.common.params import Interval, Params, param
 from busi_lite.features.spec import DEFAULT
-from busi_lite.heads.base import Head, HeadOutput, check_params, positive_float
+from busi_lite.heads.base import Head, HeadOutput, check_params
 from busi_lite.heads.optim import lbfgs
 from busi_lite.heads.registry import register_head
 
@@ -68,7 +68,7 @@ class BoxHead(Head):
         if n_classes != 2:
             raise ConfigError(f"the box head has 2 classes (benign, malignant), got n_classes={n_classes!r}",
                               "use n_classes=2", param="n_classes")
-        self.C = positive_float("C", C, "give the inverse L2 strength, e.g. C=0.01 (smaller = stronger L2)")
+        self.C = BoxParams(C=C).C  # the declared constraint (C > 0, finite)
         self.n_features, self.n_classes, self.n_hidden = int(n_features), 2, 0
         self.dtype = np.dtype(np.float32)
         D = self.n_features

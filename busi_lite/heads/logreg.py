@@ -27,7 +27,7 @@ import numpy as np
 
 from busi_lite.common.params import Interval, Params, param
 from busi_lite.features.spec import DEFAULT
-from busi_lite.heads.base import Head, HeadOutput, TrainingError, evaluate, log_softmax, positive_float, positive_int
+from busi_lite.heads.base import Head, HeadOutput, TrainingError, evaluate, log_softmax, positive_int
 from busi_lite.heads.optim import lbfgs
 from busi_lite.heads.registry import register_head
 
@@ -53,7 +53,7 @@ class LogRegHead(Head):
                  max_iter=1000):
         self.n_features = positive_int("n_features", n_features)
         self.n_classes = positive_int("n_classes", n_classes)
-        self.C = positive_float("C", C)
+        self.C = LogRegParams(C=C).C  # the declared constraint (C > 0, finite)
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.dtype = np.dtype(dtype)
         self.n_hidden = 0  # no hidden layer (head-size tables print 0)
