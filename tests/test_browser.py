@@ -80,10 +80,11 @@ def test_page_in_headless_chromium(setup, tmp_path):
     # verdict and probabilities exactly as the API record says
     assert expected["label"] in shown["verdict"] and _pct(expected["proba"][expected["label"]]) in shown["verdict"]
     assert shown["proba"] == {c: _pct(p) for c, p in expected["proba"].items()}
-    if expected["malignant_alert"] is not None:   # label and screen as one answer, with the threshold's meaning
-        assert ("REFER" if expected["malignant_alert"] else "no referral") in shown["alert"]
-        assert f"the screening threshold {expected['malignant_threshold']:.3f}" in shown["alert"]
-        assert f"set to catch {100 * expected['model']['target_recall']:.0f} % of cancers" in shown["alert"]
+    # label and screen as one answer, with the threshold's meaning (both setups' models carry a threshold)
+    assert expected["malignant_alert"] is not None
+    assert ("REFER" if expected["malignant_alert"] else "no referral") in shown["alert"]
+    assert f"the screening threshold {expected['malignant_threshold']:.3f}" in shown["alert"]
+    assert f"set to catch {100 * expected['model']['target_recall']:.0f} % of cancers" in shown["alert"]
     pv = expected["model"]   # every result names its model, digest and threshold origin
     assert f"model {pv['name']} (digest {pv['digest'][:12]})" in shown["provenance"]
     assert pv["threshold_source"] in shown["provenance"]
