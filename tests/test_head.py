@@ -323,3 +323,11 @@ def test_saved_shapes_checked_before_allocating():
     with pytest.raises(ConfigError, match="n_hidden"):
         PlainHead.param_shapes(dict(cfg, n_hidden=float("inf")))
     assert MTLHead.param_shapes({**cfg, "kind": "mtl", "lam": 1.0})["ws"] == (H,)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "1"])
+def test_mtl_lam_checked_by_its_declaration(bad):
+    """MTLHead validates lam through MTLParams: a negative, non-finite or non-number lam names 'lam'."""
+    with pytest.raises(ConfigError) as e:
+        MTLHead(8, 4, 3, lam=bad)
+    assert e.value.param == "lam"

@@ -1,13 +1,11 @@
 """MTLHead: multi-task head on the backbone's GxG feature grid, class + lesion map (kind "mtl")."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from busi_lite.common.errors import ConfigError
 from busi_lite.common.params import Interval, param
 from busi_lite.features.spec import DEFAULT
 from busi_lite.heads.base import (
@@ -45,9 +43,7 @@ class MTLHead(Head):
 
     def __init__(self, n_features=DEFAULT.n_features, n_hidden=100, n_classes=3, lam=1.0, seed=0, dtype=np.float32):
         super().__init__(n_features, n_hidden, n_classes, seed, dtype)
-        if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not math.isfinite(lam) or lam < 0:
-            raise ConfigError(f"lam must be finite and >= 0, got {lam!r}", "e.g. lam=1.0", param="lam")
-        self.lam = float(lam)
+        self.lam = MTLParams(lam=lam).lam  # the declared constraint (lam >= 0, finite)
 
     @classmethod
     def build(cls, params, n_features, n_classes, seed):
