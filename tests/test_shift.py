@@ -24,7 +24,7 @@ from busi_lite.model.card import ModelCard
 from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.shift import ShiftInfo
-from busi_lite.serving.advice import BOX, WHOLE
+from busi_lite.serving.advice import BOX, R_SHIFT, WHOLE
 from busi_lite.serving.inference import Predictor, predict_images
 from busi_lite.serving.shift import SHIFT_WARNING, SiteShiftWarning, check_coords, image_coords
 from busi_lite.training.box import add_box_head
@@ -236,9 +236,11 @@ def test_web_session_site_check(world, tmp_path):
     assert all(len(r["shift_coords"]) > 0 for r in same)
     r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in same]})
     assert r.status_code == 200 and r.json()["checked"] and not r.json()["shifted"] and r.json()["warning"] is None
+    assert r.json()["recommended"] is None       # not shifted: each card keeps its own advice
     tinted = _post(c, sorted(_shifted_folder(world["images"], tmp_path / "tint", "tint").iterdir())[:25]).json()
     r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in tinted]})
     assert r.json()["shifted"] and r.json()["warning"] == SHIFT_WARNING
+    assert (r.json()["recommended"], r.json()["recommended_reason"]) == (BOX, R_SHIFT)   # a box-head model
     assert not c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in tinted][:5]}).json()["checked"]
     for bad in ({"coords": "x"}, {"coords": [[1.0, 2.0]]}, {"nope": 1}):
         assert c.post("/api/site-check", json=bad).status_code == 400

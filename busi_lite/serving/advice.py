@@ -23,6 +23,18 @@ R_NO_BOX = "this model has no lesion-box head"
 R_NO_STATS = "this model has no site statistics to check the site with; at a new hospital prefer the lesion box"
 
 
+def box_first(has_box: bool, why: str) -> tuple[str, str]:
+    """(answer, reason) for an image or batch unlike the training sites: the lesion box, or
+    without a box head the whole image, said to be not validated there."""
+    return (BOX, why) if has_box else (WHOLE, f"{R_NO_BOX}; {why}: the verdict is not validated here")
+
+
+def batch_answer(check, has_box: bool) -> tuple[str, str] | None:
+    """(answer, reason) every image of a batch gets from its site check alone (the web session's):
+    box first when the batch is shifted; None otherwise (each image's own advice stands)."""
+    return box_first(has_box, R_SHIFT) if check.checked and check.shifted else None
+
+
 def advise(pred, has_box: bool, check=None) -> None:
     """Set ``pred.recommended`` and ``pred.recommended_reason`` (a successful Prediction).
     ``check``: the batch's :class:`busi_lite.serving.shift.ShiftCheck`, or None (not run)."""
@@ -31,9 +43,7 @@ def advise(pred, has_box: bool, check=None) -> None:
     shifted = check is not None and check.checked and check.shifted
     unusual = any(f.name == "unusual_input" for f in pred.flags)
     if shifted or unusual:
-        why = R_SHIFT if shifted else R_UNUSUAL
-        pred.recommended, pred.recommended_reason = (BOX, why) if has_box else (WHOLE, f"{R_NO_BOX}; {why}: the "
-                                                                                "verdict is not validated here")
+        pred.recommended, pred.recommended_reason = box_first(has_box, R_SHIFT if shifted else R_UNUSUAL)
         return
     if check is not None and check.checked:
         why = R_SITE

@@ -10,7 +10,8 @@ Contract:
   ``show_anyway=1``: verdicts for unusual inputs too, research use) -> JSON list of ``predict --json``
   records (each naming its model; a withheld verdict has ``label`` null and ``withheld`` its reason);
   records (plus ``shift_coords``); ``POST /api/site-check`` (JSON ``{"coords": [...]}``: a
-  session's shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck);
+  session's shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck) and the
+  answer every card then recommends (busi_lite.serving.advice.batch_answer);
   ``GET /openapi.json``.
 * Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
   never spools to disk; DICOM is decoded from memory) and never stored unless ``save_dir`` is given;
@@ -384,7 +385,10 @@ MAX_SITE_CHECK_BYTES = 4 * MB   # /api/site-check: about 4000 images' coordinate
 
 async def _site_check(request: Request) -> JSONResponse:
     """The session's site-shift check: JSON {"coords": [[...], ...]} (the shift_coords of the
-    session's predictions) -> the ShiftCheck (busi_lite.serving.shift) with its warning."""
+    session's predictions) -> the ShiftCheck (busi_lite.serving.shift) with its warning, and the
+    answer every card of the session should recommend (``recommended``/``recommended_reason``,
+    null unless shifted; busi_lite.serving.advice.batch_answer)."""
+    from busi_lite.serving.advice import batch_answer
     from busi_lite.serving.shift import check_coords
 
     try:
@@ -407,7 +411,10 @@ async def _site_check(request: Request) -> JSONResponse:
     if not ok:
         return _error(400, "site-check body must be JSON {\"coords\": [[numbers], ...]}",
                       "send the shift_coords of the session's predictions")
-    return _json(check_coords(model, coords).to_json())
+    check = check_coords(model, coords)
+    answer = batch_answer(check, bool(getattr(request.app.state.service.predictor, "supports_box", False)))
+    rec, why = answer if answer is not None else (None, None)
+    return _json({**check.to_json(), "recommended": rec, "recommended_reason": why})
 
 
 def _client(request: Request) -> str:

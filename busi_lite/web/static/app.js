@@ -411,14 +411,12 @@ function details(entry, rec) {
 }
 
 // ------------------------------------------------------------------ which answer to trust; the session's site check
-const SITE_SHIFT_REASON = "the images of this session do not look like any site this model was trained on";
+// the rule is the server's (busi_lite.serving.advice): the session check's answer, else the record's own
 function recommended(rec) {
-  if (state.site && state.site.shifted && supportsBox()) return "box";
-  return rec.recommended;
+  return (state.site && state.site.recommended) || rec.recommended;
 }
 function recommendedReason(rec) {
-  if (state.site && state.site.shifted && supportsBox()) return SITE_SHIFT_REASON;
-  return rec.recommended_reason || "";
+  return (state.site && state.site.recommended_reason) || rec.recommended_reason || "";
 }
 
 // Once the session holds enough images, ask the server whether they look like a training site;
