@@ -44,20 +44,6 @@ def folds_of(cache, rows, k, seed):
     return D.group_kfold(cache.labels[rows], cache.groups[rows], [cache.paths[i] for i in rows], k, seed)
 
 
-def fit_box(parts, views, C_box):
-    """One BoxHead on several (cache, lesion rows) parts, each site's weights scaled to the same total."""
-    from busi_lite.heads.box import BoxHead
-    from busi_lite.training.box import box_xy
-    from busi_lite.training.site import site_weights
-    Xs, ys, ws = [], [], []
-    for cache, rows in parts:
-        X, y, w, _ = box_xy(cache, rows, views)
-        Xs.append(X), ys.append(y), ws.append(w)
-    head = BoxHead(Xs[0].shape[1], C_box)
-    head.fit(np.concatenate(Xs), np.concatenate(ys), sample_weight=site_weights(ws, True).astype(np.float64))
-    return head
-
-
 def sources_of(busi, site, sp, b_rows, s_rows, test_pred, threshold, box_auc):
     """The card's ``sources``: BUSI (its split-0 test images held out, figures on them) and
     BUS-BRA-dev (all images trained on: no held-out figures)."""
@@ -93,7 +79,7 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
     from busi_lite.model.card import BoxInfo, ModelCard, OODInfo, TestMetrics, TestPredictions
     from busi_lite.model.model import OOD, Model
     from busi_lite.model.records import SplitInfo
-    from busi_lite.training.box import CALIBRATION_VIEW, box_scores, box_y, lesion_rows
+    from busi_lite.training.box import CALIBRATION_VIEW, box_scores, box_y, fit_box_parts, lesion_rows
     from busi_lite.training.core import calibrate, chance_warnings, evaluate_rows, predict_rows, training_rows
     from busi_lite.training.shift import add_shift, cache_site
     from busi_lite.training.site import fit_on
@@ -143,12 +129,12 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
 
     # box head over both sites
     lb, ls = lesion_rows(busi, b_rows), lesion_rows(site, s_rows)
-    box_head = fit_box([(busi, lb), (site, ls)], TRAIN_BOX_VIEWS, DEFAULT_C)
+    box_head = fit_box_parts([(busi, lb), (site, ls)], True, DEFAULT_C, TRAIN_BOX_VIEWS)
     gb, gs = folds_of(busi, lb, folds, seed), folds_of(site, ls, folds, seed)
     flip = bool(cfg.flip)
     oof_b = [np.zeros(len(lb)), np.zeros(len(ls))]
     for f in range(folds):
-        h = fit_box([(busi, lb[gb != f]), (site, ls[gs != f])], TRAIN_BOX_VIEWS, DEFAULT_C)
+        h = fit_box_parts([(busi, lb[gb != f]), (site, ls[gs != f])], True, DEFAULT_C, TRAIN_BOX_VIEWS)
         oof_b[0][gb == f] = box_scores(h, busi, lb[gb == f], CALIBRATION_VIEW, flip)
         oof_b[1][gs == f] = box_scores(h, site, ls[gs == f], CALIBRATION_VIEW, flip)
     yb = np.concatenate([box_y(busi, lb), box_y(site, ls)]) == 1

@@ -36,6 +36,7 @@ from busi_lite.model.card import BoxInfo
 from busi_lite.model.model import Model
 from busi_lite.model.records import check_split
 from busi_lite.training.core import cache_inputs
+from busi_lite.training.site import site_weights
 
 CALIBRATION_VIEW = "box_j0"
 MIRROR_GAIN = 0.005  # OOF AUC gain that pays for the mirrored pair's two extra backbone passes
@@ -81,6 +82,20 @@ def fit_box_head(cache, rows, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS) -> Bo
     X, y, w, _ = box_xy(cache, rows, views)
     head = BoxHead(X.shape[1], C)
     head.fit(X, y, sample_weight=w)
+    return head
+
+
+def fit_box_parts(parts, balanced: bool = True, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS) -> BoxHead:
+    """One BoxHead on several sources' lesion rows. parts = [(cache, lesion rows)] (empty parts
+    are skipped); each image counts once; ``balanced``: each source's weights scaled to the same total."""
+    Xs, ys, ws = [], [], []
+    for cache, rows in parts:
+        if len(rows):
+            X, y, w, _ = box_xy(cache, rows, views)
+            Xs.append(X), ys.append(y), ws.append(w)
+    X = np.concatenate(Xs)
+    head = BoxHead(X.shape[1], C)
+    head.fit(X, np.concatenate(ys), sample_weight=site_weights(ws, balanced))
     return head
 
 

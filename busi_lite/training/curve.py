@@ -27,13 +27,12 @@ import numpy as np
 
 from busi_lite.common.errors import BusiError
 from busi_lite.evaluation import metrics as M
-from busi_lite.features.views import TRAIN_BOX_VIEWS
-from busi_lite.heads.box import DEFAULT_C, BoxHead
+from busi_lite.heads.box import DEFAULT_C
 from busi_lite.io import data as D
 from busi_lite.model.config import Config
-from busi_lite.training.box import box_scores, box_y, lesion_rows
-from busi_lite.training.core import cache_inputs, hanley_mcneil, predict_rows, training_rows
-from busi_lite.training.site import MALIGNANT, cap_rows, fit_on, site_weights
+from busi_lite.training.box import box_scores, fit_box_parts, lesion_rows
+from busi_lite.training.core import hanley_mcneil, predict_rows, training_rows
+from busi_lite.training.site import MALIGNANT, cap_rows, fit_on
 from busi_lite.training.sources import model_classes
 
 MODES = ("whole", "box")
@@ -86,19 +85,6 @@ class SiteCurve:
                 f"{100 * p.far:.0f} % of benign lesions.")
 
 
-def _box_fit(parts, balanced: bool, C: float) -> BoxHead:
-    Xs, ys, ws = [], [], []
-    for fc, r in parts:
-        if len(r):
-            Xs.append(np.concatenate([cache_inputs(BoxHead, fc, v, r) for v in TRAIN_BOX_VIEWS]))
-            ys.append(np.tile(box_y(fc, r), len(TRAIN_BOX_VIEWS)))
-            ws.append(np.full(len(r) * len(TRAIN_BOX_VIEWS), 1.0 / len(TRAIN_BOX_VIEWS)))
-    X = np.concatenate(Xs)
-    head = BoxHead(X.shape[1], C)
-    head.fit(X, np.concatenate(ys), sample_weight=site_weights(ws, balanced))
-    return head
-
-
 class _Scorer:
     """Fit on [(cache, rows)] and score site rows: p(malignant) [n] (whole image or box mode)."""
 
@@ -107,7 +93,7 @@ class _Scorer:
 
     def fit_score(self, parts, site, rows, seed):
         if self.mode == "box":
-            head = _box_fit(parts, self.balanced, self.box_C)
+            head = fit_box_parts(parts, self.balanced, self.box_C)
             return box_scores(head, site, rows, "box", True)
         head, _ = fit_on(parts, self.config, self.classes, seed, self.balanced)
         return predict_rows(head, site, rows, self.config).proba[:, self.classes.index(MALIGNANT)]

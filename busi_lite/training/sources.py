@@ -37,17 +37,16 @@ from busi_lite.features.preprocess import BOX_MARGIN
 from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
 from busi_lite.heads import get_head
 from busi_lite.heads.box import CLASSES as BOX_CLASSES
-from busi_lite.heads.box import DEFAULT_C, BoxHead
+from busi_lite.heads.box import DEFAULT_C
 from busi_lite.io import data as D
 from busi_lite.io.sources import ManifestSource
 from busi_lite.model.card import BoxInfo, ModelCard, OODInfo, SourceInfo, TestMetrics, TestPredictions
 from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.records import Metrics, SplitInfo
-from busi_lite.training.box import CALIBRATION_VIEW, MIRROR_GAIN, box_scores, box_y, lesion_rows
+from busi_lite.training.box import CALIBRATION_VIEW, MIRROR_GAIN, box_scores, box_y, fit_box_parts, lesion_rows
 from busi_lite.training.core import (
     auc_interval,
-    cache_inputs,
     calibrate,
     chance_warnings,
     check_preprocess,
@@ -282,21 +281,6 @@ def _box_parts(sources, splits, which: str):
     return out
 
 
-def _box_fit(parts, balanced: bool, C: float, views=TRAIN_BOX_VIEWS) -> BoxHead:
-    Xs, ys, ws = [], [], []
-    for fc, r in parts:
-        if not len(r):
-            continue
-        Xs.append(np.concatenate([cache_inputs(BoxHead, fc, v, r) for v in views]))
-        ys.append(np.tile(box_y(fc, r), len(views)))
-        ws.append(np.full(len(r) * len(views), 1.0 / len(views)))
-    w = site_weights(ws, balanced)
-    X = np.concatenate(Xs)
-    head = BoxHead(X.shape[1], C)
-    head.fit(X, np.concatenate(ys), sample_weight=w)
-    return head
-
-
 def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, folds: int = 5,
                     target_recall: float = 0.95, C: float = DEFAULT_C, log=None, pool=None) -> Model:
     """``model`` plus a box head trained on every source's training lesion images (see module doc).
@@ -313,10 +297,10 @@ def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, fo
     for s, (_, r) in zip(sources, train):
         if not len(r):
             log(f"note: source {s.name} gives the box head no lesion box (no box views or no benign/malignant)")
-    final = pool.submit(_box_fit, train, balanced, C)
+    final = pool.submit(fit_box_parts, train, balanced, C)
     fo = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], folds, seed) if len(r) else r
           for fc, r in train]
-    fold_heads = [pool.submit(_box_fit, [(fc, r[k != f]) for (fc, r), k in zip(train, fo)], balanced, C)
+    fold_heads = [pool.submit(fit_box_parts, [(fc, r[k != f]) for (fc, r), k in zip(train, fo)], balanced, C)
                   for f in range(folds)]
     y = np.concatenate([box_y(fc, r) for fc, r in train])
     mirrored, plain = np.zeros(len(y)), np.zeros(len(y))
