@@ -16,8 +16,14 @@ import busi_lite
 from busi_lite.common.errors import ImageError
 from busi_lite.features import cache as F
 from busi_lite.features import views as V
-from busi_lite.features.backbone import PREPROCESS_VERSION, Backbone, preprocess
-from busi_lite.features.preprocess import Preprocessing, margin_box, mask_box, mirror
+from busi_lite.features.backbone import Backbone, preprocess
+from busi_lite.features.preprocess import (
+    V1,
+    Preprocessing,
+    margin_box,
+    mask_box,
+    mirror,
+)
 from busi_lite.features.views import VIEWS
 from busi_lite.io import data as D
 from busi_lite.io.imread import read_rgb
@@ -129,7 +135,7 @@ def test_attrs(extracted, tiny_backbone):
     _, _, out, _ = extracted
     cache = F.FeatureCache(out)
     assert cache.backbone_sha256 == Backbone(tiny_backbone, threads=1).sha256
-    assert cache.attrs["preprocess_version"] == PREPROCESS_VERSION
+    assert cache.attrs["preprocess_version"] == V1  # extract's default
     assert cache.attrs["package_version"] == busi_lite.__version__
     assert cache.views == ALL_VIEWS
     assert cache.attrs["backbone_file"] == tiny_backbone.name

@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image
 
 from busi_lite.common.errors import BusiError
-from busi_lite.features.spec import DEFAULT, PREPROCESS_V1, BackboneSpec, spec_for_sha
+from busi_lite.features.spec import DEFAULT, BackboneSpec, spec_for_sha
 
-PREPROCESS_VERSION = PREPROCESS_V1  # the default preprocessing
 DEFAULT_BACKBONE = DEFAULT.file  # file name of the packaged default (busi_lite.common.resources)
 ENV_BACKBONE = "BUSI_LITE_BACKBONE"
 
