@@ -232,6 +232,7 @@ def _post(client, files):
 
 def test_web_session_site_check(world, tmp_path):
     c = _web_client(world)
+    assert c.get("/api/info").json()["model"]["site_check_min"] == c.app.state.service.predictor.model.card.shift.batch_min
     same = _post(c, world["images"][:25]).json()
     assert all(len(r["shift_coords"]) > 0 for r in same)
     r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in same]})

@@ -211,6 +211,7 @@ class _Service:
                       "sha256": getattr(p, "model_sha256", None),
                       "head": getattr(m.head, "kind", None), "has_lesion_map": bool(m.has_lesion_map),
                       "supports_box": bool(getattr(p, "supports_box", False)),
+                      "site_check_min": m.card.shift.batch_min if m.card is not None and m.card.shift else None,
                       "trained_on": m.card.trained_on() if m.card is not None else []},
             "backbone": {"file": Path(str(bb.path)).name, "sha256": bb.sha256},
             "classes": list(m.classes),

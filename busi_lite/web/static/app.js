@@ -422,7 +422,8 @@ function recommendedReason(rec) {
 // Once the session holds enough images, ask the server whether they look like a training site;
 // warn once, and make the lesion box the answer to trust on every card.
 async function siteCheck() {
-  if (state.coords.length < 20) return;
+  const min = state.info && state.info.model.site_check_min;   // the model card's batch_min; null: no check
+  if (!min || state.coords.length < min) return;
   let res = null;
   try {
     const r = await fetch("/api/site-check", { method: "POST", headers: { "content-type": "application/json" },
