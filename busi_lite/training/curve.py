@@ -122,17 +122,17 @@ def learning_curve(site, config: Config, sizes=(25, 50, 100, 200, None), seeds=(
             raise BusiError(f"unknown curve mode {m!r}", f"choose from {', '.join(MODES)}", param="modes")
     classes = model_classes([site] + ([busi] if busi is not None else []))
     out = SiteCurve(site=str(site.path), k=k, inner=inner, config=config.name)
+    busi_rows = training_rows(busi, busi.split(busi_seed).train, config, busi_seed) if busi is not None else None
+    mal = site.classes.index(MALIGNANT)
+
+    def y_of(r):
+        return site.labels[r] == mal
+
     for mode in modes:
         rows_all = lesion_rows(site, np.arange(len(site))) if mode == "box" else np.arange(len(site))
         extra_rows = None
         if busi is not None:
-            tr = training_rows(busi, busi.split(busi_seed).train, config, busi_seed)
-            extra_rows = lesion_rows(busi, tr) if mode == "box" else tr
-        mal = site.classes.index(MALIGNANT)
-
-        def y_of(r):
-            return site.labels[r] == mal
-
+            extra_rows = lesion_rows(busi, busi_rows) if mode == "box" else busi_rows
         scorer = _Scorer(mode, config, classes, box_C, balance_sites)
         for n in sizes:
             aucs, hits, n_pos, alarms, n_neg, used = [], 0, 0, 0, 0, []
