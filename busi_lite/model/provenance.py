@@ -95,8 +95,8 @@ def provenance(model, path: str | None = None, source: str | None = None,
                           "override" if threshold_override is not None else "none", None, None)
     cal, site = card.calibration, card.site
     name = card.config.name + (f"@{site.site}" if site is not None else "")
-    sites = tuple(s.name for s in (getattr(card, "sources", None) or ()))
-    if not sites and getattr(card, "shift", None) is not None:     # a card with site-shift statistics names them
+    sites = tuple(s.name for s in card.sources or ())
+    if not sites and card.shift is not None:     # a card with site-shift statistics names them
         sites = tuple(s.name for s in card.shift.sites)
     common = dict(name=name, digest=model.digest, path=path, source=source,
                   training_images=card.split.n_train_images, training_sites=sites)
