@@ -297,7 +297,7 @@ class ModelCard(Record):
         sha = read_str(d, "weights_sha256", where, none_ok=True, default=None)
         if sha is not None and not re.fullmatch("[0-9a-f]{64}", sha):
             field_error(where, f"weights_sha256 must be 64 hex digits, got {sha!r}")
-        warns = read_list(d, "warnings", where, default=[]) if d.get("warnings") is not None else None
+        warns = read_list(d, "warnings", where) if d.get("warnings") is not None else None
         if warns is not None and not all(isinstance(w, str) for w in warns):
             field_error(where, "warnings must be a list of strings")
         card = cls(
