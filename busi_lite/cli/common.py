@@ -158,12 +158,6 @@ class NameType(click.ParamType):
         return str(value)
 
 
-def head_choice() -> click.Choice:
-    from busi_lite.heads import head_kinds
-
-    return click.Choice(list(head_kinds()))
-
-
 # ---------------------------------------------------------------- progress
 
 class Progress:
