@@ -161,7 +161,7 @@ def _lock(out: Path):
     return write_lock(out.with_name(out.name + ".lock"), f"cache {out}", remove=True, busy=CacheBusy)
 
 
-def _open_old(out: Path, backbone: Backbone, views, force: bool, log, pp: Preprocessing):
+def _open_old(out: Path, backbone: Backbone, views, force: bool, pp: Preprocessing):
     """Return the reusable old cache (h5py.File) or None."""
     if force or not out.exists():
         return None
@@ -226,7 +226,7 @@ def extract(data_root, out=DEFAULT_CACHE, backbone=None, views=ALL_VIEWS, force=
         # under the lock no other extract writes this cache: every temp of it is an orphan
         for p in clean_stale(out, only_dead=False):
             log(f"note: removed {p.name}, left by an interrupted run")
-        old = _open_old(out, bb, views, force, log, pp)
+        old = _open_old(out, bb, views, force, pp)
         try:
             small = _read_small(old) if old is not None else {}
             old_rows = {(p, s): i for i, (p, s) in enumerate(zip(small.get("index/path", []),
