@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from busi_lite.common.errors import MAX_PIXELS, BusiError, ConfigError
-from busi_lite.features.backbone import Backbone, center_box, file_sha256
+from busi_lite.features.backbone import Backbone, center_box
 from busi_lite.features.preprocess import V1, Preprocessing, mirror
 from busi_lite.io import data as D
 from busi_lite.io import dicom
@@ -233,8 +233,8 @@ class Predictor:
             self.model = Model.load(model)
             r = resolve("model", model)
             stem = r.path.with_suffix("") if r.path.suffix in (".npz", ".json") else r.path
-            npz = stem.with_name(stem.name + ".npz")
-            self.model_path, self.model_sha256, self.model_source = str(stem), file_sha256(npz), r.source
+            # the weights' SHA-256: Model.load hashed the .npz and refused it unless it equals the card's
+            self.model_path, self.model_sha256, self.model_source = str(stem), self.model.card.weights_sha256, r.source
         self.backbone = backbone if isinstance(backbone, Backbone) else Backbone(backbone, spec=self.model.spec)
         self.model.check_backbone(self.backbone.sha256, f"backbone {self.backbone.path}")
         t = threshold_malignant if threshold_malignant is not None else self.model.card.calibration.malignant_threshold
