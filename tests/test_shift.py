@@ -24,7 +24,7 @@ from busi_lite.model.card import ModelCard
 from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.shift import ShiftInfo
-from busi_lite.serving.advice import BOX, R_SHIFT, WHOLE
+from busi_lite.serving.advice import BOX, R_SHIFT, R_SITE, WHOLE
 from busi_lite.serving.inference import Predictor, predict_images
 from busi_lite.serving.shift import SHIFT_WARNING, SiteShiftWarning, check_coords, image_coords
 from busi_lite.training.box import add_box_head
@@ -237,7 +237,8 @@ def test_web_session_site_check(world, tmp_path):
     assert all(len(r["shift_coords"]) > 0 for r in same)
     r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in same]})
     assert r.status_code == 200 and r.json()["checked"] and not r.json()["shifted"] and r.json()["warning"] is None
-    assert r.json()["recommended"] is None       # not shifted: each card keeps its own advice
+    assert r.json()["recommended"] == WHOLE      # like a training site: the usual cards switch to the whole image
+    assert r.json()["recommended_reason"].startswith(R_SITE)
     tinted = _post(c, sorted(_shifted_folder(world["images"], tmp_path / "tint", "tint").iterdir())[:25]).json()
     r = c.post("/api/site-check", json={"coords": [r["shift_coords"] for r in tinted]})
     assert r.json()["shifted"] and r.json()["warning"] == SHIFT_WARNING

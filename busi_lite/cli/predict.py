@@ -35,6 +35,27 @@ def _flag_options(f):
     return f
 
 
+def site_option(f):
+    """``--site NAME`` ($BUSI_LITE_SITE): where the images come from (busi_lite.serving.advice)."""
+    return click.option("--site", metavar="NAME", envvar="BUSI_LITE_SITE", show_envvar=True, default=None,
+                        help="The site (hospital) the images come from. When the model was trained there or "
+                             "calibrated there (see `busi-lite info`), the whole-image verdict is the answer to "
+                             "trust; otherwise (an unknown site, or none given and too few images to check) the "
+                             "lesion-box answer is. Names compare case-insensitively.")(f)
+
+
+def _site_note(pr) -> None:
+    """One stderr line: the site given and whether the model is validated there."""
+    st = pr.site
+    if st.name is None:
+        log(f"{st.text} (give it with --site NAME or $BUSI_LITE_SITE)")
+    elif not st.validated:
+        log(f"note: {st.reason}: the lesion-box answer is the one to trust there (unless the batch check finds "
+            "the images look like a training site)")
+    else:
+        log(st.text)
+
+
 def _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel):
     from busi_lite.serving.flags import FlagConfig
 
@@ -171,9 +192,10 @@ def _site_check(pr, results, human: bool) -> None:
 @click.option("--show-anyway", is_flag=True,
               help="Research use: give the verdict even when unusual_input fires (by default it is withheld).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per backbone run.")
+@site_option
 def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_malignant, frame, box_text, boxes_csv,
             low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel, show_anyway,
-            batch_size):
+            batch_size, site):
     """Classify ultrasound images and DICOM files: one answer (class + screen), flags.
 
     For image files (PNG, JPEG, BMP, TIFF), DICOM files (.dcm, or any file with
@@ -191,6 +213,10 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     reported and skipped; the exit code is 1 when any failed.
 
     Lesion-box mode: --box X0,Y0,X1,Y1 (one image) or --boxes boxes.csv (several).
+    Each result says which answer to trust (whole image or lesion box): give
+    --site NAME so a site the model was trained or calibrated on gets the
+    whole-image verdict; a folder of 20+ images is also checked against the
+    training sites.
 
     \b
     Flags: low_confidence, mismatch (lesion-map models), unusual_input; each printed with its reason.
@@ -219,8 +245,9 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
             log(f"note: {len(unused)} row(s) of {boxes_csv} name no input image, e.g. "
                 + "; ".join(f"{boxes[u].source}: {u}" for u in unused[:3]))
     flags = _flag_config(low_confidence, lesion_threshold, ood_threshold, no_low, no_mismatch, no_ood, no_pixel)
-    pr = Predictor(model, backbone, threshold_malignant, flags, batch_size, show_anyway=show_anyway)
+    pr = Predictor(model, backbone, threshold_malignant, flags, batch_size, show_anyway=show_anyway, site=site)
     log(f"using {pr.describe()}")
+    _site_note(pr)
     if boxes and not pr.supports_box:
         log("note: this model has no lesion-box mode; the box(es) are ignored")
 
@@ -269,8 +296,10 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
               help="With --data: ONNX backbone for extraction (default $BUSI_LITE_BACKBONE, then the packaged one).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --data: write a per-image CSV (path, true class, probabilities, label, alert, flags).")
-def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
-             no_mismatch, no_ood, no_pixel, as_json, per_image, data_dir, backbone, csv_path):
+@site_option
+@click.pass_context
+def evaluate(ctx, model, cache, threshold_malignant, low_confidence, lesion_threshold, ood_threshold, no_low,
+             no_mismatch, no_ood, no_pixel, as_json, per_image, data_dir, backbone, csv_path, site):
     """Do the safety flags catch the errors?
 
     Rebuilds the model's split from its sidecar and, on the held-out test images
@@ -279,7 +308,9 @@ def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold
 
     With --data DIR (another site): every image of that labelled folder instead,
     plus AUC with a bootstrap interval, recall/FAR/precision with Wilson intervals
-    at argmax and at the operating point, and the confusion matrix.
+    at argmax and at the operating point, and the confusion matrix; --site NAME
+    (the folder's site) adds a note saying whether the model was trained or
+    calibrated there (then the figures are not zero-shot).
     """
     from busi_lite.evaluation.flag_eval import evaluate_flags
     from busi_lite.features.cache import FeatureCache
@@ -290,9 +321,11 @@ def evaluate(model, cache, threshold_malignant, low_confidence, lesion_threshold
         from busi_lite.cli.site import evaluate_folder
 
         return evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path,
-                               per_image)
+                               per_image, site)
     if backbone is not None or csv_path is not None:
         raise click.UsageError("--backbone and --csv go with --data")
+    if site is not None and ctx.get_parameter_source("site") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--site goes with --data (the held-out split is the model's own training data)")
     m = Model.load(model)
     fc = FeatureCache(cache)
     res = evaluate_flags(m, fc, flags, threshold_malignant, per_image=per_image)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from busi_lite.cli.common import fail
+from busi_lite.cli.predict import site_option
 
 
 @click.command()
@@ -30,14 +31,16 @@ from busi_lite.cli.common import fail
 @click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Another name the page may be reached by (the Host header); loopback names and the bound "
                    "--host are always allowed. Repeat for several.")
-def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb, max_request_mpixels, allowed_hosts):
+@site_option
+def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb, max_request_mpixels, allowed_hosts, site):
     """Local web page: drop images or DICOM files, see verdicts.
 
     Loads the model once, then serves a page at the printed URL (and a JSON API at
     POST /api/predict, described at /openapi.json). Uploads are processed in memory
     and not stored unless --save is given. Only requests addressed to this computer's
     names (or --allow-host) are answered, and uploads only from the page itself (other
-    web sites cannot drive it). Research tool, not a diagnosis.
+    web sites cannot drive it). The page shows the --site given and whether the
+    model is validated there (which decides the answer to trust). Research tool, not a diagnosis.
     """
     try:
         from busi_lite.web.app import serve as run
@@ -45,4 +48,4 @@ def serve(host, port, model, backbone, save_dir, max_file_mb, max_request_mb, ma
         fail(f"the web page needs the web extra ({e.name} is missing) -> pip install \"busi-lite[web]\"")
     run(host=host, port=port, model=model, backbone=backbone, save_dir=save_dir, max_file_mb=max_file_mb,
         max_request_mb=max_request_mb, echo=click.echo, max_request_mpixels=max_request_mpixels,
-        allowed_hosts=allowed_hosts)
+        allowed_hosts=allowed_hosts, site=site)

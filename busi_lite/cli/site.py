@@ -16,14 +16,18 @@ from busi_lite.cli.common import FiniteFloatRange, dump, log
 from busi_lite.cli.tables import external_table
 
 
-def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path, per_image):
+def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags, as_json, csv_path, per_image,
+                    site=None):
     """Implementation of ``busi-lite evaluate --data DIR`` (called by cli.predict.evaluate)."""
     from busi_lite.common.atomic import write_text
     from busi_lite.evaluation.external import csv_text, ensure_cache, evaluate_external
     from busi_lite.features.cache import FeatureCache
     from busi_lite.model.model import Model
+    from busi_lite.model.provenance import provenance
+    from busi_lite.serving.advice import site_status
 
     m = Model.load(model)
+    st = site_status(provenance(m, None, None, threshold_malignant), site)   # checked before any extraction
     path = ensure_cache(data_dir, cache, backbone, log=log, progress=True, preprocess=m.card.preprocess_version,
                         views=("flip",) if m.flip else ())  # only what the model reads
     with FeatureCache(path) as fc:
@@ -31,6 +35,9 @@ def evaluate_folder(model, data_dir, cache, backbone, threshold_malignant, flags
                                data_root=Path(data_dir), per_image=True)
     from busi_lite.serving.shift import SHIFT_WARNING
 
+    if st.name is not None:
+        ev.notes.append(f"{st.reason}: these figures are not zero-shot there" if st.validated else
+                        f"{st.reason}: if the images do come from {st.name}, these figures are zero-shot there")
     if SHIFT_WARNING in ev.notes:
         log(f"WARNING: {SHIFT_WARNING}")
     if csv_path is not None:

@@ -54,7 +54,7 @@ from busi_lite.io import data as D
 from busi_lite.io import dicom
 from busi_lite.io.imread import read_rgb
 from busi_lite.model.provenance import provenance
-from busi_lite.serving.advice import advise, advise_all
+from busi_lite.serving.advice import advise, advise_all, site_status
 from busi_lite.serving.boxes import LesionBox, box_in_image, make_box
 from busi_lite.serving.flags import (
     Flag,
@@ -71,6 +71,7 @@ from busi_lite.serving.shift import (
     SHIFT_WARNING,
     ShiftCheck,
     SiteShiftWarning,
+    check_coords,
     check_predictions,
     image_coords,
 )
@@ -220,10 +221,15 @@ class Predictor:
     Withheld verdicts: when ``unusual_input`` fires, a Prediction gets no verdict (label,
     probabilities, screen, lesion map, box answer) and ``withheld`` says why, unless
     ``show_anyway`` (research use; also a per-call argument of predict / predict_arrays).
+
+    ``site``: the name of the site the images come from, or None; ``self.site``
+    (busi_lite.serving.advice.SiteStatus) says whether the model is validated there, which
+    decides each prediction's ``recommended`` answer with the batch check (serving.advice).
     """
 
     def __init__(self, model=None, backbone=None, threshold_malignant: float | None = None,
-                 flags: FlagConfig = FlagConfig(), batch_size: int = BATCH, show_anyway: bool = False):
+                 flags: FlagConfig = FlagConfig(), batch_size: int = BATCH, show_anyway: bool = False,
+                 site: str | None = None):
         from busi_lite.common.resources import resolve
         from busi_lite.model.model import Model
 
@@ -247,6 +253,8 @@ class Predictor:
         self.malignant_threshold = None if t is None else float(t)
         self.provenance = provenance(self.model, self.model_path, self.model_source, threshold_malignant)
         self.show_anyway = bool(show_anyway)
+        self.site = site_status(self.provenance, site)
+        self._unchecked = check_coords(self.model, [])   # one image alone: the batch check cannot run
         self.preprocessing = self.model.preprocessing
         self.flip = self.model.flip
         info = self.model.card.box if self.model.supports_box else None
@@ -464,7 +472,7 @@ class Predictor:
                 pred.box_malignant_threshold = self.box_threshold
                 pred.box_malignant_alert = bool(bp[1] >= self.box_threshold)
             _withhold_unusual(pred, show_anyway)
-            advise(pred, self.supports_box)
+            advise(pred, self.supports_box, self._unchecked, self.site)
             preds.append(pred)
         return preds
 
@@ -472,7 +480,7 @@ class Predictor:
         """The site-shift check of a batch of this predictor's predictions (a folder, a session);
         sets every prediction's ``recommended`` answer from it (busi_lite.serving.advice)."""
         check = check_predictions(self.model, preds)
-        advise_all(preds, self.supports_box, check)
+        advise_all(preds, self.supports_box, check, self.site)
         return check
 
 
@@ -502,10 +510,11 @@ def _shift(box, dx: int, dy: int) -> list:
 
 def predict_images(paths, model=None, backbone=None, threshold_malignant: float | None = None,
                    flags: FlagConfig = FlagConfig(), overlay_dir=None, frame: int | None = None, box=None,
-                   boxes=None, show_anyway: bool = False) -> list[Prediction]:
+                   boxes=None, show_anyway: bool = False, site: str | None = None) -> list[Prediction]:
     """Classify image / DICOM files and folders; see :class:`Predictor` and :class:`Prediction`.
     ``box``: one lesion box for ONE image file; ``boxes``: {image path: box} for several;
-    ``show_anyway``: give verdicts for unusual inputs too (research use).
+    ``show_anyway``: give verdicts for unusual inputs too (research use); ``site``: the images' site
+    (see :class:`Predictor`).
     All images of the call are one batch for the site-shift check (:meth:`Predictor.check_batch`):
     a batch unlike every training site raises ONE :class:`SiteShiftWarning`."""
     if box is not None:
@@ -514,7 +523,7 @@ def predict_images(paths, model=None, backbone=None, threshold_malignant: float 
             raise ConfigError("box= goes with exactly one image file (and no boxes=)",
                               "give boxes={path: box} for several images", param="box")
         boxes = {files[0]: make_box(box, "box")}
-    pr = Predictor(model, backbone, threshold_malignant, flags, show_anyway=show_anyway)
+    pr = Predictor(model, backbone, threshold_malignant, flags, show_anyway=show_anyway, site=site)
     preds = pr.predict(paths, overlay_dir=overlay_dir, frame=frame, boxes=boxes)
     if pr.check_batch(preds).shifted:  # once per call: a folder's images are one batch
         warnings.warn(SHIFT_WARNING, SiteShiftWarning, stacklevel=3)

@@ -8,11 +8,11 @@ Contract:
   model's provenance: name, digest, threshold origin); ``POST /api/predict`` (multipart: ``files``
   one or more, optional ``box=x0,y0,x1,y1`` in original pixels, optional ``preview=1``, optional
   ``show_anyway=1``: verdicts for unusual inputs too, research use) -> JSON list of ``predict --json``
-  records (each naming its model; a withheld verdict has ``label`` null and ``withheld`` its reason);
-  records (plus ``shift_coords``); ``POST /api/site-check`` (JSON ``{"coords": [...]}``: a
-  session's shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck) and the
-  answer every card then recommends (busi_lite.serving.advice.batch_answer);
-  ``GET /openapi.json``.
+  records (each naming its model, plus ``shift_coords``; a withheld verdict has ``label`` null and
+  ``withheld`` its reason); ``POST /api/site-check`` (JSON ``{"coords": [...]}``: a session's
+  shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck) and the answer
+  every usual card then recommends (busi_lite.serving.advice.batch_answer); ``/api/info`` also
+  names the site given (``site``: busi_lite.serving.advice.SiteStatus); ``GET /openapi.json``.
 * Safe by default: bound to 127.0.0.1; uploads are held in memory (the multipart parser
   never spools to disk; DICOM is decoded from memory) and never stored unless ``save_dir`` is given;
   limits per file and per request answer 413; non-images 415, broken files 400, each a JSON
@@ -213,6 +213,7 @@ class _Service:
                       "supports_box": bool(getattr(p, "supports_box", False)),
                       "site_check_min": m.card.shift.batch_min if m.card is not None and m.card.shift else None,
                       "trained_on": m.card.trained_on() if m.card is not None else []},
+            "site": None if getattr(p, "site", None) is None else p.site.to_json(),
             "backbone": {"file": Path(str(bb.path)).name, "sha256": bb.sha256},
             "classes": list(m.classes),
             "malignant_threshold": p.malignant_threshold,
@@ -387,8 +388,8 @@ MAX_SITE_CHECK_BYTES = 4 * MB   # /api/site-check: about 4000 images' coordinate
 async def _site_check(request: Request) -> JSONResponse:
     """The session's site-shift check: JSON {"coords": [[...], ...]} (the shift_coords of the
     session's predictions) -> the ShiftCheck (busi_lite.serving.shift) with its warning, and the
-    answer every card of the session should recommend (``recommended``/``recommended_reason``,
-    null unless shifted; busi_lite.serving.advice.batch_answer)."""
+    answer every usual card of the session should recommend (``recommended``/``recommended_reason``,
+    null when the batch was not checked; busi_lite.serving.advice.batch_answer)."""
     from busi_lite.serving.advice import batch_answer
     from busi_lite.serving.shift import check_coords
 
@@ -413,7 +414,8 @@ async def _site_check(request: Request) -> JSONResponse:
         return _error(400, "site-check body must be JSON {\"coords\": [[numbers], ...]}",
                       "send the shift_coords of the session's predictions")
     check = check_coords(model, coords)
-    answer = batch_answer(check, bool(getattr(request.app.state.service.predictor, "supports_box", False)))
+    pr = request.app.state.service.predictor
+    answer = batch_answer(check, bool(getattr(pr, "supports_box", False)), getattr(pr, "site", None))
     rec, why = answer if answer is not None else (None, None)
     return _json({**check.to_json(), "recommended": rec, "recommended_reason": why})
 
@@ -482,9 +484,9 @@ def create_app(predictor, *, model_path: str | None = None, save_dir=None, max_f
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, save_dir=None,
           max_file_mb: float = 20.0, max_request_mb: float = 100.0, echo=None,
-          max_request_mpixels: float = MAX_REQUEST_MPIXELS, allowed_hosts=()) -> None:
+          max_request_mpixels: float = MAX_REQUEST_MPIXELS, allowed_hosts=(), site: str | None = None) -> None:
     """Load the model once, bind ``host:port`` (0: any free port), print the URL, serve until Ctrl-C.
-    ``echo``: prints a line (default: print, flushed)."""
+    ``echo``: prints a line (default: print, flushed); ``site``: the images' site (Predictor)."""
     import uvicorn
 
     from busi_lite.common.resources import resolve
@@ -498,7 +500,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     if removed:
         echo(f"removed {len(removed)} DICOM upload cop{'y' if len(removed) == 1 else 'ies'} a killed server left "
              "in /dev/shm")
-    predictor = Predictor(model, backbone)
+    predictor = Predictor(model, backbone, site=site)
     model_path = str(resolve("model", model).path)
     hosts = (*LOOPBACK_HOSTS, *allowed_hosts) if host in LOOPBACK_HOSTS else (host, *LOOPBACK_HOSTS, *allowed_hosts)
     if host in serverlog.ANY_HOST:       # bound to every interface: the addresses it prints must pass the Host check
@@ -510,6 +512,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model=None, backbone=None, 
     port = sock.getsockname()[1]
     urls = serverlog.reachable_urls(host, port)
     echo(f"busi-lite: {predictor.describe()}")
+    echo(f"busi-lite: {predictor.site.text}")
     if host not in ("127.0.0.1", "localhost", "::1"):
         echo(f"warning: bound to {host}: other machines can reach this page; it has no login")
     if save_dir is not None:

@@ -55,6 +55,8 @@ async function loadInfo() {
       : `screening threshold p(malignant) >= ${fmt(t)}, ${pv ? pv.threshold_source : "origin unknown"}` }),
     el("div", { id: "model-sources", text: (m.trained_on && m.trained_on.length ? `trained on ${m.trained_on.join(" · ")}`
                                                             : "training sources not named on the model card") }),
+    el("div", { id: "model-site", "data-validated": info.site && info.site.validated ? "1" : "0",
+                text: info.site ? info.site.text : "site not given" }),
     el("div", { text: `backbone ${b.file} (${b.sha256.slice(0, 12)}) · busi-lite ${info.version}` }));
 }
 
@@ -411,12 +413,22 @@ function details(entry, rec) {
 }
 
 // ------------------------------------------------------------------ which answer to trust; the session's site check
-// the rule is the server's (busi_lite.serving.advice): the session check's answer, else the record's own
+// the rule is the server's (busi_lite.serving.advice): once the session is checked, its answer holds for
+// every card except an unusual image (which keeps the box when the session looks like a training site);
+// before that, each record's own answer (box first unless the site given is validated)
+function sessionAnswer(rec) {
+  const s = state.site;
+  if (!s || !s.recommended) return null;
+  const unusual = (rec.flags || []).some((f) => f.name === "unusual_input");
+  return s.recommended === "box" || !unusual ? s : null;
+}
 function recommended(rec) {
-  return (state.site && state.site.recommended) || rec.recommended;
+  const s = sessionAnswer(rec);
+  return s ? s.recommended : rec.recommended;
 }
 function recommendedReason(rec) {
-  return (state.site && state.site.recommended_reason) || rec.recommended_reason || "";
+  const s = sessionAnswer(rec);
+  return (s ? s.recommended_reason : rec.recommended_reason) || "";
 }
 
 // Once the session holds enough images, ask the server whether they look like a training site;
@@ -431,7 +443,7 @@ async function siteCheck() {
     if (!r.ok) return;
     res = await r.json();
   } catch (e) { return; }
-  const was = state.site && state.site.shifted;
+  const was = state.site && state.site.recommended_reason;
   state.site = res;
   if (res.shifted && !state.warned) {
     state.warned = true;
@@ -439,7 +451,7 @@ async function siteCheck() {
     w.replaceChildren(el("b", { text: "Site warning: " }), res.warning);
     w.hidden = false;
   }
-  if (Boolean(res.shifted) !== Boolean(was)) for (const e of state.entries) renderCard(e);
+  if (res.recommended_reason !== was) for (const e of state.entries) renderCard(e);
 }
 
 function boxFirst(why) {
@@ -552,7 +564,7 @@ function toCsv() {
   const head = ["file", "frame", "ok", "label", ...cls.map((c) => `p_${c}`), "malignant_alert", "malignant_threshold",
                 "box", "box_p_malignant", "box_malignant_alert", "box_malignant_threshold",
                 "lesion_peak", "ood_score", "flags", "flag_reasons", "notes", "withheld", "model", "model_digest",
-                "threshold_source", "error"];
+                "threshold_source", "recommended", "recommended_reason", "error"];
   const lines = [head.join(",")];
   for (const r of rows()) {
     const p = r.proba || {}, bp = r.box_proba || {}, pv = r.model || {};
@@ -560,7 +572,8 @@ function toCsv() {
                 r.box ? r.box.join(" ") : "", bp.malignant, r.box_malignant_alert, r.box_malignant_threshold,
                 r.lesion_peak, r.ood_score, (r.flags || []).map((f) => f.name).join(";"),
                 (r.flags || []).map((f) => f.reason).join(" | "), (r.notes || []).join("; "), r.withheld,
-                pv.name, pv.digest, pv.threshold_source, r.error]
+                pv.name, pv.digest, pv.threshold_source, r.ok ? recommended(r) : "", r.ok ? recommendedReason(r) : "",
+                r.error]
                  .map(csvCell).join(","));
   }
   return lines.join("\r\n") + "\r\n";
