@@ -52,8 +52,8 @@ def setup(browser_ready, request):
 
     real = _real_assets()
     if real:
-        model, bb, img = real
-        return Predictor(model, bb), img, "real"
+        model, bb, img = real   # a held-out BUSI image: at site BUSI the whole-image verdict is the headline
+        return Predictor(model, bb, site="BUSI"), img, "real"
     world = request.getfixturevalue("tiny_world")  # conftest.py: shared, read-only; built only when needed
     return Predictor(world["model"], world["backbone"]), world["images"][-1], "synthetic"
 

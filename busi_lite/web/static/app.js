@@ -53,8 +53,9 @@ async function loadInfo() {
     el("div", { id: "model-name", text: `model ${m.name || "?"} (${m.head || "?"} head${m.has_lesion_map ? ", lesion map" : ""}${m.supports_box ? ", lesion-box mode" : ""};${digest})` }),
     el("div", { id: "model-threshold", text: t === null ? "no malignant screening threshold"
       : `screening threshold p(malignant) >= ${fmt(t)}, ${pv ? pv.threshold_source : "origin unknown"}` }),
-    el("div", { id: "model-sources", text: (m.trained_on && m.trained_on.length ? `trained on ${m.trained_on.join(" · ")}`
-                                                            : "training sources not named on the model card") }),
+    el("div", { id: "model-sources", text: m.trained_on && m.trained_on.length ? `trained on ${m.trained_on.join(" · ")}`
+      : info.site && info.site.trained_on.length ? `trained on ${info.site.trained_on.join(" · ")}`
+      : "training sources not named on the model card" }),
     el("div", { id: "model-site", "data-validated": info.site && info.site.validated ? "1" : "0",
                 text: info.site ? info.site.text : "site not given" }),
     el("div", { text: `backbone ${b.file} (${b.sha256.slice(0, 12)}) · busi-lite ${info.version}` }));
