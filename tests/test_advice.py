@@ -30,6 +30,7 @@ from busi_lite.serving.advice import (
 )
 from busi_lite.serving.inference import Predictor, predict_images
 from busi_lite.serving.shift import ShiftCheck
+from busi_lite.serving.verdict import screen_sentence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,6 +228,9 @@ def test_web_api_names_the_site_and_one_image_gets_box_first(tiny_world, boxed):
     assert c.get("/api/info").json()["site"]["validated"]
     (rec,) = c.post("/api/predict", files=files).json()
     assert rec["recommended"] == WHOLE
+    # the screen in words comes from the server (serving.verdict), the page does not word it again
+    (p,) = Predictor(boxed, tiny_world["backbone"]).predict([img])
+    assert rec["screen"] == screen_sentence(p) and rec["screen"].startswith("p(malignant) ")
 
 
 def test_browser_one_image_asks_for_a_box_before_any_whole_image_headline(tiny_world, boxed):
@@ -263,6 +267,8 @@ def test_browser_one_image_asks_for_a_box_before_any_whole_image_headline(tiny_w
         card = page.locator("article.card").first
         assert card.locator("[data-box-first]").count() == 0
         assert card.locator("[data-trust=whole_image]").is_visible()
+        (p,) = Predictor(boxed, tiny_world["backbone"]).predict([img])
+        assert card.locator("[data-alert]").inner_text().endswith(screen_sentence(p))
         assert not console, console
 
 

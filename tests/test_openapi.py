@@ -29,7 +29,7 @@ def test_every_prediction_field_is_in_the_schema_and_nothing_else():
     schema = openapi.spec(10, 50)["components"]["schemas"]["Prediction"]
     names = [f.name for f in fields(Prediction)]
     assert list(schema["properties"])[:len(names)] == names
-    assert set(schema["properties"]) - set(names) == {"preview"}  # the one web-only field
+    assert set(schema["properties"]) - set(names) == {"preview", "screen"}  # the web-only fields
     assert schema["required"] == ["path", "ok"]
 
 

@@ -1,4 +1,4 @@
-"""The words of a result, shared by the CLI, the overlays (and mirrored by the web page).
+"""The words of a result, shared by the CLI, the overlays and the web page (its ``screen``).
 
 One coherent answer per image: the most probable class, then the sensitive screen with its
 threshold, what that threshold was set to catch and where it came from, e.g.
@@ -64,6 +64,14 @@ def screen_parts(pred: Prediction) -> list[str]:
 
 def screen_text(pred: Prediction) -> str:
     return " ".join(screen_parts(pred))
+
+
+def screen_sentence(pred: Prediction) -> str | None:
+    """The screen after its headline ('p(malignant) 0.340 is at or above the screening threshold ...'):
+    what the web page shows beside "Sensitive screen: REFER"; None without a verdict or a threshold."""
+    if not pred.ok or pred.withheld or pred.malignant_alert is None or pred.malignant_threshold is None:
+        return None
+    return " ".join(screen_parts(pred)[1:])
 
 
 def answer_parts(pred: Prediction) -> list[str]:

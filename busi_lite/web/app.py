@@ -8,7 +8,7 @@ Contract:
   model's provenance: name, digest, threshold origin); ``POST /api/predict`` (multipart: ``files``
   one or more, optional ``box=x0,y0,x1,y1`` in original pixels, optional ``preview=1``, optional
   ``show_anyway=1``: verdicts for unusual inputs too, research use) -> JSON list of ``predict --json``
-  records (each naming its model, plus ``shift_coords``; a withheld verdict has ``label`` null and
+  records (each naming its model, plus ``shift_coords`` and ``screen``; a withheld verdict has ``label`` null and
   ``withheld`` its reason); ``POST /api/site-check`` (JSON ``{"coords": [...]}``: a session's
   shift_coords) -> the batch site-shift check (busi_lite.serving.shift.ShiftCheck) and the answer
   every usual card then recommends (busi_lite.serving.advice.batch_answer); ``/api/info`` also
@@ -60,6 +60,7 @@ from busi_lite.common.errors import BusiError, ConfigError
 from busi_lite.common.jsonio import dumps, jsonable
 from busi_lite.serving.inference import NO_BOX_NOTE, Predictor
 from busi_lite.serving.prediction import Prediction
+from busi_lite.serving.verdict import screen_sentence
 from busi_lite.web import openapi, serverlog
 from busi_lite.web.uploads import (
     UploadError,
@@ -261,7 +262,7 @@ class _Service:
             for f, p in zip(frames, preds):
                 rec = p.to_dict()
                 rec["model"] = self.public_pv if p.model is self.pv else _public_provenance(p.model)
-                rec["shift_coords"] = p.shift_coords   # the page's session site check (POST /api/site-check)
+                rec.update(shift_coords=p.shift_coords, screen=screen_sentence(p))  # session site check; screen words
                 rec.update({k: v for k, v in f.extra.items() if k != "notes"})
                 rec["notes"] = rec.get("notes", []) + f.extra.get("notes", [])
                 if box is not None:
@@ -415,8 +416,7 @@ async def _site_check(request: Request) -> JSONResponse:
                       "send the shift_coords of the session's predictions")
     check = check_coords(model, coords)
     pr = request.app.state.service.predictor
-    answer = batch_answer(check, bool(getattr(pr, "supports_box", False)), getattr(pr, "site", None))
-    rec, why = answer if answer is not None else (None, None)
+    rec, why = batch_answer(check, bool(getattr(pr, "supports_box", False)), getattr(pr, "site", None)) or (None, None)
     return _json({**check.to_json(), "recommended": rec, "recommended_reason": why})
 
 

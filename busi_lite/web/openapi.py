@@ -42,7 +42,9 @@ _DETAIL = {  # what the annotation cannot say (item schemas), merged over the ge
     "notes": {"items": {"type": "string"}},
 }
 
-_WEB_ONLY = {"preview": {"type": "string", "description": "JPEG data URL of the decoded image (preview=1 only)"}}
+_WEB_ONLY = {"preview": {"type": "string", "description": "JPEG data URL of the decoded image (preview=1 only)"},
+             "screen": {"type": ["string", "null"], "description": "the sensitive screen in words after its headline "
+                        "(busi_lite.serving.verdict.screen_sentence); null without a verdict or threshold"}}
 
 
 def json_type(annotation) -> list[str]:
@@ -78,7 +80,7 @@ def field_comments(cls) -> dict[str, str]:
 
 
 def prediction_schema(cls=Prediction) -> dict:
-    """The JSON Schema of one ``Prediction.to_dict()`` record (plus the web-only ``preview``);
+    """The JSON Schema of one ``Prediction.to_dict()`` record (plus the web-only ``preview`` and ``screen``);
     ``cls``: the dataclass to describe (Prediction; tests pass a subclass)."""
     hints = typing.get_type_hints(cls)
     notes = field_comments(cls)
@@ -95,7 +97,7 @@ def prediction_schema(cls=Prediction) -> dict:
     props.update(_WEB_ONLY)
     return {"type": "object",
             "description": "One prediction: the record `busi-lite predict --json` prints (Prediction.to_dict), "
-                           "plus the web-only `preview` when asked.",
+                           "plus the web-only `screen` (the screen in words) and `preview` when asked.",
             "required": required, "properties": props}
 
 

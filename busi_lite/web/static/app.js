@@ -470,19 +470,8 @@ function boxModeBox(rec) {
     el("b", { text: `Lesion-box mode: alert ${rec.box_malignant_alert ? "ON" : "off"}` }), text);
 }
 
-// the sensitive screen, worded as the CLI and the overlays word it (busi_lite.serving.verdict)
-function screenSentence(rec) {
-  const t = rec.malignant_threshold, pm = rec.proba.malignant, pv = rec.model || {};
-  let s = `p(malignant) ${fmt(pm)} is ${rec.malignant_alert ? "at or above" : "below"} the screening threshold ${fmt(t)}`;
-  if (pv.target_recall !== null && pv.target_recall !== undefined) {
-    s += `, set to catch ${Math.round(100 * pv.target_recall)} % of cancers`;
-    if (pv.false_alarm_rate !== null && pv.false_alarm_rate !== undefined) {
-      s += `; it also fires on about ${Math.round(100 * pv.false_alarm_rate)} % of non-malignant cases`;
-    }
-  }
-  if (rec.malignant_alert && rec.label !== "malignant") s += " (the screen is deliberately sensitive: it also refers images whose most probable class is not malignant)";
-  return s;
-}
+// the sensitive screen in the server's words (record field "screen": busi_lite.serving.verdict.screen_sentence)
+const screenSentence = (rec) => rec.screen || "";
 
 function alertBox(rec) {
   const t = rec.malignant_threshold;
