@@ -72,14 +72,11 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
     """The model described in the module docstring -> Model."""
     from busi_lite.common.constants import VERSION
     from busi_lite.evaluation import metrics as M
-    from busi_lite.features.preprocess import BOX_MARGIN
-    from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
-    from busi_lite.heads.box import CLASSES as BOX_CLASSES
     from busi_lite.heads.box import DEFAULT_C
-    from busi_lite.model.card import BoxInfo, ModelCard, OODInfo, TestMetrics, TestPredictions
+    from busi_lite.model.card import ModelCard, OODInfo, TestMetrics, TestPredictions
     from busi_lite.model.model import OOD, Model
     from busi_lite.model.records import SplitInfo
-    from busi_lite.training.box import CALIBRATION_VIEW, box_scores, box_y, fit_box_parts, lesion_rows
+    from busi_lite.training.box import box_test_auc, calibrate_box, lesion_rows
     from busi_lite.training.core import calibrate, chance_warnings, evaluate_rows, predict_rows, training_rows
     from busi_lite.training.shift import add_shift, cache_site
     from busi_lite.training.site import fit_on
@@ -127,34 +124,14 @@ def two_site_model(busi, site, cfg, seed=0, folds=5, target_recall=0.95, log=pri
         history=hist, train_seconds=t_train, total_seconds=0.0, head=head.config(),
         ood=OODInfo(ood.resid_var, ood.threshold), warnings=warnings)
 
-    # box head over both sites
+    # box head over both sites: training.box.calibrate_box (as train --box), mirror as the recipe flips
     lb, ls = lesion_rows(busi, b_rows), lesion_rows(site, s_rows)
-    box_head = fit_box_parts([(busi, lb), (site, ls)], True, DEFAULT_C, TRAIN_BOX_VIEWS)
-    gb, gs = folds_of(busi, lb, folds, seed), folds_of(site, ls, folds, seed)
-    flip = bool(cfg.flip)
-    oof_b = [np.zeros(len(lb)), np.zeros(len(ls))]
-    for f in range(folds):
-        h = fit_box_parts([(busi, lb[gb != f]), (site, ls[gs != f])], True, DEFAULT_C, TRAIN_BOX_VIEWS)
-        oof_b[0][gb == f] = box_scores(h, busi, lb[gb == f], CALIBRATION_VIEW, flip)
-        oof_b[1][gs == f] = box_scores(h, site, ls[gs == f], CALIBRATION_VIEW, flip)
-    yb = np.concatenate([box_y(busi, lb), box_y(site, ls)]) == 1
-    sb = np.concatenate(oof_b)
-    thr = float(M.threshold_for_recall(yb, sb, target_recall))
-    box_auc = float(M.roc_auc(yb, sb))
+    box = calibrate_box([(busi, lb), (site, ls)], seed, folds, DEFAULT_C, target_recall, flip=bool(cfg.flip))
     lt = lesion_rows(busi, sp.test)
-    yt = box_y(busi, lt) == 1
-    test_auc = {v: float(M.roc_auc(yt, box_scores(box_head, busi, lt, v, flip)))
-                for v in ("box",) + tuple(v for v in EVAL_BOX_VIEWS if v in busi.views)}
-    log(f"box head: OOF AUC {box_auc:.3f} over both sites, threshold {thr:.3f}; BUSI test AUC " +
+    test_auc = box_test_auc(box.head, [(busi, lt)], box.flip)
+    log(f"box head: OOF AUC {box.oof_auc:.3f} over both sites, threshold {box.threshold:.3f}; BUSI test AUC " +
         ", ".join(f"{k} {v:.3f}" for k, v in test_auc.items()))
-    info = BoxInfo(head=box_head.config(), classes=list(BOX_CLASSES), malignant_threshold=thr,
-                   target_recall=float(target_recall), oof_recall=float((sb[yb] >= thr).mean()),
-                   oof_far=float((sb[~yb] >= thr).mean()), oof_auc=box_auc,
-                   oof_auc_mirror=box_auc if flip else float("nan"),
-                   oof_auc_no_mirror=float("nan") if flip else box_auc, calibration_view=CALIBRATION_VIEW,
-                   n_train_images=int(len(lb) + len(ls)), n_train_samples=int((len(lb) + len(ls)) * len(TRAIN_BOX_VIEWS)),
-                   train_views=list(TRAIN_BOX_VIEWS), flip=flip, margin=BOX_MARGIN, test_auc=test_auc,
-                   n_test=int(len(lt)))
+    info, box_head = box.info(test_auc, len(lt)), box.head
     model = Model(head, replace(card, box=info, sources=sources_of(busi, site, sp, b_rows, s_rows, test_pred,
                                                                    cal.malignant_threshold, test_auc["box"])),
                   ood, box_head)

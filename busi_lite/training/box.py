@@ -21,7 +21,8 @@ head and its card section ``box`` (card.BoxInfo); ``busi-lite train-box`` calls 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -77,26 +78,34 @@ def box_xy(cache, rows, views=TRAIN_BOX_VIEWS):
 
 
 def fit_box_head(cache, rows, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS) -> BoxHead:
-    """A BoxHead fitted on the lesion images among ``rows`` (training rows only)."""
-    rows = lesion_rows(cache, rows)
-    X, y, w, _ = box_xy(cache, rows, views)
+    """A BoxHead fitted on the lesion images among ``rows`` (training rows only); each image's
+    samples weigh 1/len(views) in all (``per_image``)."""
+    return fit_box_parts([(cache, lesion_rows(cache, rows))], C=C, views=views, per_image=True)
+
+
+def _gather(parts, views):
+    """[(X, y, w) of box_xy] per part, None for an empty part."""
+    return [box_xy(cache, rows, views)[:3] if len(rows) else None for cache, rows in parts]
+
+
+def _fit_gathered(data, balanced: bool, C: float, per_image: bool, start=None) -> BoxHead:
+    """One BoxHead on gathered [(X, y, w) | None] (see fit_box_parts)."""
+    data = [d for d in data if d is not None]
+    X = np.concatenate([d[0] for d in data])
+    w = site_weights([d[2] for d in data], balanced)
+    if per_image:
+        w = w * data[0][2][0]  # 1/len(views): each image's samples weigh 1 in all
     head = BoxHead(X.shape[1], C)
-    head.fit(X, y, sample_weight=w)
+    head.fit(X, np.concatenate([d[1] for d in data]), sample_weight=w, start=start)
     return head
 
 
-def fit_box_parts(parts, balanced: bool = True, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS) -> BoxHead:
+def fit_box_parts(parts, balanced: bool = True, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS,
+                  per_image: bool = False) -> BoxHead:
     """One BoxHead on several sources' lesion rows. parts = [(cache, lesion rows)] (empty parts
-    are skipped); each image counts once; ``balanced``: each source's weights scaled to the same total."""
-    Xs, ys, ws = [], [], []
-    for cache, rows in parts:
-        if len(rows):
-            X, y, w, _ = box_xy(cache, rows, views)
-            Xs.append(X), ys.append(y), ws.append(w)
-    X = np.concatenate(Xs)
-    head = BoxHead(X.shape[1], C)
-    head.fit(X, np.concatenate(ys), sample_weight=site_weights(ws, balanced))
-    return head
+    are skipped). Sample weights: mean 1 (``per_image``: mean 1/len(views), each image weighs 1);
+    ``balanced``: each source's weights first scaled to the same total."""
+    return _fit_gathered(_gather(parts, views), balanced, C, per_image)
 
 
 def box_scores(head: BoxHead, cache, rows, view: str = "box", flip: bool = True) -> np.ndarray:
@@ -108,23 +117,114 @@ def box_scores(head: BoxHead, cache, rows, view: str = "box", flip: bool = True)
     return p
 
 
-def out_of_fold_scores(cache, rows, seed: int, folds: int = 5, C: float = DEFAULT_C, views=TRAIN_BOX_VIEWS,
-                       view: str = CALIBRATION_VIEW) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold p(malignant) [n] of lesion ``rows`` (group-aware k-fold inside them), box view
-    ``view``: (with the mirrored pair averaged in, without it)."""
-    rows = np.asarray(rows, np.int64)
-    fold = D.group_kfold(cache.labels[rows], cache.groups[rows], [cache.paths[i] for i in rows], folds, seed)
-    mirrored, plain = np.zeros(len(rows)), np.zeros(len(rows))
+@dataclass
+class BoxCalibration:
+    """A box head fitted on all training lesion images and its out-of-fold calibration.
+    y, mirrored, plain: [n] over the parts' rows in order (1 = malignant; OOF p(malignant)
+    with the mirrored pair averaged in, and without)."""
+    head: BoxHead
+    y: np.ndarray
+    mirrored: np.ndarray
+    plain: np.ndarray
+    flip: bool
+    threshold: float
+    target_recall: float
+    views: tuple
+
+    @property
+    def oof(self) -> np.ndarray:
+        return self.mirrored if self.flip else self.plain
+
+    @property
+    def auc_mirror(self) -> float:
+        return float(M.roc_auc(self.y == 1, self.mirrored))
+
+    @property
+    def auc_no_mirror(self) -> float:
+        return float(M.roc_auc(self.y == 1, self.plain))
+
+    @property
+    def oof_auc(self) -> float:
+        return self.auc_mirror if self.flip else self.auc_no_mirror
+
+    @property
+    def recall(self) -> float:
+        return float((self.oof[self.y == 1] >= self.threshold).mean())
+
+    @property
+    def far(self) -> float:
+        neg = self.oof[self.y == 0]
+        return float((neg >= self.threshold).mean()) if len(neg) else float("nan")
+
+    def info(self, test_auc: dict, n_test: int) -> BoxInfo:
+        """The card's ``box`` section, with the held-out figures ``test_auc`` on ``n_test`` lesions."""
+        n = int(len(self.y))
+        return BoxInfo(head=self.head.config(), classes=list(BOX_CLASSES), malignant_threshold=self.threshold,
+                       target_recall=float(self.target_recall), oof_recall=self.recall, oof_far=self.far,
+                       oof_auc=self.oof_auc, oof_auc_mirror=self.auc_mirror, oof_auc_no_mirror=self.auc_no_mirror,
+                       calibration_view=CALIBRATION_VIEW, n_train_images=n, n_train_samples=n * len(self.views),
+                       train_views=list(self.views), flip=bool(self.flip), margin=BOX_MARGIN, test_auc=test_auc,
+                       n_test=int(n_test))
+
+
+def calibrate_box(parts, seed: int, folds: int = 5, C: float = DEFAULT_C, target_recall: float = 0.95,
+                  flip="auto", balanced: bool = True, per_image: bool = False, views=TRAIN_BOX_VIEWS,
+                  pool=None) -> BoxCalibration:
+    """A box head on all of ``parts`` = [(cache, training lesion rows)] (fit_box_parts' weights),
+    calibrated out of fold: group-aware ``folds``-fold inside each part (seed ``seed``), every
+    fold's head trained on the other folds of all parts, scored with CALIBRATION_VIEW; the
+    threshold reaches ``target_recall`` on those OOF scores. ``flip``: True / False (average the
+    mirrored pair at prediction or not) or "auto" (it must raise the OOF AUC by MIRROR_GAIN).
+    ``pool``: an Executor the fits run on (None: one after the other). Features are read once."""
+    if flip not in (True, False, "auto"):
+        raise BoxTrainingError(f"flip must be True, False or 'auto', got {flip!r}", "e.g. flip='auto'", param="flip")
+    if not 0 < target_recall < 1:
+        raise BoxTrainingError(f"target_recall must be within (0, 1), got {target_recall!r}", "e.g. 0.95",
+                               param="target_recall")
+    if pool is None:
+        with ThreadPoolExecutor(1) as one:
+            return calibrate_box(parts, seed, folds, C, target_recall, flip, balanced, per_image, views, one)
+    data = _gather(parts, views)
+    final = pool.submit(_fit_gathered, data, balanced, C, per_image)
+    fo = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], folds, seed) if len(r) else r
+          for fc, r in parts]
+
+    def fold_data(f):
+        nv = len(views)
+        return [None if d is None or not (k != f).any() else
+                tuple(a[np.tile(k != f, nv)] for a in d) for d, k in zip(data, fo)]
+
+    heads = [pool.submit(_fit_gathered, fold_data(f), balanced, C, per_image) for f in range(folds)]
+    y = np.concatenate([box_y(fc, r) for fc, r in parts])
+    mirrored, plain = np.zeros(len(y)), np.zeros(len(y))
+    off = np.cumsum([0] + [len(r) for _, r in parts])
     for f in range(folds):
-        te = fold == f
-        if te.any():
-            head = fit_box_head(cache, rows[~te], C, views)
-            plain[te] = box_scores(head, cache, rows[te], view, False)
-            mirrored[te] = plain[te]
-            if f"{view}_flip" in cache.views:  # box_scores(..., flip=True) without predicting ``view`` again
-                mirrored[te] = (plain[te] + head.predict_proba(cache_inputs(BoxHead, cache, f"{view}_flip",
-                                                                                     rows[te]))[:, 1]) / 2
-    return mirrored, plain
+        h = heads[f].result()
+        for j, ((fc, r), k) in enumerate(zip(parts, fo)):
+            te = r[k == f] if len(r) else r
+            if not len(te):
+                continue
+            idx = off[j] + np.nonzero(k == f)[0]
+            plain[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, False)
+            mirrored[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, True)
+    cal = BoxCalibration(final.result(), y, mirrored, plain, False, 0.0, float(target_recall), tuple(views))
+    cal.flip = bool(cal.auc_mirror - cal.auc_no_mirror >= MIRROR_GAIN) if flip == "auto" else bool(flip)
+    cal.threshold = float(M.threshold_for_recall(y == 1, cal.oof, target_recall))
+    return cal
+
+
+def box_test_auc(head: BoxHead, parts, flip: bool) -> dict:
+    """{box view: benign-vs-malignant AUC} on held-out ``parts`` = [(cache, lesion rows)] with the
+    true box and the sloppy boxes every non-empty part's cache holds (NaN without both classes)."""
+    parts = [(fc, r) for fc, r in parts if len(r)]
+    y = np.concatenate([box_y(fc, r) for fc, r in parts]) == 1 if parts else np.zeros(0, bool)
+    out = {}
+    for v in ("box",) + tuple(v for v in EVAL_BOX_VIEWS if all(v in fc.views for fc, _ in parts)):
+        if y.any() and (~y).any():
+            out[v] = float(M.roc_auc(y, np.concatenate([box_scores(head, fc, r, v, flip) for fc, r in parts])))
+        else:
+            out[v] = float("nan")
+    return out
 
 
 def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, target_recall: float = 0.95,
@@ -133,8 +233,6 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
     own split (rebuilt from the card and checked by digest), calibrated out of fold, evaluated on
     the split's held-out lesion images with the true and the sloppy boxes. ``flip``: True / False
     (average the mirrored pair at prediction or not), or "auto" (the MIRROR_GAIN rule)."""
-    if flip not in (True, False, "auto"):
-        raise BoxTrainingError(f"flip must be True, False or 'auto', got {flip!r}", "e.g. flip='auto'", param="flip")
     log = log or (lambda m: None)
     card = model.card
     if card is None:
@@ -143,37 +241,15 @@ def add_box_head(model: Model, cache, C: float = DEFAULT_C, folds: int = 5, targ
         raise BoxTrainingError(f"{cache.path}: backbone/preprocessing ({cache.backbone_sha256[:12]}, "
                                f"{cache.preprocess_version}) differ from the model's ({card.backbone_sha256[:12]}, "
                                f"{card.preprocess_version})", "use the cache the model was trained on")
-    if not 0 < target_recall < 1:
-        raise BoxTrainingError(f"target_recall must be within (0, 1), got {target_recall!r}", "e.g. 0.95",
-                               param="target_recall")
     sp = check_split(cache, card.split.seed, card.split.test_fraction, card.split.digest)
     train = lesion_rows(cache, sp.train)
     test = lesion_rows(cache, sp.test)
-    head = fit_box_head(cache, train, C, views)
-    y = box_y(cache, train)
-    oof_m, oof_p = out_of_fold_scores(cache, train, card.split.seed, folds, C, views, CALIBRATION_VIEW)
-    auc_m, auc_p = M.roc_auc(y == 1, oof_m), M.roc_auc(y == 1, oof_p)
+    cal = calibrate_box([(cache, train)], card.split.seed, folds, C, target_recall, flip, per_image=True, views=views)
     if flip == "auto":
-        flip = bool(auc_m - auc_p >= MIRROR_GAIN)
-        log(f"box head: OOF AUC {auc_m:.3f} with the mirrored pair, {auc_p:.3f} without -> "
-            f"{'mirror' if flip else 'no mirror'} at prediction (rule: gain >= {MIRROR_GAIN})")
-    oof, oof_auc = (oof_m, auc_m) if flip else (oof_p, auc_p)
-    thr = float(M.threshold_for_recall(y == 1, oof, target_recall))
-    pos, neg = oof[y == 1], oof[y == 0]
-    recall, far = float((pos >= thr).mean()), float((neg >= thr).mean()) if len(neg) else float("nan")
-    log(f"box head: {len(train)} training lesion images, OOF AUC {oof_auc:.3f}, threshold "
-        f"{thr:.3f} (OOF recall {recall:.3f}, FAR {far:.3f})")
-    yt = box_y(cache, test) == 1
-    test_auc = {}
-    for v in ("box",) + tuple(v for v in EVAL_BOX_VIEWS if v in cache.views):
-        test_auc[v] = float(M.roc_auc(yt, box_scores(head, cache, test, v, flip))) if yt.any() and (~yt).any() \
-            else float("nan")
+        log(f"box head: OOF AUC {cal.auc_mirror:.3f} with the mirrored pair, {cal.auc_no_mirror:.3f} without -> "
+            f"{'mirror' if cal.flip else 'no mirror'} at prediction (rule: gain >= {MIRROR_GAIN})")
+    log(f"box head: {len(train)} training lesion images, OOF AUC {cal.oof_auc:.3f}, threshold "
+        f"{cal.threshold:.3f} (OOF recall {cal.recall:.3f}, FAR {cal.far:.3f})")
+    test_auc = box_test_auc(cal.head, [(cache, test)], cal.flip)
     log("box head test AUC: " + ", ".join(f"{k} {v:.3f}" for k, v in test_auc.items()))
-    info = BoxInfo(head=head.config(), classes=list(BOX_CLASSES), malignant_threshold=thr,
-                   target_recall=float(target_recall), oof_recall=recall, oof_far=far,
-                   oof_auc=float(oof_auc), oof_auc_mirror=float(auc_m), oof_auc_no_mirror=float(auc_p),
-                   calibration_view=CALIBRATION_VIEW,
-                   n_train_images=int(len(train)), n_train_samples=int(len(train) * len(views)),
-                   train_views=list(views), flip=bool(flip), margin=BOX_MARGIN, test_auc=test_auc,
-                   n_test=int(len(test)))
-    return Model(model.head, replace(card, box=info), model.ood, head)
+    return Model(model.head, replace(card, box=cal.info(test_auc, len(test))), model.ood, cal.head)

@@ -33,18 +33,16 @@ from busi_lite.common.constants import VERSION as __version__
 from busi_lite.common.errors import BusiError
 from busi_lite.evaluation import metrics as M
 from busi_lite.features.cache import FeatureCache
-from busi_lite.features.preprocess import BOX_MARGIN
-from busi_lite.features.views import EVAL_BOX_VIEWS, TRAIN_BOX_VIEWS
 from busi_lite.heads import get_head
 from busi_lite.heads.box import CLASSES as BOX_CLASSES
 from busi_lite.heads.box import DEFAULT_C
 from busi_lite.io import data as D
 from busi_lite.io.sources import ManifestSource
-from busi_lite.model.card import BoxInfo, ModelCard, OODInfo, SourceInfo, TestMetrics, TestPredictions
+from busi_lite.model.card import ModelCard, OODInfo, SourceInfo, TestMetrics, TestPredictions
 from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.records import Metrics, SplitInfo
-from busi_lite.training.box import CALIBRATION_VIEW, MIRROR_GAIN, box_scores, box_y, fit_box_parts, lesion_rows
+from busi_lite.training.box import box_scores, box_test_auc, box_y, calibrate_box, lesion_rows
 from busi_lite.training.core import (
     auc_interval,
     calibrate,
@@ -297,47 +295,16 @@ def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, fo
     for s, (_, r) in zip(sources, train):
         if not len(r):
             log(f"note: source {s.name} gives the box head no lesion box (no box views or no benign/malignant)")
-    final = pool.submit(fit_box_parts, train, balanced, C)
-    fo = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], folds, seed) if len(r) else r
-          for fc, r in train]
-    fold_heads = [pool.submit(fit_box_parts, [(fc, r[k != f]) for (fc, r), k in zip(train, fo)], balanced, C)
-                  for f in range(folds)]
-    y = np.concatenate([box_y(fc, r) for fc, r in train])
-    mirrored, plain = np.zeros(len(y)), np.zeros(len(y))
-    off = np.cumsum([0] + [len(r) for _, r in train])
-    for f in range(folds):
-        h = fold_heads[f].result()
-        for j, ((fc, r), k) in enumerate(zip(train, fo)):
-            te = r[k == f] if len(r) else r
-            if not len(te):
-                continue
-            idx = off[j] + np.nonzero(k == f)[0]
-            plain[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, False)
-            mirrored[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, True)
-    head = final.result()
-    auc_m, auc_p = M.roc_auc(y == 1, mirrored), M.roc_auc(y == 1, plain)
-    flip = bool(auc_m - auc_p >= MIRROR_GAIN)
-    oof, oof_auc = (mirrored, auc_m) if flip else (plain, auc_p)
-    thr = float(M.threshold_for_recall(y == 1, oof, target_recall))
-    recall, far = float((oof[y == 1] >= thr).mean()), float((oof[y == 0] >= thr).mean())
-    log(f"box head: {len(y)} training lesion images, OOF AUC {oof_auc:.3f} ({'mirror' if flip else 'no mirror'}), "
-        f"threshold {thr:.3f} (OOF recall {recall:.3f}, FAR {far:.3f})")
-    views = ("box",) + tuple(v for v in EVAL_BOX_VIEWS if all(v in fc.views for fc, r in test if len(r)))
-    test_auc, infos = {}, list(model.card.sources or [])
-    yt = np.concatenate([box_y(fc, r) for fc, r in test]) == 1
-    for v in views:
-        p = np.concatenate([box_scores(head, fc, r, v, flip) if len(r) else np.zeros(0) for fc, r in test])
-        test_auc[v] = float(M.roc_auc(yt, p)) if yt.any() and (~yt).any() else float("nan")
+    cal = calibrate_box(train, seed, folds, C, target_recall, "auto", balanced, pool=pool)
+    log(f"box head: {len(cal.y)} training lesion images, OOF AUC {cal.oof_auc:.3f} "
+        f"({'mirror' if cal.flip else 'no mirror'}), threshold {cal.threshold:.3f} (OOF recall {cal.recall:.3f}, "
+        f"FAR {cal.far:.3f})")
+    head, flip, infos = cal.head, cal.flip, list(model.card.sources or [])
+    test_auc = box_test_auc(head, test, flip)
     for j, (fc, r) in enumerate(test):
         yb = box_y(fc, r) == 1 if len(r) else np.zeros(0, bool)
         if j < len(infos) and yb.any() and (~yb).any():
             infos[j] = replace(infos[j], box_test_auc=float(M.roc_auc(yb, box_scores(head, fc, r, "box", flip))))
             log(f"{infos[j].name}: box head held-out AUC (true box) {infos[j].box_test_auc:.3f} on {len(r)} lesions")
-    n_train = int(sum(len(r) for _, r in train))
-    info = BoxInfo(head=head.config(), classes=list(BOX_CLASSES), malignant_threshold=thr,
-                   target_recall=float(target_recall), oof_recall=recall, oof_far=far, oof_auc=float(oof_auc),
-                   oof_auc_mirror=float(auc_m), oof_auc_no_mirror=float(auc_p), calibration_view=CALIBRATION_VIEW,
-                   n_train_images=n_train, n_train_samples=n_train * len(TRAIN_BOX_VIEWS),
-                   train_views=list(TRAIN_BOX_VIEWS), flip=flip, margin=BOX_MARGIN, test_auc=test_auc,
-                   n_test=int(len(yt)))
+    info = cal.info(test_auc, sum(len(r) for _, r in test))
     return Model(model.head, replace(model.card, box=info, sources=infos), model.ood, head)
