@@ -172,6 +172,26 @@ def test_box_head_fit_reaches_the_minimum_and_roundtrips():
     assert ok and np.allclose(x, 3, atol=1e-5) and ((x - 3) ** 2).sum() < 1e-9
 
 
+def test_box_head_warm_start_keeps_the_function_and_the_optimum():
+    """start=: the starting point is the given head's decision function in the new fit's mean/scale,
+    and the fit ends at the same optimum as from zero (within the solver's tolerance), sooner."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 40)) @ rng.normal(size=(40, 40)) + 1  # correlated features: many iterations
+    y = (X[:, 0] + X[:, 1] + 3 * rng.normal(size=300) > 2).astype(int)
+    full = BoxHead(40, C=1.0)
+    full.fit(X, y)
+    sub = X[:240] + 0.3                                          # another mean and scale than ``full``'s
+    cold, warm = BoxHead(40, C=1.0), BoxHead(40, C=1.0)
+    cold.fit(sub, y[:240])
+    warm.params["mean"], warm.params["scale"] = cold.params["mean"], cold.params["scale"]
+    theta = warm._start(full)
+    assert np.allclose(warm._z(X) @ theta[:-1] + theta[-1], full.decision(X), atol=1e-4)
+    hist = warm.fit(sub, y[:240], start=full)
+    assert hist["converged"] == [1.0] and warm.iterations < cold.iterations
+    assert np.allclose(warm.params["w"], cold.params["w"], atol=1e-5)
+    assert np.allclose(warm.predict_proba(X), cold.predict_proba(X), atol=1e-6)
+
+
 def test_box_model_saves_loads_and_is_checked(world, tmp_path):
     m = Model.load(world["boxed"])
     assert m.supports_box and m.card.box.classes == ["benign", "malignant"]

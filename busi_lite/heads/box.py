@@ -163,6 +163,16 @@ class BoxHead(Head):
             return float(C * (s * loss).sum() + 0.5 * w @ w), np.concatenate([Z.T @ r + w, [r.sum()]])
         return fun
 
+    def _start(self, start) -> np.ndarray:
+        """theta0 [D+1]: zeros, or ``start``'s decision function in this head's mean/scale:
+        (x - m)/c @ w + b == (x - m')/c' @ (w c'/c) + b + (m' - m)/c @ w."""
+        if start is None:
+            return np.zeros(self.n_features + 1)
+        p = start.params
+        c, w = float(p["scale"][0]), p["w"].astype(np.float64)
+        b = float(p["b"][0]) + (self.params["mean"].astype(np.float64) - p["mean"]) / c @ w
+        return np.concatenate([w * float(self.params["scale"][0]) / c, [b]])
+
     def _check_y(self, y, n) -> np.ndarray:
         y = np.asarray(y)
         if y.shape != (n,) or not np.isin(y, (0, 1)).all():
@@ -177,11 +187,14 @@ class BoxHead(Head):
             raise ValueError(f"sample_weight must be finite, >= 0, shape ({n},); got {w.shape}")
         return w
 
-    def fit(self, X, y, sample_weight=None, max_iter=MAX_ITER, tol=TOL, **ignored) -> dict:
+    def fit(self, X, y, sample_weight=None, max_iter=MAX_ITER, tol=TOL, start=None, **ignored) -> dict:
         """Fit in place: mean/scale from X, then w, b by L-BFGS. y [N] 0/1; sample_weight [N] (e.g.
         1 / views per image, so each image counts once). Deterministic (``seed`` and other fit keywords
-        are accepted and not used). Returns a history like logreg's: train_loss/train_acc of the final
-        state, iterations, converged."""
+        are accepted and not used). ``start``: a fitted BoxHead (e.g. on a superset of X) whose decision
+        function L-BFGS starts from, re-expressed in this fit's mean/scale; else w = 0, b = 0. The
+        problem is strictly convex: the start changes the result only within ``tol``, and the
+        iterations needed. Returns a history like logreg's: train_loss/train_acc of the final state,
+        iterations, converged."""
         X = self._check_X(X)
         y, s = self._check_y(y, len(X)), self._check_w(sample_weight, len(X))
         if len(np.unique(y)) < 2:
@@ -191,8 +204,7 @@ class BoxHead(Head):
         scale = float(np.sqrt(((X64 - mean) ** 2).mean()))
         self.params["mean"], self.params["scale"] = mean.astype(np.float32), np.array([max(scale, 1e-6)], np.float32)
         Z = self._z(X64)
-        theta, self.iterations, converged = lbfgs(self._objective(Z, y, s), np.zeros(self.n_features + 1),
-                                                  max_iter, tol)
+        theta, self.iterations, converged = lbfgs(self._objective(Z, y, s), self._start(start), max_iter, tol)
         if not np.isfinite(theta).all():
             raise ValueError("box head fit gave non-finite weights")
         self.params["w"], self.params["b"] = theta[:-1].astype(np.float32), theta[-1:].astype(np.float32)

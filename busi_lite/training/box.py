@@ -169,13 +169,16 @@ class BoxCalibration:
 
 def calibrate_box(parts, seed: int, folds: int = 5, C: float = DEFAULT_C, target_recall: float = 0.95,
                   flip="auto", balanced: bool = True, per_image: bool = False, views=TRAIN_BOX_VIEWS,
-                  pool=None) -> BoxCalibration:
+                  pool=None, final=None) -> BoxCalibration:
     """A box head on all of ``parts`` = [(cache, training lesion rows)] (fit_box_parts' weights),
     calibrated out of fold: group-aware ``folds``-fold inside each part (seed ``seed``), every
     fold's head trained on the other folds of all parts, scored with CALIBRATION_VIEW; the
     threshold reaches ``target_recall`` on those OOF scores. ``flip``: True / False (average the
     mirrored pair at prediction or not) or "auto" (it must raise the OOF AUC by MIRROR_GAIN).
-    ``pool``: an Executor the fits run on (None: one after the other). Features are read once."""
+    ``pool``: an Executor the fits run on (None: one after the other). ``final``: a Future of
+    fit_box_parts(parts, balanced, C, views, per_image) already submitted, else submitted here.
+    Every fold's L-BFGS starts from the head on all parts (BoxHead.fit ``start``: the same
+    optimum within the solver's tolerance, in fewer iterations). Features are read once per part."""
     if flip not in (True, False, "auto"):
         raise BoxTrainingError(f"flip must be True, False or 'auto', got {flip!r}", "e.g. flip='auto'", param="flip")
     if not 0 < target_recall < 1:
@@ -183,9 +186,9 @@ def calibrate_box(parts, seed: int, folds: int = 5, C: float = DEFAULT_C, target
                                param="target_recall")
     if pool is None:
         with ThreadPoolExecutor(1) as one:
-            return calibrate_box(parts, seed, folds, C, target_recall, flip, balanced, per_image, views, one)
+            return calibrate_box(parts, seed, folds, C, target_recall, flip, balanced, per_image, views, one, final)
     data = _gather(parts, views)
-    final = pool.submit(_fit_gathered, data, balanced, C, per_image)
+    final = final or pool.submit(_fit_gathered, data, balanced, C, per_image)
     fo = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], folds, seed) if len(r) else r
           for fc, r in parts]
 
@@ -194,7 +197,8 @@ def calibrate_box(parts, seed: int, folds: int = 5, C: float = DEFAULT_C, target
         return [None if d is None or not (k != f).any() else
                 tuple(a[np.tile(k != f, nv)] for a in d) for d, k in zip(data, fo)]
 
-    heads = [pool.submit(_fit_gathered, fold_data(f), balanced, C, per_image) for f in range(folds)]
+    start = final.result()
+    heads = [pool.submit(_fit_gathered, fold_data(f), balanced, C, per_image, start) for f in range(folds)]
     y = np.concatenate([box_y(fc, r) for fc, r in parts])
     mirrored, plain = np.zeros(len(y)), np.zeros(len(y))
     off = np.cumsum([0] + [len(r) for _, r in parts])
@@ -207,7 +211,7 @@ def calibrate_box(parts, seed: int, folds: int = 5, C: float = DEFAULT_C, target
             idx = off[j] + np.nonzero(k == f)[0]
             plain[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, False)
             mirrored[idx] = box_scores(h, fc, te, CALIBRATION_VIEW, True)
-    cal = BoxCalibration(final.result(), y, mirrored, plain, False, 0.0, float(target_recall), tuple(views))
+    cal = BoxCalibration(start, y, mirrored, plain, False, 0.0, float(target_recall), tuple(views))
     cal.flip = bool(cal.auc_mirror - cal.auc_no_mirror >= MIRROR_GAIN) if flip == "auto" else bool(flip)
     cal.threshold = float(M.threshold_for_recall(y == 1, cal.oof, target_recall))
     return cal

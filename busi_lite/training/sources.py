@@ -42,7 +42,7 @@ from busi_lite.model.card import ModelCard, OODInfo, SourceInfo, TestMetrics, Te
 from busi_lite.model.config import Config
 from busi_lite.model.model import OOD, Model
 from busi_lite.model.records import Metrics, SplitInfo
-from busi_lite.training.box import box_scores, box_test_auc, box_y, calibrate_box, lesion_rows
+from busi_lite.training.box import box_scores, box_test_auc, box_y, calibrate_box, fit_box_parts, lesion_rows
 from busi_lite.training.core import (
     auc_interval,
     calibrate,
@@ -207,6 +207,9 @@ def _fit_sources(sources, config, seed, source_weight, test_fraction, folds, tar
     normal = classes.index("normal") if "normal" in classes else None
     splits = [s.cache.split(seed, test_fraction) for s in sources]
     parts = [(s.cache, training_rows(s.cache, sp.train, config, seed)) for s, sp in zip(sources, splits)]
+    box_train = _box_parts(sources, splits, "train") if box else []
+    # the box head on all training lesions first: the longest fit, and its folds start from it
+    box_final = pool.submit(fit_box_parts, box_train, balanced, box_C) if any(len(r) for _, r in box_train) else None
     final = pool.submit(_timed, fit_on, parts, config, classes, seed, balanced)
     final_ood = pool.submit(lambda: OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in parts])))
     lesion = get_head(config.head).has_lesion_map and normal is not None
@@ -261,7 +264,8 @@ def _fit_sources(sources, config, seed, source_weight, test_fraction, folds, tar
         warnings=warnings or None, backbone=first.spec, sources=infos)
     model = Model(head, card, ood)
     if box:
-        model = fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, box_C, log, pool)
+        model = fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, box_C, log, pool,
+                                box_final)
     model.card.total_seconds = time.perf_counter() - t0
     return model, model.card
 
@@ -280,14 +284,15 @@ def _box_parts(sources, splits, which: str):
 
 
 def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, folds: int = 5,
-                    target_recall: float = 0.95, C: float = DEFAULT_C, log=None, pool=None) -> Model:
+                    target_recall: float = 0.95, C: float = DEFAULT_C, log=None, pool=None, final=None) -> Model:
     """``model`` plus a box head trained on every source's training lesion images (see module doc).
     Mirror at prediction by the training-data rule of training.box (MIRROR_GAIN). ``pool``: an
-    Executor the fits run on (None: one after the other)."""
+    Executor the fits run on (None: one after the other); ``final``: a Future of the box head on
+    all training lesions (fit_box_parts(train, balanced, C)) already submitted to it."""
     log = log or (lambda m: None)
     if pool is None:
         with ThreadPoolExecutor(1) as one:
-            return fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, C, log, one)
+            return fit_box_sources(model, sources, splits, seed, balanced, folds, target_recall, C, log, one, final)
     train, test = _box_parts(sources, splits, "train"), _box_parts(sources, splits, "test")
     if not any(len(r) for _, r in train):
         raise BusiError("no source holds lesion images with boxes", "extract the sources with the box views "
@@ -295,7 +300,7 @@ def fit_box_sources(model: Model, sources, splits, seed: int, balanced: bool, fo
     for s, (_, r) in zip(sources, train):
         if not len(r):
             log(f"note: source {s.name} gives the box head no lesion box (no box views or no benign/malignant)")
-    cal = calibrate_box(train, seed, folds, C, target_recall, "auto", balanced, pool=pool)
+    cal = calibrate_box(train, seed, folds, C, target_recall, "auto", balanced, pool=pool, final=final)
     log(f"box head: {len(cal.y)} training lesion images, OOF AUC {cal.oof_auc:.3f} "
         f"({'mirror' if cal.flip else 'no mirror'}), threshold {cal.threshold:.3f} (OOF recall {cal.recall:.3f}, "
         f"FAR {cal.far:.3f})")
