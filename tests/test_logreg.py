@@ -106,3 +106,21 @@ def test_lbfgs_on_a_quadratic():
     x, it, ok = lbfgs(lambda v: (0.5 * v @ A @ v - v.sum(), A @ v - 1), np.zeros(3), tol=1e-10)
     assert ok and it < 50
     np.testing.assert_allclose(x, 1 / np.diag(A), rtol=1e-8)
+
+
+def test_warm_start_keeps_the_logits_and_reaches_the_same_optimum():
+    """fit(start=head): L-BFGS starts from ``head``'s logits re-expressed in this fit's scale and
+    centring, and ends where a fit from zero ends (strictly convex), within the solver's tolerance."""
+    rng = np.random.default_rng(3)
+    X = np.abs(rng.normal(size=(300, 30)) @ rng.normal(size=(30, 30))) + 0.5
+    y = (X[:, 0] - X[:, 1] + rng.normal(size=300) > 0).astype(int) + (X[:, 2] > 3)
+    full = LogRegHead(30, 3, C=1.0, tol=1e-8)
+    full.fit(X, y)
+    sub, ysub = X[:240] * 1.2, y[:240]                     # another scale and mean than ``full``'s
+    cold, warm = LogRegHead(30, 3, C=1.0, tol=1e-8), LogRegHead(30, 3, C=1.0, tol=1e-8)
+    hc, hw = cold.fit(sub, ysub), warm.fit(sub, ysub, start=full)
+    assert hc["converged"] == hw["converged"] == [1.0]
+    assert np.allclose(warm.predict_proba(X), cold.predict_proba(X), atol=1e-6)
+    first = LogRegHead(30, 3, C=1.0, max_iter=0)           # no iteration: the start itself
+    first.fit(X, y, start=full)
+    assert np.allclose(first.predict_proba(X), full.predict_proba(X), atol=1e-6)

@@ -115,6 +115,7 @@ class Head:
     ndim = 2              # ndim of X
     extra_losses = ()     # names s of extra per-epoch history entries train_{s}_loss
     has_lesion_map = False  # predict() fills HeadOutput.lesion [N,G*G]
+    warm_start = False    # fit() accepts start= (a fitted head of the same kind and shape to start from)
     Params = AdamParams     # the head's declared training parameters (busi_lite.common.params)
     targets: ClassVar[dict] = {}  # fit keyword -> what training reads for it from the cache (e.g. "grid")
     frozen_params = ()      # params fitted as statistics, not by the gradient (no gradient check)

@@ -60,6 +60,7 @@ class BoxHead(Head):
     classes = CLASSES
     Params = BoxParams
     frozen_params = ("mean", "scale")
+    warm_start = True  # fit(start=another fitted BoxHead)
 
     def __init__(self, n_features=2 * N_FEATURES, C=DEFAULT_C, n_classes=2, seed=0):
         if isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer)) or n_features < 1:

@@ -48,6 +48,7 @@ class LogRegHead(Head):
     work_dtype = np.float64  # of the scaled features inside fit
     Params = LogRegParams
     frozen_params = ("scale",)  # one number fitted on the training features, not by the gradient
+    warm_start = True  # fit(start=another fitted LogRegHead)
 
     def __init__(self, n_features=DEFAULT.n_features, n_classes=3, C=0.01, seed=0, dtype=np.float64, tol=1e-5,
                  max_iter=1000):
@@ -101,10 +102,13 @@ class LogRegHead(Head):
         ce = float(-log_softmax(z)[np.arange(len(y)), y].mean())
         return loss, {"W": dW, "b": db, "scale": np.zeros(1, self.dtype)}, {"ce": ce, "acc": float((z.argmax(1) == y).mean())}
 
-    def fit(self, X, y, sample_weight=None, X_val=None, y_val=None, **ignored):
+    def fit(self, X, y, sample_weight=None, X_val=None, y_val=None, start=None, **ignored):
         """Fit to convergence (see module doc). ``lr``, ``batch_size``, ``epochs``, ``seed`` and
-        segmentation targets are accepted and ignored. Returns a history like base.fit's
-        (one entry: the final state) plus ``iterations`` and ``converged``."""
+        segmentation targets are accepted and ignored. ``start``: a fitted LogRegHead of the same
+        shape (e.g. on a superset of X) whose logits L-BFGS starts from, re-expressed in this fit's
+        scale and centring; else W = 0, b = 0 (the problem is strictly convex: the start changes the
+        result only within ``tol``). Returns a history like base.fit's (one entry: the final state)
+        plus ``iterations`` and ``converged``."""
         X = self._check_X(X)
         N = len(X)
         y, w = self._check_y(y, N), self._check_w(sample_weight, N).astype(np.float64)
@@ -123,7 +127,11 @@ class LogRegHead(Head):
             loss, dW, db = self.objective(Xs, y, w, W, b)
             return loss, np.concatenate([dW.ravel(), db])
 
-        theta, it, converged = lbfgs(fun, np.zeros(D * K + K), self.max_iter, self.tol)
+        theta0 = np.zeros(D * K + K)
+        if start is not None:  # (x/s0) @ W0 + b0 == (x/s - mu) @ (W0 s/s0) + b0 + mu @ (W0 s/s0)
+            W0 = np.asarray(start.params["W"], np.float64) * scale / float(start.params["scale"][0])
+            theta0 = np.concatenate([W0.ravel(), np.asarray(start.params["b"], np.float64) + mu @ W0])
+        theta, it, converged = lbfgs(fun, theta0, self.max_iter, self.tol)
         W, b = theta[:D * K].reshape(D, K), theta[D * K:]
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise TrainingError("logistic regression did not converge (weights NaN/inf)",

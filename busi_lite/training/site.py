@@ -92,9 +92,10 @@ def site_weights(ws, balance_sites: bool) -> np.ndarray:
     return (w / w.mean()).astype(np.float32)
 
 
-def fit_on(parts, config: Config, classes, seed: int, balance_sites: bool):
+def fit_on(parts, config: Config, classes, seed: int, balance_sites: bool, start=None):
     """Train one head on several caches' rows. parts = [(cache, rows)]; labels mapped by name
-    into ``classes``. Per-site balance: each part's sample weights scaled to the same total."""
+    into ``classes``. Per-site balance: each part's sample weights scaled to the same total.
+    ``start``: a fitted head to start from, for heads that declare ``warm_start`` (else ignored)."""
     Xs, ys, ws, targets = [], [], [], []
     for cache, rows in parts:
         xy = build_xy(cache, rows, config, with_views=True)
@@ -105,6 +106,8 @@ def fit_on(parts, config: Config, classes, seed: int, balance_sites: bool):
     w = site_weights(ws, balance_sites)
     kw = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]} if targets[0] else {}
     head = make_head(config, len(classes), seed, parts[0][0].spec.n_features)
+    if start is not None and head.warm_start:
+        kw["start"] = start
     hist = head.fit(np.concatenate(Xs), np.concatenate(ys), **config.params.fit_kwargs(), seed=seed,
                     sample_weight=w, **kw)
     return head, hist

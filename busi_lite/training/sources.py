@@ -131,9 +131,11 @@ def _mapped(fc: FeatureCache, classes) -> np.ndarray:
     return np.array([list(classes).index(c) for c in fc.classes], np.int64)
 
 
-def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesion: bool, pool) -> dict:
+def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesion: bool, pool,
+         start=None) -> dict:
     """Out-of-fold predictions on every part's rows (group-aware k-fold inside each part), the
-    folds run on ``pool`` (an Executor). parts = [(cache, rows)]; returns proba [n,C],
+    folds run on ``pool`` (an Executor). parts = [(cache, rows)]; ``start``: a Future of the head
+    on all parts, which the folds of a ``warm_start`` head start from. Returns proba [n,C],
     lesion [n,cells] | None, ood [n], y [n] (model classes)."""
     folds = [D.group_kfold(fc.labels[r], fc.groups[r], [fc.paths[i] for i in r], k, seed) for fc, r in parts]
     n = [len(r) for _, r in parts]
@@ -145,7 +147,8 @@ def _oof(parts, config: Config, classes, seed: int, k: int, balanced: bool, lesi
 
     def one(f):
         train = [(fc, r[fo != f]) for (fc, r), fo in zip(parts, folds) if (fo != f).any()]
-        head, _ = fit_on(train, config, classes, seed + 1000 * (f + 1), balanced)
+        head, _ = fit_on(train, config, classes, seed + 1000 * (f + 1), balanced,
+                         start.result()[0][0] if start is not None else None)
         ood = OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in train]))
         res = []
         for j, ((fc, r), fo) in enumerate(zip(parts, folds)):
@@ -213,7 +216,8 @@ def _fit_sources(sources, config, seed, source_weight, test_fraction, folds, tar
     final = pool.submit(_timed, fit_on, parts, config, classes, seed, balanced)
     final_ood = pool.submit(lambda: OOD.fit(np.concatenate([fc.pooled("raw", r) for fc, r in parts])))
     lesion = get_head(config.head).has_lesion_map and normal is not None
-    oof = _oof(parts, config, classes, seed, folds, balanced, lesion, pool)
+    oof = _oof(parts, config, classes, seed, folds, balanced, lesion, pool,
+               final if get_head(config.head).warm_start else None)
     (head, hist), t_train = final.result()
     hist["n_train"] = int(sum(len(r) for _, r in parts) * (2 if config.flip else 1))
     log(f"trained {config.name} on {sum(len(r) for _, r in parts)} images of {len(sources)} source(s) "
