@@ -172,6 +172,23 @@ def test_ood_score_scale():
     assert far.min() > 3 * np.quantile(inside, 0.99)
 
 
+def test_ood_fit_equals_the_svd_definition():
+    """OOD.fit's principal axes (from the smaller Gram matrix) are the SVD's: the same scores, both
+    when images are fewer than features and when they are more."""
+    rng = np.random.default_rng(1)
+    for n in (30, 120):
+        X = rng.normal(size=(n, 60)) * np.linspace(3, 0.1, 60) + 1
+        ood = OOD.fit(X, k=8)
+        Xc = X - X.mean(0)
+        _, s, vt = np.linalg.svd(Xc, full_matrices=False)
+        var = s ** 2 / (n - 1)
+        ref = OOD(X.mean(0).astype(np.float32), vt[:8].astype(np.float32), np.sqrt(var[:8]).astype(np.float32) + 1e-6,
+                  float(var[8:].sum() / (60 - 8)))
+        assert np.allclose(ood.scales, ref.scales, rtol=1e-6) and np.isclose(ood.resid_var, ref.resid_var, rtol=1e-9)
+        Y = rng.normal(size=(50, 60)) * 2
+        assert np.allclose(ood.score(Y), ref.score(Y), rtol=1e-5)
+
+
 def test_calibrate_thresholds():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 50)

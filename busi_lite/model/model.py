@@ -99,12 +99,18 @@ class OOD:
         """X [N,D] pooled training features."""
         X = np.asarray(X, np.float64)
         mu = X.mean(axis=0)
-        _, s, vt = np.linalg.svd(X - mu, full_matrices=False)
-        k = min(k, len(s) - 1)
-        var = s ** 2 / max(len(X) - 1, 1)
-        resid = var[k:].sum() / max(X.shape[1] - k, 1)
-        return cls(mu.astype(np.float32), vt[:k].astype(np.float32),
-                   np.sqrt(var[:k]).astype(np.float32) + 1e-6, float(max(resid, 1e-12)))
+        Xc = X - mu
+        (n, D), m = Xc.shape, min(Xc.shape)
+        k = min(k, m - 1)
+        # the top-k principal axes from the smaller Gram matrix (a third of an SVD's time here):
+        # Xc = U S Vt, so Xc Xc^T = U S^2 U^T (n <= D: Vt = S^-1 U^T Xc) or Xc^T Xc = V S^2 Vt
+        lam, E = np.linalg.eigh(Xc @ Xc.T if n <= D else Xc.T @ Xc)
+        lam, E = np.maximum(lam[::-1][:k], 0.0), E[:, ::-1][:, :k]
+        vt = E.T @ Xc / np.sqrt(np.maximum(lam, 1e-300))[:, None] if n <= D else E.T
+        var = lam / max(n - 1, 1)
+        resid = (np.einsum("ij,ij->", Xc, Xc) / max(n - 1, 1) - var.sum()) / max(D - k, 1)
+        return cls(mu.astype(np.float32), vt.astype(np.float32),
+                   np.sqrt(var).astype(np.float32) + 1e-6, float(max(resid, 1e-12)))
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """X [N,D] -> [N] distance (>= 0)."""
