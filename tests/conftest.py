@@ -216,3 +216,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if skipped and missing:
         terminalreporter.write_line(f"{skipped} skipped: missing {', '.join(missing)} "
                                     "(-rs lists each skip and its reason; BUSI_LITE_REQUIRE_REAL=1 makes them fail)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Close the Chromium the browser tests share (tests/web_support.py), if one was launched."""
+    support = sys.modules.get("web_support")
+    if support is not None:
+        support.close_browser()

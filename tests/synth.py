@@ -29,6 +29,7 @@ OUTPUT_NAME = "features"
 INPUT_SIZE = 224
 GRID = 7
 FEATURE_DIM = 1280
+PNG = {"compress_level": 1}   # the tree's PNGs: same pixels as the default level, written ~2x faster
 
 BAD_VARIANTS = (
     "input_name",     # input is called "images" instead of "input"
@@ -349,14 +350,14 @@ def make_busi_tree(root, *, n_per_class=(6, 10, 8), seed=0, extras=True) -> dict
                 img, m0 = _draw_malignant(rng, img, h, w)
                 masks = [m0]
             name = f"{cls} ({i})"
-            _to_image(img, is_rgb, rng).save(d / f"{name}.png")
+            _to_image(img, is_rgb, rng).save(d / f"{name}.png", **PNG)
             if cls == "normal":
-                Image.new("RGB", (w, h), (0, 0, 0)).save(d / f"{name}_mask.png")
+                Image.new("RGB", (w, h), (0, 0, 0)).save(d / f"{name}_mask.png", **PNG)
             else:
                 mode = "1" if i % 3 == 0 else "L"
-                _mask_image(masks[0], mode).save(d / f"{name}_mask.png")
+                _mask_image(masks[0], mode).save(d / f"{name}_mask.png", **PNG)
                 if len(masks) > 1:
-                    _mask_image(masks[1], mode).save(d / f"{name}_mask_1.png")
+                    _mask_image(masks[1], mode).save(d / f"{name}_mask_1.png", **PNG)
                     multi.append(rel(cls, f"{name}.png"))
             images[rel(cls, f"{name}.png")] = cls
             if is_rgb:
@@ -385,13 +386,13 @@ def make_busi_tree(root, *, n_per_class=(6, 10, 8), seed=0, extras=True) -> dict
         a2[:3] = a[:3]
         a2[:, :3] = a[:, :3]
         a2 = np.clip(a2 + 5, 0, 255).astype(np.uint8)
-        Image.fromarray(a2).save(root / "benign" / f"{nd_name}.png")
+        Image.fromarray(a2).save(root / "benign" / f"{nd_name}.png", **PNG)
         with Image.open(f"{src}_mask.png") as m:
             m_mode = m.mode
             ma = np.asarray(m.convert("L"))
         ma2 = np.zeros_like(ma)
         ma2[3:, 3:] = ma[:-3, :-3]
-        _mask_image(ma2 > 127, m_mode).save(root / "benign" / f"{nd_name}_mask.png")
+        _mask_image(ma2 > 127, m_mode).save(root / "benign" / f"{nd_name}_mask.png", **PNG)
         near = (rel("benign", "benign (2).png"), rel("benign", f"{nd_name}.png"))
         images[near[1]] = "benign"
         if mode_rgb:

@@ -145,7 +145,7 @@ def _shifted_folder(images, dst: Path, kind: str) -> Path:
             a = a * rng.gamma(2.0, 0.5, a.shape[:2])[..., None]
         elif kind == "tint":
             a = a * np.array([1.0, 0.6, 0.3])
-        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(dst / p.name)
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(dst / p.name, compress_level=1)
     return dst
 
 

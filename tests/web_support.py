@@ -5,7 +5,7 @@
 * :func:`dicom_bytes` wraps an RGB/grey image in a minimal ultrasound DICOM (optional region,
   fake patient name) with pydicom.
 * :func:`running_server` runs uvicorn on a free 127.0.0.1 port in a thread.
-* :func:`browser_page`, :func:`upload`, :func:`read_card`, :func:`draw_box` drive headless
+* :func:`browser_page` (a fresh context of one shared Chromium), :func:`upload`, :func:`read_card`, :func:`draw_box` drive headless
   Chromium (Playwright); :func:`drive_page` combines them: upload, wait for the verdict, read
   what the page shows, draw a box, take a screenshot, return the page's timings.
 """
@@ -136,27 +136,53 @@ def chromium_path() -> str | None:
     return None
 
 
+_SHARED: dict = {}   # one Playwright + Chromium per process, launched on first use (close_browser ends it)
+
+
+def shared_browser():
+    """The process's headless Chromium (launched once: a launch costs about a second)."""
+    if "browser" not in _SHARED:
+        from playwright.sync_api import sync_playwright
+
+        pw = sync_playwright().start()
+        try:
+            _SHARED["browser"] = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        except BaseException:
+            pw.stop()
+            raise
+        _SHARED["pw"] = pw
+    return _SHARED["browser"]
+
+
+def close_browser() -> None:
+    """Close the shared Chromium and Playwright, if they were started (tests/conftest.py, at session end)."""
+    browser, pw = _SHARED.pop("browser", None), _SHARED.pop("pw", None)
+    if browser is not None:
+        browser.close()
+    if pw is not None:
+        pw.stop()
+
+
 @contextlib.contextmanager
 def browser_page(url: str, viewport=(1280, 800)):
-    """Headless Chromium on ``url``/ with model info loaded; yields (page, console errors list).
-    Any request to another origin than ``url`` (a CDN, a font...) is recorded as a console error."""
-    from playwright.sync_api import sync_playwright
-
+    """A page of the shared headless Chromium on ``url``/ with model info loaded, in a fresh browser
+    context (its own cookies, storage and cache: nothing carries over from another test); yields
+    (page, console errors list). Any request to another origin than ``url`` (a CDN, a font...) is
+    recorded as a console error."""
     console = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-            page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: console.append(str(e)))
-            page.on("request", lambda r: None if r.url.startswith((url + "/", "data:", "blob:"))
-                    else console.append(f"request to another origin: {r.url}"))
-            page.goto(url + "/")
-            # predicates as functions: the page's CSP forbids eval'd strings
-            page.wait_for_function("() => document.getElementById('model-info').textContent.startsWith('model')")
-            yield page, console
-        finally:
-            browser.close()
+    context = shared_browser().new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: console.append(str(e)))
+        page.on("request", lambda r: None if r.url.startswith((url + "/", "data:", "blob:"))
+                else console.append(f"request to another origin: {r.url}"))
+        page.goto(url + "/")
+        # predicates as functions: the page's CSP forbids eval'd strings
+        page.wait_for_function("() => document.getElementById('model-info').textContent.startsWith('model')")
+        yield page, console
+    finally:
+        context.close()
 
 
 def upload(page, files, timeout_ms: float = 60000) -> float:
