@@ -150,6 +150,60 @@ def real_backbone() -> Path:
 
 
 REAL_VIEWS = ("roi", "masked", "mask")  # the mask-fused views; the flip/box views are tested on synthetic data
+REAL_SITE_VIEWS = ("flip",)             # the default model averages each image with its mirror
+
+# The two real extractions run in ONE background process started right after collection, when a
+# collected test needs them: they overlap the synthetic tests (mostly one core) instead of stopping
+# the run for ~25 s. The fixtures below wait for it; each extraction is the same call as before.
+_EXTRACT = """
+import json, sys
+from busi_lite.features import cache as F
+for data, out, views in json.loads(sys.argv[1]):
+    s = F.extract(data, out, backbone=sys.argv[2], views=views, progress=False, log=lambda m: None)
+    print(json.dumps([out, s], default=str), flush=True)
+"""
+_BACKGROUND: dict = {}
+
+
+def _real_jobs(items) -> list[tuple[str, str, str, tuple]]:
+    """(fixture, data variable, cache file name, views) of the real extractions the collected tests need."""
+    wanted = {n for item in items for n in getattr(item, "fixturenames", ())}
+    jobs = [("real_site_cache", "BUSI_LITE_SITE_DATA", "busbra-dev_features.h5", REAL_SITE_VIEWS),
+            ("real_cache", "BUSI_LITE_DATA", "busi_features.h5", REAL_VIEWS)]
+    return [j for j in jobs if j[0] in wanted and os.environ.get(j[1], "").strip()]
+
+
+def pytest_collection_finish(session):
+    import json
+    import subprocess
+    import tempfile
+
+    backbone = os.environ.get("BUSI_LITE_BACKBONE", "").strip()
+    jobs = _real_jobs(session.items)   # after -k/-m deselection: only what will run
+    if not jobs or not backbone or not Path(backbone).is_file():
+        return   # the fixtures say what is missing (skip, or fail with BUSI_LITE_REQUIRE_REAL=1)
+    tmp = Path(tempfile.mkdtemp(prefix="busi-lite-real-"))
+    args = [(os.environ[var].strip(), str(tmp / name), list(views)) for _, var, name, views in jobs]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", _EXTRACT, json.dumps(args), backbone], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _BACKGROUND.update(proc=proc, tmp=tmp, jobs={fx: a for (fx, *_), a in zip(jobs, args)}, done=None)
+
+
+def _background_result(fixture: str, data: Path, backbone: Path):
+    """(cache path, extract summary) of the background extraction for ``fixture``, or None if none ran
+    for these assets (the fixture then extracts itself)."""
+    import json
+
+    job = _BACKGROUND.get("jobs", {}).get(fixture)
+    if job is None or Path(job[0]) != data or Path(os.environ.get("BUSI_LITE_BACKBONE", "").strip()) != backbone:
+        return None
+    if _BACKGROUND["done"] is None:
+        out, err = _BACKGROUND["proc"].communicate()
+        if _BACKGROUND["proc"].returncode != 0:
+            raise RuntimeError(f"the background extraction of the real data failed:\n{err[-3000:]}")
+        _BACKGROUND["done"] = {o: s for o, s in (json.loads(line) for line in out.splitlines() if line.strip())}
+    return Path(job[1]), _BACKGROUND["done"][job[1]]
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +213,9 @@ def real_cache(real_data, real_backbone, tmp_path_factory):
     Read-only for the tests, except test_real's rerun, which re-extracts into it and must reuse every row."""
     from busi_lite.features import cache as F
 
+    done = _background_result("real_cache", real_data, real_backbone)
+    if done is not None:
+        return done
     out = tmp_path_factory.mktemp("real") / "busi_features.h5"
     summary = F.extract(real_data, out, backbone=real_backbone, views=REAL_VIEWS, progress=False,
                         log=lambda m: None)
@@ -182,11 +239,14 @@ def real_site() -> Path:
 
 @pytest.fixture(scope="session")
 def real_site_cache(real_site, real_backbone, tmp_path_factory) -> Path:
-    """BUS-BRA-dev extracted once per session (raw + flip), read-only for the tests."""
+    """BUS-BRA-dev extracted once per session (raw + REAL_SITE_VIEWS), read-only for the tests."""
     from busi_lite.features import cache as F
 
+    done = _background_result("real_site_cache", real_site, real_backbone)
+    if done is not None:
+        return done[0]
     out = tmp_path_factory.mktemp("real_site") / "busbra-dev_features.h5"
-    F.extract(real_site, out, backbone=real_backbone, views=("flip",), progress=False, log=lambda m: None)
+    F.extract(real_site, out, backbone=real_backbone, views=REAL_SITE_VIEWS, progress=False, log=lambda m: None)
     return out
 
 
@@ -218,8 +278,26 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     "(-rs lists each skip and its reason; BUSI_LITE_REQUIRE_REAL=1 makes them fail)")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Close the Chromium the browser tests share (tests/web_support.py), if one was launched."""
+def _close_browser():
     support = sys.modules.get("web_support")
     if support is not None:
         support.close_browser()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_browser():
+    """The browser tests of one module share one Chromium (tests/web_support.py); it closes with the
+    module, because a running Playwright leaves an asyncio loop marked running (asyncio.run then fails)."""
+    yield
+    _close_browser()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the background extraction if no test waited for it; remove its caches."""
+    _close_browser()
+    proc = _BACKGROUND.get("proc")
+    if proc is not None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        shutil.rmtree(_BACKGROUND["tmp"], ignore_errors=True)
