@@ -99,9 +99,9 @@ def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None, input_si
     n_base, n_ctx = 14, 10
     n_mid = n_base + n_ctx
 
-    # Fixed gradient kernels on the channel-mean image: [2 out, 3 in, 3, 3].
+    # Fixed gradient kernels on the channel-mean image.
     kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8.0
-    grad_w = np.stack([np.stack([kx / 3] * 3), np.stack([kx.T / 3] * 3)])
+    grad_w = np.stack([kx[None], kx.T[None]])   # [2 out, 1 in, 3, 3] on the channel mean
     # Scales that bring the pooled statistics to comparable O(1) ranges.
     base_scale = np.array([1.5] * 3 + [2.0] * 3 + [1.0] * 3 + [1.0] * 3 + [12.0] * 2,
                           np.float32).reshape(1, n_base, 1, 1)
@@ -125,7 +125,8 @@ def make_tiny_onnx(path, *, seed=0, out_channels=FEATURE_DIM, bad=None, input_si
         helper.make_node("MaxPool", ["x"], ["p_max"], **pool),
         helper.make_node("Neg", ["x"], ["x_neg"]),
         helper.make_node("MaxPool", ["x_neg"], ["p_negmax"], **pool),
-        helper.make_node("Conv", ["x", "grad_w"], ["g"], pads=[1, 1, 1, 1]),
+        helper.make_node("ReduceMean", ["x"], ["gray"], axes=[1], keepdims=1),
+        helper.make_node("Conv", ["gray", "grad_w"], ["g"], pads=[1, 1, 1, 1]),
         helper.make_node("Abs", ["g"], ["g_abs"]),
         helper.make_node("AveragePool", ["g_abs"], ["p_grad"], **pool),
         helper.make_node("Concat", ["p_mean", "p_sq", "p_max", "p_negmax", "p_grad"],
