@@ -36,7 +36,7 @@ def train_box(model, cache, out, C, target_recall, folds, mirror, force):
     """Add a lesion-box head to a trained model and save it as a new model.
 
     The head answers benign vs malignant from [whole-image features, lesion-crop
-    features] (the box plus 30 % margin, resized to 224x224). It is trained on the
+    features] (the box plus 30 % margin, resized to the backbone's input size). It is trained on the
     jittered mask boxes of the model's TRAINING lesion images, its threshold chosen
     out of fold for --target-recall, and it is evaluated on the held-out lesion
     images with the true and sloppy boxes (printed, and kept in the card's 'box').

@@ -200,7 +200,8 @@ def segmentation_table(models: list[ModelInput], sweeps: list[SweepInput]) -> Ta
         return None
     return Table("Multi-task head: lesion map vs ground-truth masks (test images with a mask)",
                  ["model", "runs", "Dice", "IoU", "test images", "lesion threshold", "OOF balanced accuracy"], out,
-                 "The 7x7 lesion map is upsampled bilinearly to the 224x224 centre crop and thresholded at 0.5. The lesion "
+                 "The lesion map (a value per cell of the backbone's feature grid) is upsampled bilinearly to the network "
+                 "input's centre crop and thresholded at 0.5. The lesion "
                  "threshold (peak cell, for the mismatch flag) was chosen on out-of-fold training predictions.")
 
 

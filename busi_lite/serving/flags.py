@@ -36,7 +36,7 @@ from busi_lite.common.errors import BusiError
 
 FLAG_NAMES = ("low_confidence", "mismatch", "unusual_input")
 
-# Pixel sanity rules (on the 224x224 network input, values 0..255).
+# Pixel sanity rules (on the backbone's square network input, values 0..255).
 MIN_GRAY_STD = 4.0       # below: a (near-)constant image carries no ultrasound content
 MAX_COLOUR = 40.0        # above: mean |channel spread| of a colour photo; B-mode images are grey
                          # (BUSI's coloured calipers/annotations cover a few per cent of the pixels)

@@ -82,7 +82,8 @@ NO_BOX_NOTE = "this model has no lesion-box mode; box ignored"
 SHOWN_ANYWAY = "unusual input: verdict shown anyway (research use; the model was not made for images like this)"
 REASON_WITHHELD = "reason withheld with the verdict (it would name a class)"
 MIN_BOX = 2  # px: a thinner lesion-map box is not proposed (preprocess.check_box refuses it)
-PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 7x7 cells); check and correct it "
+PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: whole cells of the backbone's grid); "
+                 "check and correct it "
                  "before using it as a lesion box")
 
 
@@ -125,7 +126,7 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
 
 @dataclass
 class _Input:
-    """One image ready for the backbone. ``x`` [224,224,3] float32; ``size`` (w, h) of the
+    """One image ready for the backbone. ``x`` [S,S,3] float32 (S: the spec's input_size); ``size`` (w, h) of the
     pixels used; ``offset`` (x, y) of those pixels in the stored frame (DICOM region crop)."""
     path: Path
     x: np.ndarray
@@ -135,7 +136,7 @@ class _Input:
     offset: tuple = (0, 0)
     frame: dicom.DicomFrame | None = None   # DICOM metadata (its rgb is dropped when not kept)
     box: tuple | None = None        # lesion box in the decoded pixels (clamped), when used
-    xb: np.ndarray | None = None    # [224,224,3] the lesion crop's network input, when used
+    xb: np.ndarray | None = None    # [S,S,3] the lesion crop's network input, when used
     notes: list = field(default_factory=list)
 
 
