@@ -66,8 +66,8 @@ class PreprocessName(Options):
 @dataclass(frozen=True)
 class Config:
     name: str = param("custom", Text(), "Model name.", cli=False)
-    head: str = param(DEFAULT_HEAD, HeadKind(), "Head: plain (the paper's), mtl (adds a lesion map: a value per cell of the backbone's grid), "
-                      "logreg (logistic regression).")
+    head: str = param(DEFAULT_HEAD, HeadKind(), "Head: plain (the paper's), mtl (adds a lesion map: a value per "
+                      "cell of the backbone's grid), logreg (logistic regression).")
     params: Params | None = field(default=None)  # the head's parameters; None -> the head's defaults
     masks: bool = param(False, Boolean(), "Add mask-fused views of TRAINING images as extra samples.", token="masks")
     balance: str = param("none", Options(BALANCES), "none | undersample[=N] (N images a class) | weights.",
