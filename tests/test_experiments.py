@@ -187,6 +187,9 @@ def test_ood_fit_equals_the_svd_definition():
         assert np.allclose(ood.scales, ref.scales, rtol=1e-6) and np.isclose(ood.resid_var, ref.resid_var, rtol=1e-9)
         Y = rng.normal(size=(50, 60)) * 2
         assert np.allclose(ood.score(Y), ref.score(Y), rtol=1e-5)
+    flat = np.repeat(rng.normal(size=(3, 60)), 10, axis=0)     # rank 2 < k: the SVD's orthonormal axes
+    ood = OOD.fit(flat, k=8)
+    assert np.isfinite(ood.components).all() and np.allclose(ood.components @ ood.components.T, np.eye(8), atol=1e-5)
 
 
 def test_calibrate_thresholds():

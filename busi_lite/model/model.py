@@ -105,8 +105,12 @@ class OOD:
         # the top-k principal axes from the smaller Gram matrix (a third of an SVD's time here):
         # Xc = U S Vt, so Xc Xc^T = U S^2 U^T (n <= D: Vt = S^-1 U^T Xc) or Xc^T Xc = V S^2 Vt
         lam, E = np.linalg.eigh(Xc @ Xc.T if n <= D else Xc.T @ Xc)
-        lam, E = np.maximum(lam[::-1][:k], 0.0), E[:, ::-1][:, :k]
-        vt = E.T @ Xc / np.sqrt(np.maximum(lam, 1e-300))[:, None] if n <= D else E.T
+        lam, E = lam[::-1][:k], E[:, ::-1][:, :k]
+        if k and lam[-1] > 1e-9 * lam[0]:
+            vt = E.T @ Xc / np.sqrt(lam)[:, None] if n <= D else E.T
+        else:  # (nearly) rank-deficient within the top k: the SVD's orthonormal axes
+            _, sv, vt = np.linalg.svd(Xc, full_matrices=False)
+            lam, vt = sv[:k] ** 2, vt[:k]
         var = lam / max(n - 1, 1)
         resid = (np.einsum("ij,ij->", Xc, Xc) / max(n - 1, 1) - var.sum()) / max(D - k, 1)
         return cls(mu.astype(np.float32), vt.astype(np.float32),
