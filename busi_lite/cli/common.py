@@ -19,7 +19,6 @@ import time
 import click
 
 from busi_lite.common.errors import BusiError
-from busi_lite.common.jsonio import dumps, write
 from busi_lite.common.progress import clock_text
 
 ENV_DATA = "BUSI_LITE_DATA"
@@ -44,6 +43,8 @@ def log(msg: str) -> None:
 
 def dump(obj, path=None) -> str:
     """Strict JSON text of ``obj`` (NaN -> null); also written atomically to ``path`` when given."""
+    from busi_lite.common.jsonio import dumps, write
+
     if path:
         write(path, obj)
     return dumps(obj)
@@ -86,11 +87,12 @@ class BusiGroup(click.Group):
     """A click group that turns known errors into one line ``error: ...`` and exit code 2."""
 
     def invoke(self, ctx):
-        from busi_lite.common.threads import limit_blas
+        from busi_lite.common.threads import limit_blas_at_start
 
         try:
-            # The heads' matrices are small: one BLAS thread for every command (busi_lite/threads.py).
-            with limit_blas(ctx.params.get("blas_threads")):
+            # The heads' matrices are small: one BLAS thread for every command (common/threads.py);
+            # set before NumPy loads (this module imports no NumPy: the verbs import it)
+            with limit_blas_at_start(ctx.params.get("blas_threads")):
                 out = super().invoke(ctx)
             sys.stdout.flush()               # a full disk is reported here, not at interpreter exit
             return out

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from pathlib import Path
 
 import click
 
 from busi_lite.cli.common import dump, log
-from busi_lite.cli.tables import evaluate_table
-from busi_lite.common.csvcell import safe_cell
 
 
 def _flag_options(f):
@@ -72,6 +68,8 @@ CSV_FIELDS = ("path", "frame", "sop_instance_uid", "ok", "label", "p_normal", "p
 
 
 def _csv_row(p) -> dict:
+    from busi_lite.common.csvcell import safe_cell
+
     row = {"path": p.path, "ok": int(p.ok), "error": p.error or "",
            "frame": "" if p.frame is None else p.frame, "sop_instance_uid": p.sop_instance_uid or "",
            "notes": " | ".join(p.notes), "withheld": p.withheld or "", "recommended": p.recommended or "",
@@ -262,6 +260,9 @@ def predict(images, model, backbone, as_json, as_csv, overlay_dir, threshold_mal
     if as_json:
         click.echo(dump([p.to_dict() for p in results]))
     elif as_csv:
+        import csv
+        import io
+
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
         w.writeheader()
@@ -312,6 +313,7 @@ def evaluate(ctx, model, cache, threshold_malignant, low_confidence, lesion_thre
     (the folder's site) adds a note saying whether the model was trained or
     calibrated there (then the figures are not zero-shot).
     """
+    from busi_lite.cli.tables import evaluate_table
     from busi_lite.evaluation.flag_eval import evaluate_flags
     from busi_lite.features.cache import FeatureCache
     from busi_lite.model.model import Model

@@ -11,8 +11,8 @@ Contract:
 
 The packaged files live in the top-level ``weights/`` folder of the source tree, which
 is installed as the package ``busi_lite.weights`` (pyproject ``package-dir``); they are
-found with importlib.resources relative to the installed package, never relative to
-the current directory. One fallback: when ``busi_lite.weights`` cannot be imported (the
+found next to the installed package (its import spec's folder, what
+importlib.resources.files gives for a package on disk), never relative to the current directory. One fallback: when ``busi_lite.weights`` cannot be imported (the
 source tree is used without installing it, or an editable install made before
 ``weights/`` became package data) the checkout's own ``weights/`` folder next to
 ``busi_lite/`` is used. Zipped installs are not supported (onnxruntime needs a file).
@@ -20,7 +20,7 @@ source tree is used without installing it, or an editable install made before
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +46,10 @@ class Resolved:
 
 def packaged_dir() -> Path:
     """The folder holding the packaged weights (see the module docstring)."""
-    try:
-        found = importlib.resources.files(PACKAGE)
-    except ModuleNotFoundError:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         return Path(__file__).resolve().parents[2] / "weights"
-    return Path(str(found))
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def packaged(kind: str) -> Path:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from busi_lite.features.preprocess import jitter_box, mask_box
 
@@ -90,6 +90,8 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a (2*radius+1) square (box blur > 0)."""
     if radius <= 0:
         return mask.copy()
+    from PIL import ImageFilter  # extraction only: serving imports this module for the view names
+
     im = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.BoxBlur(radius))
     return np.asarray(im) > 0
 

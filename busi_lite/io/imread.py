@@ -23,6 +23,7 @@ import errno
 import hashlib
 import os
 import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def decode_rgb(fh, name, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     messages. Raises :class:`ImageTooLarge` over ``max_pixels``, ImageError otherwise.
     """
     try:
-        with Image.open(fh) as im:
+        with open_image(fh) as im:
             _check_pixels(name, im, max_pixels)
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)
@@ -161,6 +162,37 @@ def dicom_region(image, size) -> tuple | None:
     return frame, crop
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def open_image(fh) -> Image.Image:
+    """``PIL.Image.open(fh)`` of an open binary file, the same image object and errors.
+
+    A file object gives Pillow no name to pick its decoder by, so ``Image.open`` imports
+    five decoders (BMP, GIF, JPEG with subprocess, PPM, PNG) first; a PNG here is handed
+    to Pillow's PNG decoder directly, as ``Image.open`` would, and anything else, a PNG
+    the decoder refuses or one over Pillow's decompression-bomb limit goes through
+    ``Image.open`` (its checks and messages)."""
+    try:
+        fh.seek(0)
+        head = fh.read(len(PNG_SIGNATURE))
+        fh.seek(0)
+    except (AttributeError, OSError):     # not seekable: Image.open copies it first
+        head = b""
+    if head == PNG_SIGNATURE:
+        from PIL import PngImagePlugin
+
+        try:
+            im = PngImagePlugin.PngImageFile(fh, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):  # as Image.open: try the others, then fail
+            im = None
+        limit = Image.MAX_IMAGE_PIXELS
+        if im is not None and (limit is None or im.size[0] * im.size[1] <= limit):
+            return im
+        fh.seek(0)
+    return Image.open(fh)
+
+
 def _check_pixels(path, im: Image.Image, max_pixels: int) -> None:
     w, h = im.size
     if w * h > max_pixels:
@@ -198,7 +230,7 @@ def read_gray(path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     Same guards as :func:`read_rgb`: regular files only, a pixel limit."""
     with open_regular(path) as fh:
         try:
-            with Image.open(fh) as im:
+            with open_image(fh) as im:
                 _check_pixels(path, im, max_pixels)
                 im = ImageOps.exif_transpose(im)
                 if im.mode in ("1", "L", "P"):

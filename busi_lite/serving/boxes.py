@@ -20,7 +20,6 @@ Serving only: nothing here imports training.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +97,8 @@ def _fmt(box: LesionBox) -> str:
 
 def read_boxes_csv(path) -> dict[Path, LesionBox]:
     """``boxes.csv`` -> {resolved image path: LesionBox}; BoxError naming the file and line."""
+    import csv
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")

@@ -41,7 +41,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +49,6 @@ import numpy as np
 from busi_lite.common.errors import MAX_PIXELS, BusiError, ConfigError
 from busi_lite.features.backbone import Backbone, center_box
 from busi_lite.features.preprocess import V1, Preprocessing, mirror
-from busi_lite.io import data as D
 from busi_lite.io import dicom
 from busi_lite.io.imread import read_rgb
 from busi_lite.model.provenance import provenance
@@ -65,7 +63,6 @@ from busi_lite.serving.flags import (
     thresholds,
 )
 from busi_lite.serving.geometry import lesion_geometry
-from busi_lite.serving.overlay import OverlayWriter
 from busi_lite.serving.prediction import Prediction
 from busi_lite.serving.shift import (
     SHIFT_WARNING,
@@ -89,6 +86,8 @@ PROPOSED_NOTE = ("proposed_box is the lesion map's box of cells >= 0.5 (coarse: 
 
 def _is_input_file(f: Path) -> bool:
     """A folder member worth predicting: an image (not a mask) or a DICOM file; never hidden."""
+    from busi_lite.io import data as D
+
     if f.name.startswith(".") or not f.is_file():
         return False
     if f.suffix.lower() in D.IMAGE_EXTS:
@@ -108,6 +107,8 @@ def expand_inputs(inputs) -> tuple[list[Path], list[Prediction]]:
         p = Path(item)
         try:
             if p.is_dir():
+                from busi_lite.io import data as D  # folders only: one file needs none of it
+
                 found = sorted((f for f in p.iterdir() if _is_input_file(f)), key=lambda f: D.natural_key(f.name))
                 if not found:
                     kinds = ", ".join(sorted(D.IMAGE_EXTS | dicom.DICOM_SUFFIXES))
@@ -171,14 +172,20 @@ def _load(path: Path, keep_rgb: bool, frame: int | None = None, prep: _Prep = _P
     return [_input(path, read_rgb(path, MAX_PIXELS), keep_rgb, None, prep, box)]
 
 
-def _now(fn, *args) -> Future:
-    """``fn(*args)`` run in this thread, as a finished Future (its result or its exception)."""
-    fut = Future()
-    try:
-        fut.set_result(fn(*args))
-    except Exception as e:  # noqa: BLE001 - handed to the caller through the Future, as the pool does
-        fut.set_exception(e)
-    return fut
+class _Done:
+    """A call already made, read like a finished Future: ``result()`` returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        self.value, self.error = None, None
+        try:
+            self.value = fn(*args)
+        except Exception as e:  # noqa: BLE001 - handed to the caller through result(), as the pool's Future does
+            self.error = e
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def check_boxes(boxes) -> dict:
@@ -267,8 +274,10 @@ class Predictor:
         self.batch_size = batch_size
         self._decoder, self._pool_lock = None, threading.Lock()
 
-    def _pool(self) -> ThreadPoolExecutor:
-        """The decode threads: started on first use, then reused by every call (thread-safe)."""
+    def _pool(self):
+        """The decode threads (a ThreadPoolExecutor): started on first use, then reused by every call (thread-safe)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         with self._pool_lock:
             if self._decoder is None:
                 self._decoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "busi-lite-decode")
@@ -309,7 +318,11 @@ class Predictor:
         for item in paths:
             files, errs = expand_inputs([item])
             ordered += [("err", e) for e in errs] + [("file", f) for f in files]
-        writer = OverlayWriter(overlay_dir, [f for k, f in ordered if k == "file"]) if overlay_dir else None
+        writer = None
+        if overlay_dir:
+            from busi_lite.serving.overlay import OverlayWriter
+
+            writer = OverlayWriter(overlay_dir, [f for k, f in ordered if k == "file"])
 
         def emit(p):
             results.append(p)
@@ -319,7 +332,7 @@ class Predictor:
         keep, chunks = writer is not None, [ordered[s:s + self.batch_size] for s in range(0, len(ordered), self.batch_size)]
 
         def start(chunk):  # one file alone is decoded here; otherwise in the pool, ahead of the backbone
-            run = _now if len(ordered) == 1 else self._pool().submit
+            run = _Done if len(ordered) == 1 else self._pool().submit
             return [run(_load, f, keep, frame, self._prep, boxes.get(Path(f).resolve())) if k == "file" else None
                     for k, f in chunk]
 
