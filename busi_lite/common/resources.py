@@ -49,7 +49,7 @@ def packaged_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return Path(__file__).resolve().parents[2] / "weights"
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def packaged(kind: str) -> Path:

@@ -173,14 +173,13 @@ def _load(path: Path, keep_rgb: bool, frame: int | None = None, prep: _Prep = _P
 
 
 class _Done:
-    """A call already made, read like a finished Future: ``result()`` returns its value or raises its error."""
+    """A call made in this thread, read like a finished Future: ``result()`` returns its value or raises its error."""
 
     def __init__(self, fn, *args):
-        self.value, self.error = None, None
         try:
-            self.value = fn(*args)
+            self.value, self.error = fn(*args), None
         except Exception as e:  # noqa: BLE001 - handed to the caller through result(), as the pool's Future does
-            self.error = e
+            self.value, self.error = None, e
 
     def result(self):
         if self.error is not None:
@@ -277,7 +276,6 @@ class Predictor:
     def _pool(self):
         """The decode threads (a ThreadPoolExecutor): started on first use, then reused by every call (thread-safe)."""
         from concurrent.futures import ThreadPoolExecutor
-
         with self._pool_lock:
             if self._decoder is None:
                 self._decoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "busi-lite-decode")
@@ -318,11 +316,9 @@ class Predictor:
         for item in paths:
             files, errs = expand_inputs([item])
             ordered += [("err", e) for e in errs] + [("file", f) for f in files]
-        writer = None
         if overlay_dir:
             from busi_lite.serving.overlay import OverlayWriter
-
-            writer = OverlayWriter(overlay_dir, [f for k, f in ordered if k == "file"])
+        writer = OverlayWriter(overlay_dir, [f for k, f in ordered if k == "file"]) if overlay_dir else None
 
         def emit(p):
             results.append(p)
