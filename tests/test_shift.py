@@ -271,3 +271,18 @@ def test_browser_box_first_and_one_site_warning(world, tmp_path):
         upload(page, tinted[30:])
         assert page.locator("#site-warning").count() == 1
         assert not console, console
+
+
+def test_the_shift_check_reuses_the_ood_projection_bit_for_bit():
+    """Predictor scores OOD and projects for the site check from ONE projection: the same numbers as
+    OOD.score and serving.shift.ood_coords made separately, to the bit."""
+    from busi_lite.model.model import OOD
+    from busi_lite.serving.shift import ood_coords
+
+    rng = np.random.default_rng(3)
+    ood = OOD.fit(rng.normal(size=(60, 40)).astype(np.float32), k=8)
+    X = rng.normal(size=(17, 40)).astype(np.float32) * 2
+    s, u = ood.score_and_coords(X)
+    assert np.array_equal(s, ood.score(X)) and np.array_equal(u, ood_coords(ood, X))
+    basis = rng.normal(size=(8, 3))
+    assert np.array_equal(u @ basis, ood_coords(ood, X) @ basis)

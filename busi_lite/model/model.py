@@ -118,13 +118,19 @@ class OOD:
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """X [N,D] -> [N] distance (>= 0)."""
+        return self.score_and_coords(X)[0]
+
+    def score_and_coords(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """X [N,D] -> (distance [N], scaled PCA coordinates [N,k] = (X - mean) @ components.T / scales,
+        float64: the site-shift check's input, serving.shift.ood_coords, from the same projection)."""
         xc = np.asarray(X, np.float64) - self.mean
         z = xc @ self.components.T.astype(np.float64)              # [N,k]
         resid = xc - z @ self.components.astype(np.float64)         # [N,D]
         k, D = self.components.shape
-        inside = ((z / self.scales) ** 2).sum(axis=1) / k           # ~1 for training-like images
+        u = z / self.scales
+        inside = (u ** 2).sum(axis=1) / k                           # ~1 for training-like images
         outside = (resid ** 2).sum(axis=1) / self.resid_var / (D - k)  # ~1 as well
-        return (inside + outside) / 2
+        return (inside + outside) / 2, u
 
 
 @dataclass

@@ -429,8 +429,8 @@ class Predictor:
         finite = np.isfinite(proba).all(axis=1)
         if lesion is not None:
             finite &= np.isfinite(lesion).all(axis=1)
-        ood = m.ood.score(r["pooled"]) if m.ood is not None else None
-        coords = image_coords(m, r["pooled"])
+        ood, u = m.ood.score_and_coords(r["pooled"]) if m.ood is not None else (None, None)
+        coords = image_coords(m, r["pooled"], u)   # the OOD projection, made once
         # damaged rows are reported as errors below; neutral values keep the flag rules quiet for them
         safe_p = np.where(finite[:, None], np.nan_to_num(proba), 1.0 / proba.shape[1])
         safe_l = None if lesion is None else np.where(finite[:, None], np.nan_to_num(lesion), 0.0)

@@ -60,11 +60,14 @@ class ShiftCheck:
         return {**asdict(self), "warning": self.warning}
 
 
-def image_coords(model, pooled: np.ndarray) -> np.ndarray | None:
-    """pooled [N,D] -> [N,m] coordinates of the check, or None (the model has no shift statistics)."""
+def image_coords(model, pooled: np.ndarray, ood_coords: np.ndarray | None = None) -> np.ndarray | None:
+    """pooled [N,D] -> [N,m] coordinates of the check, or None (the model has no shift statistics).
+    ``ood_coords``: the OOD projection of ``pooled`` already made (model.OOD.score_and_coords), reused."""
     card = getattr(model, "card", None)
     if card is None or card.shift is None or model.ood is None:
         return None
+    if ood_coords is not None:
+        return np.asarray(ood_coords, np.float64) @ np.asarray(card.shift.basis, np.float64)
     return shift_coords(model.ood, card.shift.basis, pooled)
 
 
