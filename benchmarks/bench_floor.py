@@ -1,7 +1,7 @@
 """busi-lite's prediction speed against the physical floor of the same work, in ONE run.
 
     python benchmarks/bench_floor.py [--data DIR] [--backbone FILE] [--model STEM]
-                                     [--images 100] [--rounds 3] [--cold 7]
+                                     [--images 100] [--rounds 3] [--cold 7] [--out NAME]
 
 Floor pieces (the least the same work costs, measured here, interleaved with busi-lite's own
 calls so that both see the same machine load):
@@ -21,7 +21,7 @@ Figures, each printed as a ratio to its floor:
                alternating which goes first; byte-code cached for both (in a temp folder), as
                an installed package has it.
 The load average (1/5/15 min) and the CPU used by other processes are recorded beside every figure.
-Targets: warm single <= 1.25x; folder >= 0.8x; cold CLI <= 1.4x. Writes results/bench_floor.json.
+Targets: warm single <= 1.25x; folder >= 0.8x; cold CLI <= 1.4x. Writes results/bench_floor.json (--out NAME).
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=100, help="images for the warm runs and the folder")
     p.add_argument("--rounds", type=int, default=3, help="passes over the images (warm single) / folder runs")
     p.add_argument("--cold", type=int, default=7, help="paired cold-process runs")
+    p.add_argument("--out", default="bench_floor", help="results/NAME.json to write (default bench_floor)")
     args = p.parse_args(argv)
     data, backbone = C.data_path(args), C.backbone_path(args)
     from busi_lite.common.resources import resolve
@@ -210,7 +211,7 @@ def main(argv=None):
         C.log(f"cold CLI vs minimal script: {args.cold} pairs, load {C.loadavg()} ...")
         res["cold_cli"] = cold(imgs[0], args.model, npz, backbone, args.cold)
     res["targets"] = {k: C.target(round(res[k]["ratio"], 3), lim, op) for k, (op, lim) in TARGETS.items()}
-    path = C.write_results("bench_floor", res)
+    path = C.write_results(args.out, res)
     s, f, c = res["warm_single"], res["warm_folder"], res["cold_cli"]
     pc = s["floor_pieces_p50_ms"]
     rows = [["warm single (p50)", f"{s['busi_lite_p50_ms']:.1f} ms",
